@@ -1,0 +1,72 @@
+"""Run the benchmarks and write their figures into docs/benchmarks.md.
+
+Each ``benchmarks/bench_<name>.py`` module exposes ``run(quick: bool) -> str`` returning a Markdown
+section (heading included). The section is stored in docs/benchmarks.md between the markers
+``<!-- bench:<name> -->`` and ``<!-- /bench:<name> -->``, so one benchmark can be rerun alone
+(``--only <name>``) without touching the others' figures.
+
+Usage: ``python -m benchmarks.run [--only NAME ...] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import benchmarks
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADER = """# Benchmarks
+
+Produced by `make bench` (`python -m benchmarks.run`). Figures are medians and p99 over many runs, and
+ratios against a baseline measured in the same run, because the machine is shared and noisy. Each
+section says when and where it was measured.
+"""
+
+
+def available() -> list[str]:
+    return sorted(
+        m.name.removeprefix("bench_")
+        for m in pkgutil.iter_modules(benchmarks.__path__)
+        if m.name.startswith("bench_")
+    )
+
+
+def replace_section(document: str, name: str, body: str) -> str:
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    if start in document and end in document:
+        before, rest = document.split(start, 1)
+        _, after = rest.split(end, 1)
+        return before + block + after
+    return document.rstrip() + "\n\n" + block + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", choices=available(), help="run only these benchmarks")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run; figures not recorded)")
+    args = parser.parse_args(argv)
+    document = DOC.read_text() if DOC.exists() else HEADER
+    stamp = f"_Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, Python {platform.python_version()}._"
+    for name in args.only or available():
+        module = importlib.import_module(f"benchmarks.bench_{name}")
+        print(f"== {name}", flush=True)
+        section = module.run(quick=args.quick)
+        print(section, flush=True)
+        if not args.quick:
+            heading, _, rest = section.strip().partition("\n")
+            document = replace_section(document, name, f"{heading}\n\n{stamp}\n{rest}")
+    if not args.quick:
+        DOC.write_text(document)
+        print(f"wrote {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The Parquet event log of joined events: its one schema, and writing and reading it.
+
+This is the only module that imports ``pyarrow``. Layout on disk (hive partitioning):
+
+    <root>/date=YYYY-MM-DD/hour=HH/<part>.parquet
+
+Columns (``EVENT_LOG_SCHEMA``), one row per joined decision:
+
+- ``event_id`` string, ``timestamp`` timestamp[us, UTC] (decision time), ``user_id`` string or null
+- ``user_features``, ``context`` string: JSON objects of the features exactly as used
+- ``candidate_ids`` list<string>, in the order the policy saw them
+- ``candidate_features`` list<string>: one JSON object per candidate
+- ``pmfs`` list<list<double>>: one distribution per slot over all candidates
+- ``chosen`` list<int32>: candidate index per slot; ``ranking`` list<int32>
+- ``model_version`` string, ``exploration`` string (JSON of the settings in force)
+- ``degraded``, ``deferred`` bool
+- ``rewards`` list<double> and ``reward_is_default`` list<bool>: one per slot
+- ``joined_at`` timestamp[us, UTC]
+
+The partition columns ``date`` and ``hour`` are derived from ``timestamp`` and are not part of the file
+schema. Every write and read is checked against the schema; a mismatch raises ``EventLogError``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from recommender.errors import EventLogError, RecordError
+from recommender.records import Decision, JoinedEvent
+
+_TS = pa.timestamp("us", tz="UTC")
+
+EVENT_LOG_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("timestamp", _TS, nullable=False),
+        pa.field("user_id", pa.string()),
+        pa.field("user_features", pa.string(), nullable=False),
+        pa.field("context", pa.string(), nullable=False),
+        pa.field("candidate_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("candidate_features", pa.list_(pa.string()), nullable=False),
+        pa.field("pmfs", pa.list_(pa.list_(pa.float64())), nullable=False),
+        pa.field("chosen", pa.list_(pa.int32()), nullable=False),
+        pa.field("ranking", pa.list_(pa.int32()), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("exploration", pa.string(), nullable=False),
+        pa.field("degraded", pa.bool_(), nullable=False),
+        pa.field("deferred", pa.bool_(), nullable=False),
+        pa.field("rewards", pa.list_(pa.float64()), nullable=False),
+        pa.field("reward_is_default", pa.list_(pa.bool_()), nullable=False),
+        pa.field("joined_at", _TS, nullable=False),
+    ]
+)
+
+_PARTITIONING = ds.partitioning(pa.schema([("date", pa.string()), ("hour", pa.int32())]), flavor="hive")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"feature value of type {type(value).__name__} is not JSON-serializable")
+
+
+def dumps_features(row: Any) -> str:
+    """Serialize a feature row (mapping of name to value) to compact JSON."""
+    return json.dumps(dict(row), separators=(",", ":"), default=_json_default, allow_nan=False)
+
+
+def events_to_table(events: Sequence[JoinedEvent]) -> pa.Table:
+    """Columnar form of ``events`` under ``EVENT_LOG_SCHEMA``."""
+    decisions = [e.decision for e in events]
+    columns = {
+        "event_id": [d.event_id for d in decisions],
+        "timestamp": [d.timestamp for d in decisions],
+        "user_id": [d.user_id for d in decisions],
+        "user_features": [dumps_features(d.user_features) for d in decisions],
+        "context": [dumps_features(d.context) for d in decisions],
+        "candidate_ids": [list(d.candidate_ids) for d in decisions],
+        "candidate_features": [[dumps_features(f) for f in d.candidate_features] for d in decisions],
+        "pmfs": [[list(p) for p in d.pmfs] for d in decisions],
+        "chosen": [list(d.chosen) for d in decisions],
+        "ranking": [list(d.ranking) for d in decisions],
+        "model_version": [d.model_version for d in decisions],
+        "exploration": [dumps_features(d.exploration) for d in decisions],
+        "degraded": [d.degraded for d in decisions],
+        "deferred": [d.deferred for d in decisions],
+        "rewards": [list(e.rewards) for e in events],
+        "reward_is_default": [list(e.reward_is_default) for e in events],
+        "joined_at": [e.joined_at for e in events],
+    }
+    try:
+        return pa.Table.from_pydict(columns, schema=EVENT_LOG_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        raise EventLogError(f"joined events do not fit the event log schema: {exc}") from exc
+
+
+def write_events(events: Iterable[JoinedEvent], root: str | Path) -> list[Path]:
+    """Append ``events`` to the log under ``root``, one new file per (date, hour) partition touched.
+
+    Files are written under a temporary name and renamed, so a reader never sees a partial file.
+    Returns the paths written (empty when ``events`` is empty).
+    """
+    root = Path(root)
+    by_partition: dict[tuple[str, int], list[JoinedEvent]] = {}
+    for event in events:
+        ts = event.decision.timestamp.astimezone(UTC)
+        by_partition.setdefault((ts.strftime("%Y-%m-%d"), ts.hour), []).append(event)
+    written = []
+    for (date, hour), group in sorted(by_partition.items()):
+        directory = root / f"date={date}" / f"hour={hour:02d}"
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = directory / f".{name}.tmp"
+        pq.write_table(events_to_table(group), tmp)
+        final = directory / name
+        tmp.rename(final)
+        written.append(final)
+    return written
+
+
+def read_table(path: str | Path, *, filter_expression: Any = None) -> pa.Table:
+    """Read a log (a root directory, a partition directory, or one file) as a table sorted by timestamp.
+
+    Raises EventLogError when the path does not exist or a file does not carry the log's columns.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise EventLogError(f"event log {path} does not exist")
+    try:
+        dataset = ds.dataset(
+            path,
+            format="parquet",
+            partitioning=_PARTITIONING if path.is_dir() else None,
+            exclude_invalid_files=False,
+        )
+        table = dataset.to_table(filter=filter_expression)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise EventLogError(f"cannot read event log {path}: {exc}") from exc
+    missing = [f.name for f in EVENT_LOG_SCHEMA if f.name not in table.column_names]
+    if missing:
+        raise EventLogError(f"event log {path} lacks columns {missing}")
+    try:
+        table = table.select(EVENT_LOG_SCHEMA.names).cast(EVENT_LOG_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise EventLogError(f"event log {path} does not match the log schema: {exc}") from exc
+    return table.sort_by([("timestamp", "ascending"), ("event_id", "ascending")])
+
+
+def table_to_events(table: pa.Table) -> Iterator[JoinedEvent]:
+    """Rebuild validated JoinedEvent records from a log table. Raises EventLogError naming the row."""
+    for i, row in enumerate(table.to_pylist()):
+        try:
+            decision = Decision(
+                event_id=row["event_id"],
+                timestamp=row["timestamp"],
+                user_id=row["user_id"],
+                user_features=json.loads(row["user_features"]),
+                context=json.loads(row["context"]),
+                candidate_ids=tuple(row["candidate_ids"]),
+                candidate_features=tuple(json.loads(f) for f in row["candidate_features"]),
+                pmfs=tuple(tuple(p) for p in row["pmfs"]),
+                chosen=tuple(row["chosen"]),
+                ranking=tuple(row["ranking"]),
+                model_version=row["model_version"],
+                exploration=json.loads(row["exploration"]),
+                degraded=row["degraded"],
+                deferred=row["deferred"],
+            )
+            yield JoinedEvent(
+                decision=decision,
+                rewards=tuple(row["rewards"]),
+                reward_is_default=tuple(row["reward_is_default"]),
+                joined_at=row["joined_at"],
+            )
+        except (RecordError, ValueError, TypeError) as exc:
+            raise EventLogError(f"event log row {i} (event_id={row.get('event_id')!r}) is invalid: {exc}") from exc
+
+
+def read_events(path: str | Path) -> list[JoinedEvent]:
+    """All joined events under ``path``, in timestamp order."""
+    return list(table_to_events(read_table(path)))
