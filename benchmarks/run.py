@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run; figures not recorded)")
     args = parser.parse_args(argv)
     document = DOC.read_text() if DOC.exists() else HEADER
-    stamp = f"_Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, Python {platform.python_version()}._"
+    now = datetime.now(UTC)
+    stamp = f"_Measured {now:%Y-%m-%d %H:%M} UTC on {platform.machine()}, Python {platform.python_version()}._"
     for name in args.only or available():
         module = importlib.import_module(f"benchmarks.bench_{name}")
         print(f"== {name}", flush=True)

@@ -16,7 +16,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FeatureType(str, enum.Enum):
+class FeatureType(enum.StrEnum):
     """The four kinds of feature value.
 
     - ``numeric``: a finite float.
@@ -108,6 +108,18 @@ class FeatureStoreConfig(_Strict):
     # Entries kept in the per-process cache of decoded values (keyed by the encoded bytes, so a changed
     # value is a new key and can never be served stale).
     decode_cache_size: int = Field(default=100_000, ge=0)
+    # The in-process store starts empty with every process; the embedded default starts with the sample
+    # beauty catalog loaded so that a new user's service has something to rank. Ignored for Redis.
+    sample_catalog: bool = True
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names_are_safe(cls, groups: dict[str, FeatureGroup]) -> dict[str, FeatureGroup]:
+        for name in groups:
+            # Group names become part of Redis keys and glob patterns.
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"group name {name!r} must be letters, digits, '_' and '-'")
+        return groups
 
     @model_validator(mode="after")
     def _user_and_item_groups_exist(self) -> FeatureStoreConfig:
