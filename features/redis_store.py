@@ -70,7 +70,8 @@ class RedisFeatureStore(FeatureStore):
         self._assumed_lock = threading.Lock()
 
     # ----- keys ---------------------------------------------------------------------------------
-    def _meta_key(self, group: str, name: str) -> str:
+    def meta_key(self, group: str, name: str) -> str:
+        """Key of a group's metadata ``name`` (``live``, ``seq`` or ``versions``)."""
         return f"{{{self._prefix}:{group}}}:{name}"
 
     def _row_key_prefix(self, group: str, version: str) -> str:
@@ -78,7 +79,8 @@ class RedisFeatureStore(FeatureStore):
             return f"{{{self._prefix}:{group}:{version}}}:"
         return f"{self._prefix}:{group}:{version}:"
 
-    def _row_keys(self, group: str, version: str, ids: Sequence[str]) -> list[str]:
+    def row_keys(self, group: str, version: str, ids: Sequence[str]) -> list[str]:
+        """Keys of the rows of ``ids`` in ``version`` of ``group``, in order (see the module docstring)."""
         prefix = self._row_key_prefix(group, version)
         if self.config.groups[group].shard_by == "group":
             return [prefix + entity for entity in ids]
@@ -109,13 +111,13 @@ class RedisFeatureStore(FeatureStore):
         groups = list(dict.fromkeys(group for group, _ in request))
         for _ in range(MAX_POINTER_RETRIES):
             assumed = {group: self._assumed_live.get(group) for group in groups}
-            keys = [self._meta_key(group, "live") for group in groups]
+            keys = [self.meta_key(group, "live") for group in groups]
             spans = []
             for group, ids in request:
                 version = assumed[group]
                 start = len(keys)
                 if version is not None:
-                    keys.extend(self._row_keys(group, version, ids))
+                    keys.extend(self.row_keys(group, version, ids))
                 spans.append((start, len(keys)))
             with self._errors("reading features"):
                 values = self._get_many(keys)
@@ -133,24 +135,24 @@ class RedisFeatureStore(FeatureStore):
     def live_version(self, group: str) -> str | None:
         self._group(group)
         with self._errors(f"reading the live version of {group!r}"):
-            raw = self._admin.get(self._meta_key(group, "live"))
+            raw = self._admin.get(self.meta_key(group, "live"))
         return None if raw is None else raw.decode()
 
     def versions(self, group: str) -> list[str]:
         self._group(group)
         with self._errors(f"listing versions of {group!r}"):
-            members = self._admin.smembers(self._meta_key(group, "versions"))
+            members = self._admin.smembers(self.meta_key(group, "versions"))
         return sorted((m.decode() for m in members), key=lambda v: int(v[1:]))
 
     def _new_version(self, group: str) -> str:
         with self._errors(f"creating a version of {group!r}"):
-            version = f"v{self._admin.incr(self._meta_key(group, 'seq'))}"
-            self._admin.sadd(self._meta_key(group, "versions"), version)
+            version = f"v{self._admin.incr(self.meta_key(group, 'seq'))}"
+            self._admin.sadd(self.meta_key(group, "versions"), version)
         return version
 
     def _write(self, group: str, version: str, rows: Sequence[tuple[str, bytes]]) -> None:
         ttl = self.config.groups[group].ttl_seconds
-        keys = self._row_keys(group, version, [entity for entity, _ in rows])
+        keys = self.row_keys(group, version, [entity for entity, _ in rows])
         with self._errors(f"writing {len(rows)} rows of {group!r}"):
             pipe = self._admin.pipeline(transaction=False)
             for key, (_, encoded) in zip(keys, rows, strict=True):
@@ -159,11 +161,11 @@ class RedisFeatureStore(FeatureStore):
 
     def _delete(self, group: str, version: str, entity_id: str) -> bool:
         with self._errors(f"deleting {entity_id!r} from {group!r}"):
-            return bool(self._admin.delete(self._row_keys(group, version, [entity_id])[0]))
+            return bool(self._admin.delete(self.row_keys(group, version, [entity_id])[0]))
 
     def _set_live(self, group: str, version: str) -> None:
         with self._errors(f"switching {group!r} to {version!r}"):
-            self._admin.set(self._meta_key(group, "live"), version)
+            self._admin.set(self.meta_key(group, "live"), version)
 
     def drop_version(self, group: str, version: str) -> None:
         self._group(group)
@@ -181,7 +183,7 @@ class RedisFeatureStore(FeatureStore):
                         batch = []
                 if batch:
                     self._unlink(batch)
-            self._admin.srem(self._meta_key(group, "versions"), version)
+            self._admin.srem(self.meta_key(group, "versions"), version)
 
     def _unlink(self, keys: list[bytes]) -> None:
         pipe = self._admin.pipeline(transaction=False)
