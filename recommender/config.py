@@ -9,6 +9,8 @@ Environment overrides (URLs and secrets never need to live in the file):
 
 - ``RECOMMENDER_REDIS_URL`` -> ``features.redis.url``
 - ``RECOMMENDER_FEATURE_BACKEND`` -> ``features.backend`` (``memory`` or ``redis``)
+- ``RECOMMENDER_API_KEYS`` -> ``service.api_keys`` (comma-separated)
+- ``RECOMMENDER_BUS_REDIS_URL`` -> ``bus.redis_url``
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from features.config import FeatureStoreConfig
 from recommender.errors import ConfigError
 from recommender.policy_config import PolicyConfig
+from recommender.service_config import BusConfig, JoinConfig, ServiceConfig
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -32,6 +35,8 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "defa
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "RECOMMENDER_REDIS_URL": ("features", "redis", "url"),
     "RECOMMENDER_FEATURE_BACKEND": ("features", "backend"),
+    "RECOMMENDER_API_KEYS": ("service", "api_keys"),
+    "RECOMMENDER_BUS_REDIS_URL": ("bus", "redis_url"),
 }
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -44,6 +49,9 @@ class AppConfig(BaseModel):
 
     features: FeatureStoreConfig
     policy: PolicyConfig = PolicyConfig()
+    service: ServiceConfig = ServiceConfig()
+    join: JoinConfig = JoinConfig()
+    bus: BusConfig = BusConfig()
 
 
 def _expand(text: str, env: Mapping[str, str], path: Path) -> str:
