@@ -1,0 +1,627 @@
+"""The event bus: where a decision waits for its rewards until the joiner closes its window.
+
+Two backends behind one interface (``EventBus``):
+
+- ``MemoryEventBus``: in-process, the embedded default (one worker process; lost on exit).
+- ``RedisEventBus``: Redis Streams, shared by every worker on every host. With ``redis``, this module
+  and ``features.redis_store`` are the only places importing ``redis``.
+
+Serving side: ``put_decision`` (on /v1/score), ``add_reward``, ``activate``. Joiner side: ``take_new``,
+``take_stale``, ``begin_batch``, ``close``, ``set_batch_files``, ``commit_batch``, ``open_batches``,
+``adopt_batch`` (the joiner's protocol is described in ``recommender.joiner``).
+
+Redis key layout (``P`` = ``bus.key_prefix``; every key carries the hash tag ``{P}`` so the Lua scripts,
+which touch several keys, also run on Redis Cluster):
+
+- ``{P}:d:<event_id>``  hash: ``d`` decision JSON, ``slots``, ``due`` (epoch seconds when the reward
+  window closes), ``deferred`` and ``activated`` ("0"/"1"), ``batch`` (set once the joiner closed it).
+  TTL: wait time + ``join.recovery_seconds``.
+- ``{P}:r:<event_id>``  list of rewards ``[slot, value, received_at]`` (JSON), in arrival order; same TTL.
+- ``{P}:<stream>``       stream with one entry per decision (``e`` event id, ``due``), read by the joiners
+  through the consumer group ``bus.group``; an entry is acknowledged and deleted only once its joined
+  event is in the Parquet log.
+- ``{P}:batches``        hash: batch id -> manifest JSON of the joiner's batches in flight.
+
+Every call on the serving side gives up after ``bus.timeout_ms`` and raises ``BusUnavailable``. A reward
+is accepted only while its decision's window is open; ``add_reward`` returning ACCEPTED means Redis has
+acknowledged the write.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from recommender.errors import RecommenderError
+from recommender.records import Decision, Reward
+
+
+class BusError(RecommenderError):
+    """The event bus refused an operation."""
+
+
+class BusUnavailable(BusError, ConnectionError):
+    """The bus backend (Redis) could not be reached within its budget. The URL is redacted."""
+
+
+class DuplicateEventError(BusError):
+    """A decision with this event id is already pending."""
+
+
+class RewardOutcome(enum.Enum):
+    ACCEPTED = "accepted"
+    UNKNOWN = "unknown"  # no such event, its window has closed, or it was already joined
+    BAD_SLOT = "bad_slot"  # the decision has fewer slots
+
+
+class CloseStatus(enum.Enum):
+    READY = "ready"  # closed by this batch: join it
+    EXPIRED = "expired"  # the decision is gone from the bus (kept too long past its window)
+    TAKEN = "taken"  # another batch closed it first; that batch's owner (or its recoverer) joins it
+
+
+@dataclass(frozen=True)
+class PendingDecision:
+    """A bus entry a joiner has taken: which decision, and when its reward window closes."""
+
+    entry_id: str
+    event_id: str
+    due_at: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class RewardEntry:
+    slot: int
+    value: float
+    received_at: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class ClosedEvent:
+    """What ``close`` found for one pending decision."""
+
+    pending: PendingDecision
+    status: CloseStatus
+    decision: Decision | None = None
+    rewards: tuple[RewardEntry, ...] = ()
+    activated: bool = False
+
+
+def _epoch(value: datetime) -> float:
+    return value.timestamp()
+
+
+# ----- decision codec (JSON), shared with nothing else: the Parquet log has its own schema ------------
+def _row(value: Any) -> dict:
+    return dict(value)
+
+
+def encode_decision(decision: Decision) -> str:
+    """Compact JSON of a decision, lossless for everything the event log stores."""
+    return json.dumps(
+        {
+            "event_id": decision.event_id,
+            "timestamp": decision.timestamp.isoformat(),
+            "user_id": decision.user_id,
+            "user_features": _row(decision.user_features),
+            "context": _row(decision.context),
+            "candidate_ids": decision.candidate_ids,
+            "candidate_features": [_row(row) for row in decision.candidate_features],
+            "pmfs": decision.pmfs,
+            "chosen": decision.chosen,
+            "ranking": decision.ranking,
+            "model_version": decision.model_version,
+            "exploration": _row(decision.exploration),
+            "degraded": decision.degraded,
+            "deferred": decision.deferred,
+        },
+        separators=(",", ":"),
+        allow_nan=False,
+    )
+
+
+def decode_decision(text: str | bytes) -> Decision:
+    """Inverse of ``encode_decision``; the Decision validates itself."""
+    data = json.loads(text)
+    return Decision(
+        event_id=data["event_id"],
+        timestamp=datetime.fromisoformat(data["timestamp"]).astimezone(UTC),
+        user_id=data["user_id"],
+        user_features=data["user_features"],
+        context=data["context"],
+        candidate_ids=tuple(data["candidate_ids"]),
+        candidate_features=tuple(data["candidate_features"]),
+        pmfs=tuple(tuple(p) for p in data["pmfs"]),
+        chosen=tuple(data["chosen"]),
+        ranking=tuple(data["ranking"]),
+        model_version=data["model_version"],
+        exploration=data["exploration"],
+        degraded=data["degraded"],
+        deferred=data["deferred"],
+    )
+
+
+class EventBus(abc.ABC):
+    """Pending decisions and their rewards, shared by the serving workers and the joiners."""
+
+    def __init__(self, wait_seconds: float, recovery_seconds: float) -> None:
+        self.wait_seconds = wait_seconds
+        self.recovery_seconds = recovery_seconds
+
+    # ----- serving side ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_decision(self, decision: Decision) -> None:
+        """Make ``decision`` pending; its window closes ``wait_seconds`` after its timestamp.
+
+        Raises DuplicateEventError when that event id is already pending, BusUnavailable when the
+        backend cannot be reached within budget.
+        """
+
+    @abc.abstractmethod
+    def add_reward(self, reward: Reward) -> RewardOutcome:
+        """Append a reward to its pending decision, if that decision's window is still open."""
+
+    @abc.abstractmethod
+    def activate(self, event_id: str, now: float | None = None) -> bool:
+        """Mark a pending decision as shown (for deferred decisions). False when unknown or closed."""
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Raise BusUnavailable when the backend cannot be reached."""
+
+    # ----- joiner side ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def take_new(self, consumer: str, count: int, block_seconds: float) -> list[PendingDecision]:
+        """Up to ``count`` decisions no joiner has taken yet, now assigned to ``consumer``."""
+
+    @abc.abstractmethod
+    def take_stale(self, consumer: str, min_idle_seconds: float, count: int) -> list[PendingDecision]:
+        """Decisions another joiner took more than ``min_idle_seconds`` ago and never finished."""
+
+    @abc.abstractmethod
+    def begin_batch(self, batch_id: str, manifest: Mapping[str, Any]) -> None:
+        """Record a batch's manifest before any of its decisions is closed."""
+
+    @abc.abstractmethod
+    def set_batch_files(self, batch_id: str, manifest: Mapping[str, Any]) -> None:
+        """Replace a batch's manifest (once its staged files are written)."""
+
+    @abc.abstractmethod
+    def close(self, pending: Sequence[PendingDecision], batch_id: str) -> list[ClosedEvent]:
+        """Close the reward windows of ``pending`` for ``batch_id`` and return what each collected.
+
+        Idempotent per batch: closing again with the same batch id returns the same data.
+        """
+
+    @abc.abstractmethod
+    def commit_batch(self, batch_id: str, pending: Sequence[PendingDecision]) -> None:
+        """Acknowledge and delete ``pending`` (their events are in the log) and forget the batch."""
+
+    @abc.abstractmethod
+    def open_batches(self) -> dict[str, dict[str, Any]]:
+        """Manifests of batches begun and not committed."""
+
+    @abc.abstractmethod
+    def adopt_batch(self, batch_id: str, expected_stamp: str, owner: str, now: float) -> str | None:
+        """Take over a batch whose manifest still carries ``expected_stamp`` (compare-and-set).
+
+        Returns the manifest's new stamp, or None when the batch is gone or someone else adopted it.
+        """
+
+    def close_connections(self) -> None:  # noqa: B027 - optional for backends without connections
+        """Release connections."""
+
+
+# ===================================================================================================
+class MemoryEventBus(EventBus):
+    """In-process bus: the embedded default. Thread-safe; one process only; nothing survives exit."""
+
+    @dataclass
+    class _Pending:
+        decision: Decision
+        due: float
+        activated: bool = False
+        rewards: list[RewardEntry] | None = None
+        batch: str | None = None
+
+    def __init__(self, wait_seconds: float, recovery_seconds: float) -> None:
+        super().__init__(wait_seconds, recovery_seconds)
+        self._lock = threading.Condition()
+        self._pending: dict[str, MemoryEventBus._Pending] = {}
+        self._new: deque[PendingDecision] = deque()
+        self._taken: dict[str, tuple[str, float, PendingDecision]] = {}  # entry id -> consumer, since, entry
+        self._batches: dict[str, dict[str, Any]] = {}
+        self._sequence = 0
+
+    def put_decision(self, decision: Decision) -> None:
+        due = _epoch(decision.timestamp) + self.wait_seconds
+        with self._lock:
+            if decision.event_id in self._pending:
+                raise DuplicateEventError(f"event {decision.event_id!r} is already pending")
+            self._pending[decision.event_id] = self._Pending(decision, due, rewards=[])
+            self._sequence += 1
+            self._new.append(PendingDecision(str(self._sequence), decision.event_id, due))
+            self._lock.notify_all()
+
+    def _open(self, event_id: str, now: float) -> _Pending | None:
+        entry = self._pending.get(event_id)
+        if entry is None or entry.batch is not None or now > entry.due:
+            return None
+        return entry
+
+    def add_reward(self, reward: Reward) -> RewardOutcome:
+        received = _epoch(reward.received_at)
+        with self._lock:
+            entry = self._open(reward.event_id, received)
+            if entry is None:
+                return RewardOutcome.UNKNOWN
+            if reward.slot >= entry.decision.num_slots:
+                return RewardOutcome.BAD_SLOT
+            assert entry.rewards is not None
+            entry.rewards.append(RewardEntry(reward.slot, float(reward.value), received))
+            return RewardOutcome.ACCEPTED
+
+    def activate(self, event_id: str, now: float | None = None) -> bool:
+        with self._lock:
+            entry = self._open(event_id, time.time() if now is None else now)
+            if entry is None:
+                return False
+            entry.activated = True
+            return True
+
+    def ping(self) -> None:
+        return None
+
+    def take_new(self, consumer: str, count: int, block_seconds: float) -> list[PendingDecision]:
+        with self._lock:
+            if not self._new and block_seconds > 0:
+                self._lock.wait(block_seconds)
+            taken = []
+            now = time.monotonic()
+            while self._new and len(taken) < count:
+                entry = self._new.popleft()
+                self._taken[entry.entry_id] = (consumer, now, entry)
+                taken.append(entry)
+            return taken
+
+    def take_stale(self, consumer: str, min_idle_seconds: float, count: int) -> list[PendingDecision]:
+        now = time.monotonic()
+        with self._lock:
+            stale = [
+                (entry_id, entry)
+                for entry_id, (owner, since, entry) in self._taken.items()
+                if owner != consumer and now - since >= min_idle_seconds
+            ][:count]
+            for entry_id, entry in stale:
+                self._taken[entry_id] = (consumer, now, entry)
+            return [entry for _, entry in stale]
+
+    def begin_batch(self, batch_id: str, manifest: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._batches[batch_id] = dict(manifest)
+
+    set_batch_files = begin_batch
+
+    def close(self, pending: Sequence[PendingDecision], batch_id: str) -> list[ClosedEvent]:
+        results = []
+        with self._lock:
+            for item in pending:
+                entry = self._pending.get(item.event_id)
+                if entry is None:
+                    results.append(ClosedEvent(item, CloseStatus.EXPIRED))
+                elif entry.batch is not None and entry.batch != batch_id:
+                    results.append(ClosedEvent(item, CloseStatus.TAKEN))
+                else:
+                    entry.batch = batch_id
+                    rewards = tuple(entry.rewards or ())
+                    results.append(ClosedEvent(item, CloseStatus.READY, entry.decision, rewards, entry.activated))
+        return results
+
+    def commit_batch(self, batch_id: str, pending: Sequence[PendingDecision]) -> None:
+        with self._lock:
+            for item in pending:
+                self._taken.pop(item.entry_id, None)
+                entry = self._pending.get(item.event_id)
+                if entry is not None and entry.batch in (None, batch_id):
+                    del self._pending[item.event_id]
+            self._batches.pop(batch_id, None)
+
+    def open_batches(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {batch_id: dict(manifest) for batch_id, manifest in self._batches.items()}
+
+    def adopt_batch(self, batch_id: str, expected_stamp: str, owner: str, now: float) -> str | None:
+        with self._lock:
+            manifest = self._batches.get(batch_id)
+            if manifest is None or manifest.get("stamp") != expected_stamp:
+                return None
+            stamp = uuid.uuid4().hex
+            manifest.update(owner=owner, touched=now, stamp=stamp)
+            return stamp
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+
+# ===================================================================================================
+_PUT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'slots', ARGV[2], 'due', ARGV[3], 'deferred', ARGV[6], 'activated', '0')
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[5], 'due', ARGV[3])
+return 1
+"""
+
+# KEYS: decision, rewards. ARGV: reward JSON, slot, now. 1 accepted, 0 unknown/closed, -1 bad slot.
+_REWARD = """
+local h = redis.call('HMGET', KEYS[1], 'due', 'slots', 'batch')
+if not h[1] or h[3] or tonumber(ARGV[3]) > tonumber(h[1]) then return 0 end
+if tonumber(ARGV[2]) >= tonumber(h[2]) then return -1 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
+return 1
+"""
+
+_ACTIVATE = """
+local h = redis.call('HMGET', KEYS[1], 'due', 'batch')
+if not h[1] or h[2] or tonumber(ARGV[1]) > tonumber(h[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'activated', '1')
+return 1
+"""
+
+# KEYS: decision, rewards. ARGV: batch id. {0} expired, {1} taken, {2, decision, activated, rewards}.
+_CLOSE = """
+local h = redis.call('HMGET', KEYS[1], 'd', 'batch', 'activated')
+if not h[1] then return {0} end
+if h[2] and h[2] ~= ARGV[1] then return {1} end
+redis.call('HSET', KEYS[1], 'batch', ARGV[1])
+return {2, h[1], h[3] or '0', redis.call('LRANGE', KEYS[2], 0, -1)}
+"""
+
+# KEYS: batches hash. ARGV: batch id, expected stamp, owner, now, new stamp.
+_ADOPT = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local manifest = cjson.decode(raw)
+if manifest['stamp'] ~= ARGV[2] then return 0 end
+manifest['owner'] = ARGV[3]
+manifest['touched'] = tonumber(ARGV[4])
+manifest['stamp'] = ARGV[5]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(manifest))
+return 1
+"""
+
+
+class RedisEventBus(EventBus):
+    """Bus on Redis Streams with a consumer group of joiners (see the module docstring for keys)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        wait_seconds: float,
+        recovery_seconds: float,
+        key_prefix: str = "rb",
+        stream: str = "decisions",
+        group: str = "joiner",
+        timeout_ms: float = 50.0,
+    ) -> None:
+        super().__init__(wait_seconds, recovery_seconds)
+        import redis  # the Redis backend is imported only when chosen
+
+        from features.redis_store import redact_url
+
+        self._redis = redis
+        self._url = redact_url(url)
+        self._tag = f"{{{key_prefix}}}"
+        self._stream = f"{self._tag}:{stream}"
+        self._batches_key = f"{self._tag}:batches"
+        self._group = group
+        self._ttl_ms = int((wait_seconds + recovery_seconds) * 1000)
+        timeout = timeout_ms / 1000.0
+        try:
+            # Request path: short budget. Joiner: blocking reads and batch commits need longer.
+            self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+            self._joiner = redis.Redis.from_url(url, socket_timeout=30.0, socket_connect_timeout=5.0)
+        except (redis.RedisError, ValueError) as exc:
+            raise BusUnavailable(f"cannot connect to Redis at {self._url}: {exc}") from exc
+        self._put = self._client.register_script(_PUT)
+        self._reward = self._client.register_script(_REWARD)
+        self._activate = self._client.register_script(_ACTIVATE)
+        self._close = self._joiner.register_script(_CLOSE)
+        self._adopt = self._joiner.register_script(_ADOPT)
+        self._group_ready = False
+
+    # ----- keys and errors ---------------------------------------------------------------------------
+    def _dkey(self, event_id: str) -> str:
+        return f"{self._tag}:d:{event_id}"
+
+    def _rkey(self, event_id: str) -> str:
+        return f"{self._tag}:r:{event_id}"
+
+    def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+            raise BusUnavailable(f"Redis at {self._url} unavailable while {action}: {exc}") from exc
+        except self._redis.RedisError as exc:
+            raise BusError(f"Redis at {self._url} refused {action}: {exc}") from exc
+
+    # ----- serving side ------------------------------------------------------------------------------
+    def put_decision(self, decision: Decision) -> None:
+        due = _epoch(decision.timestamp) + self.wait_seconds
+        created = self._call(
+            "storing a decision",
+            self._put,
+            keys=[self._dkey(decision.event_id), self._stream],
+            args=[
+                encode_decision(decision),
+                decision.num_slots,
+                repr(due),
+                self._ttl_ms,
+                decision.event_id,
+                "1" if decision.deferred else "0",
+            ],
+        )
+        if not created:
+            raise DuplicateEventError(f"event {decision.event_id!r} is already pending")
+
+    def add_reward(self, reward: Reward) -> RewardOutcome:
+        received = _epoch(reward.received_at)
+        entry = json.dumps([reward.slot, float(reward.value), received])
+        result = self._call(
+            "storing a reward",
+            self._reward,
+            keys=[self._dkey(reward.event_id), self._rkey(reward.event_id)],
+            args=[entry, reward.slot, repr(received)],
+        )
+        return {1: RewardOutcome.ACCEPTED, 0: RewardOutcome.UNKNOWN, -1: RewardOutcome.BAD_SLOT}[int(result)]
+
+    def activate(self, event_id: str, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        return bool(self._call("activating", self._activate, keys=[self._dkey(event_id)], args=[repr(now)]))
+
+    def ping(self) -> None:
+        self._call("pinging", self._client.ping)
+
+    # ----- joiner side -------------------------------------------------------------------------------
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            # From id 0: decisions written before the first joiner started are joined too.
+            self._joiner.xgroup_create(self._stream, self._group, id="0", mkstream=True)
+        except self._redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def _joiner_call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        def attempt() -> Any:
+            self._ensure_group()
+            return fn(*args, **kwargs)
+
+        try:
+            return self._call(action, attempt)
+        except BusError as exc:
+            if "NOGROUP" in str(exc):  # Redis lost its data (restart without persistence): start over
+                self._group_ready = False
+                return self._call(action, attempt)
+            raise
+
+    @staticmethod
+    def _entries(messages: Sequence[Any]) -> list[PendingDecision]:
+        entries = []
+        for entry_id, fields in messages:
+            if not fields:  # deleted meanwhile
+                continue
+            entries.append(
+                PendingDecision(
+                    entry_id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+                    event_id=fields[b"e"].decode(),
+                    due_at=float(fields[b"due"]),
+                )
+            )
+        return entries
+
+    def take_new(self, consumer: str, count: int, block_seconds: float) -> list[PendingDecision]:
+        block_ms = max(1, int(block_seconds * 1000)) if block_seconds > 0 else None
+        reply = self._joiner_call(
+            "reading decisions",
+            self._joiner.xreadgroup,
+            self._group,
+            consumer,
+            {self._stream: ">"},
+            count=count,
+            block=block_ms,
+        )
+        return self._entries(reply[0][1]) if reply else []
+
+    def take_stale(self, consumer: str, min_idle_seconds: float, count: int) -> list[PendingDecision]:
+        reply = self._joiner_call(
+            "claiming stale decisions",
+            self._joiner.xautoclaim,
+            self._stream,
+            self._group,
+            consumer,
+            int(min_idle_seconds * 1000),
+            start_id="0-0",
+            count=count,
+        )
+        return self._entries(reply[1])
+
+    def begin_batch(self, batch_id: str, manifest: Mapping[str, Any]) -> None:
+        self._call("recording a batch", self._joiner.hset, self._batches_key, batch_id, json.dumps(manifest))
+
+    set_batch_files = begin_batch
+
+    def close(self, pending: Sequence[PendingDecision], batch_id: str) -> list[ClosedEvent]:
+        if not pending:
+            return []
+
+        def run() -> list[Any]:
+            pipe = self._joiner.pipeline(transaction=False)
+            for item in pending:
+                self._close(keys=[self._dkey(item.event_id), self._rkey(item.event_id)], args=[batch_id], client=pipe)
+            return pipe.execute()
+
+        results = []
+        for item, reply in zip(pending, self._call("closing decisions", run), strict=True):
+            code = int(reply[0])
+            if code == 0:
+                results.append(ClosedEvent(item, CloseStatus.EXPIRED))
+            elif code == 1:
+                results.append(ClosedEvent(item, CloseStatus.TAKEN))
+            else:
+                rewards = tuple(RewardEntry(int(s), float(v), float(t)) for s, v, t in map(json.loads, reply[3]))
+                results.append(
+                    ClosedEvent(item, CloseStatus.READY, decode_decision(reply[1]), rewards, reply[2] == b"1")
+                )
+        return results
+
+    def commit_batch(self, batch_id: str, pending: Sequence[PendingDecision]) -> None:
+        def run() -> None:
+            pipe = self._joiner.pipeline(transaction=True)
+            if pending:
+                ids = [item.entry_id for item in pending]
+                pipe.xack(self._stream, self._group, *ids)
+                pipe.xdel(self._stream, *ids)
+                keys = [key for item in pending for key in (self._dkey(item.event_id), self._rkey(item.event_id))]
+                pipe.delete(*keys)
+            pipe.hdel(self._batches_key, batch_id)
+            pipe.execute()
+
+        self._call("committing a batch", run)
+
+    def open_batches(self) -> dict[str, dict[str, Any]]:
+        raw = self._call("listing batches", self._joiner.hgetall, self._batches_key)
+        return {key.decode(): json.loads(value) for key, value in raw.items()}
+
+    def adopt_batch(self, batch_id: str, expected_stamp: str, owner: str, now: float) -> str | None:
+        stamp = uuid.uuid4().hex
+        adopted = self._call(
+            "adopting a batch",
+            self._adopt,
+            keys=[self._batches_key],
+            args=[batch_id, expected_stamp, owner, repr(now), stamp],
+        )
+        return stamp if adopted else None
+
+    def pending_count(self) -> int:
+        """Decisions in the stream not yet acknowledged (an approximation of the join backlog)."""
+        return int(self._call("counting", self._joiner.xlen, self._stream))
+
+    def close_connections(self) -> None:
+        self._client.close()
+        self._joiner.close()
+
