@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from recommender.config import AppConfig
 from recommender.errors import RecommenderError
 from recommender.records import Decision, Reward
 
@@ -625,3 +626,26 @@ class RedisEventBus(EventBus):
         self._client.close()
         self._joiner.close()
 
+
+
+def bus_backend(config: AppConfig) -> str:
+    """``memory`` or ``redis``: ``bus.backend``, where ``auto`` follows the feature store's backend."""
+    backend = config.bus.backend
+    return config.features.backend if backend == "auto" else backend
+
+
+def open_bus(config: AppConfig) -> EventBus:
+    """The bus the configuration names; Redis at ``bus.redis_url`` or else the feature store's URL."""
+    join = config.join
+    if bus_backend(config) == "memory":
+        return MemoryEventBus(join.reward_wait_time, join.recovery_seconds)
+    settings = config.bus
+    return RedisEventBus(
+        settings.redis_url or config.features.redis.url,
+        wait_seconds=join.reward_wait_time,
+        recovery_seconds=join.recovery_seconds,
+        key_prefix=settings.key_prefix,
+        stream=settings.stream,
+        group=settings.group,
+        timeout_ms=settings.timeout_ms,
+    )

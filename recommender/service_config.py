@@ -130,6 +130,6 @@ class BusConfig(_Strict):
 # Settings a running service applies on a config-file change (everything else needs a restart).
 HOT_RELOADABLE: dict[str, tuple[str, ...]] = {
     "policy": ("exploration",),
-    "service": ("max_candidates", "api_keys", "protect_score", "redis_retry_seconds"),
+    "service": ("api_keys", "protect_score", "redis_retry_seconds"),
     "join": ("aggregation", "default_reward", "reward_range"),
 }

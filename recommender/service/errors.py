@@ -1,0 +1,117 @@
+"""Errors at the HTTP edge: one exception type carrying its status, rendered as one JSON shape.
+
+Every error response is ``{"error": <code>, "message": <text naming the field>, "field": <path or null>}``
+(plus ``details`` for validation errors with several problems). Handlers registered here turn our
+``ApiError``, werkzeug's HTTP errors (404, 405, 413, ...) and anything unexpected into that shape; the
+last one answers 500 and logs the traceback, and is a bug by definition (no input may cause it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from flask import Flask, Response
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A request the service refuses: HTTP ``status``, a stable machine-readable ``code``, a message."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.details = details
+        self.headers = headers or {}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response without Flask's provider machinery (cheaper on the hot path)."""
+    text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    return Response(text, status=status, mimetype="application/json", headers=headers)
+
+
+def error_body(code: str, message: str, field: str | None = None, details: list | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": code, "message": message, "field": field}
+    if details:
+        body["details"] = details
+    return body
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    """pydantic's error location as a field path: ``candidates[3].features.price``."""
+    path = ""
+    for part in loc:
+        if part == "[key]":  # the error is about the mapping key itself, already named
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(body)"
+
+
+def from_validation_error(error: ValidationError) -> ApiError:
+    """400 naming the first offending field; every problem (up to 20) listed under ``details``."""
+    problems = error.errors(include_url=False, include_input=False, include_context=False)
+    if problems[0]["type"] == "json_invalid":
+        return ApiError(400, "invalid_json", f"the body is not valid JSON: {problems[0]['msg']}")
+    details: list[dict[str, Any]] = []
+    for problem in problems[:20]:
+        detail = {"field": _location(tuple(p for p in problem["loc"] if not _is_union_tag(p))),
+                  "message": problem["msg"].removeprefix("Value error, ")}
+        if detail not in details:
+            details.append(detail)
+    # A union reports every member's failure: the deepest path under the first field is the telling one.
+    first = max((d for d in details if d["field"].startswith(details[0]["field"])), key=lambda d: len(d["field"]))
+    message = f"{first['field']}: {first['message']}"
+    return ApiError(400, "invalid_request", message, field=first["field"], details=details)
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic names the member of a union that failed in the error location (``constrained-str``,
+    ``list[...]``, ``Candidate``); that name only confuses a client reading the field path."""
+    if not isinstance(part, str):
+        return False
+    return part in _UNION_TAGS or part.startswith(_UNION_TAG_PREFIXES)
+
+
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "Candidate"})
+_UNION_TAG_PREFIXES = ("constrained-", "list[", "dict[", "function-", "nullable[", "union[")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """The three handlers: ours, werkzeug's, and the catch-all."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError) -> Response:
+        body = error_body(error.code, error.message, error.field, error.details)
+        return json_response(body, error.status, error.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        code = (error.name or "error").lower().replace(" ", "_")
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        status = error.code or 500
+        return json_response(error_body(code, error.description or error.name), status, headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error while serving a request")
+        return json_response(error_body("internal_error", "the service failed on this request; it was logged"), 500)

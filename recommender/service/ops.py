@@ -1,0 +1,58 @@
+"""Operational endpoints: liveness, readiness, metrics, the OpenAPI document, the settings in force."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, request
+
+from recommender.service.auth import require_key
+from recommender.service.errors import json_response
+from recommender.service.scoring import runtime
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return json_response({"status": "alive"})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    ready, checks, reasons = runtime().readiness()
+    return json_response({"ready": ready, "checks": checks, "reasons": reasons}, 200 if ready else 503)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    rt = runtime()
+    snapshot = rt.snapshot
+    # The version moves with in-process learning ("<id>+<n>"), not only on swaps: refresh it here.
+    rt.metrics.set_policy(snapshot.model_version, snapshot.exploration())
+    text, content_type = rt.metrics.render()
+    return Response(text, content_type=content_type)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return json_response(current_app.config["OPENAPI"])
+
+
+@bp.get("/v1/admin/settings")
+def settings() -> Response:
+    rt = runtime()
+    snapshot = rt.snapshot
+    require_key(snapshot.api_keys, request)
+    config = snapshot.config
+    return json_response(
+        {
+            "model_version": snapshot.model_version,
+            "exploration": snapshot.exploration(),
+            "join": config.join.model_dump(mode="json", include={"aggregation", "default_reward", "reward_range",
+                                                                 "reward_wait_time"}),
+            "service": {"max_candidates": config.service.max_candidates, "protect_score": config.service.protect_score,
+                        "api_keys_configured": len(snapshot.api_keys)},
+            "config_file": None if rt.config_path is None else str(rt.config_path),
+            "last_reload": rt.last_reload,
+            "learns_in_process": rt.learns_in_process,
+        }
+    )

@@ -1,0 +1,215 @@
+"""The state one worker process serves with: feature store, policy, event bus, joiner, settings.
+
+What a request reads is one immutable ``Snapshot`` (configuration in force, policy, API keys), replaced
+as a whole by the config watcher; a request takes ``runtime.snapshot`` once and uses only that, so it
+never sees half of a change.
+
+Redis faults: feature reads and bus writes each go through a circuit breaker. A read that fails (Redis
+down, or slower than ``features.redis.timeout_ms``) gives the decision default features, flagged
+degraded; for ``service.redis_retry_seconds`` after that, requests skip Redis altogether, then one probes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from features import FeatureStore, FeatureStoreError, FeatureStoreUnavailable, UserItemFeatures
+from features.encoding import default_row
+from recommender.config import AppConfig
+from recommender.event_bus import EventBus, MemoryEventBus
+from recommender.joiner import Joiner
+from recommender.records import Decision, FeatureRow, JoinedEvent
+from recommender.service.breaker import CircuitBreaker
+from recommender.service.fallback import UNIFORM_EXPLORATION, UNIFORM_VERSION, uniform_decision
+from recommender.service.metrics import ServiceMetrics
+from recommender.service.publisher import DecisionPublisher
+
+log = logging.getLogger(__name__)
+
+# Builds the policy a worker serves (after fork), or None to serve uniformly at random.
+PolicyLoader = Callable[[AppConfig], Any]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a request depends on that may change while the service runs."""
+
+    config: AppConfig
+    policy: Any  # recommender.policy.Policy, or None: uniform decisions
+    api_keys: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, config: AppConfig, policy: Any) -> Snapshot:
+        keys = tuple(key.get_secret_value().encode() for key in config.service.api_keys)
+        return cls(config=config, policy=policy, api_keys=keys)
+
+    @property
+    def model_version(self) -> str:
+        return UNIFORM_VERSION if self.policy is None else str(self.policy.model_version)
+
+    def exploration(self) -> dict[str, Any]:
+        return dict(UNIFORM_EXPLORATION) if self.policy is None else dict(self.policy.exploration_settings())
+
+
+class Runtime:
+    """Owns the worker's long-lived objects and background threads (publisher flusher, joiner, watcher)."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        store: FeatureStore,
+        bus: EventBus,
+        policy: Any,
+        metrics: ServiceMetrics,
+        config_path: str | Path | None = None,
+        policy_loader: PolicyLoader | None = None,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.metrics = metrics
+        self.config_path = Path(config_path) if config_path is not None else None
+        self.policy_loader = policy_loader
+        self._snapshot = Snapshot.of(config, policy)
+        self._swap_lock = threading.Lock()
+        retry = config.service.redis_retry_seconds
+        self.store_breaker = CircuitBreaker("feature store", retry)
+        self.bus_breaker = CircuitBreaker("event bus", retry)
+        self.publisher = DecisionPublisher(
+            bus, self.bus_breaker, config.service.decision_buffer_size, on_dropped=metrics.dropped_buffered.inc
+        )
+        features = config.features
+        self._default_user = default_row(features.groups[features.user_group])
+        self._default_item = default_row(features.groups[features.item_group])
+        on_joined = self._learn if self.learns_in_process else None
+        self.joiner = Joiner(
+            bus, config.join.event_log_dir, lambda: self.snapshot.config.join, on_joined=on_joined,
+            observer=metrics.observe_join,
+        )  # fmt: skip
+        self.watcher: Any = None  # recommender.service.reload.ConfigWatcher, set by the app factory
+        self.last_reload: dict[str, Any] = {"outcome": "none"}
+        metrics.set_policy(self._snapshot.model_version, self._snapshot.exploration())
+
+    # ----- settings ---------------------------------------------------------------------------------
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def swap(self, snapshot: Snapshot) -> None:
+        """Install a new snapshot atomically (requests in flight finish on the old one)."""
+        with self._swap_lock:
+            self._snapshot = snapshot
+        self.publisher.breaker.retry_seconds = snapshot.config.service.redis_retry_seconds
+        self.store_breaker.retry_seconds = snapshot.config.service.redis_retry_seconds
+        self.metrics.set_policy(snapshot.model_version, snapshot.exploration())
+
+    @property
+    def learns_in_process(self) -> bool:
+        return isinstance(self.bus, MemoryEventBus) and self._snapshot.config.join.learn_in_process
+
+    def _learn(self, events: list[JoinedEvent]) -> None:
+        # Every joined event is valid bandit data, uniform and degraded ones included (exact propensities).
+        policy = self.snapshot.policy
+        if policy is not None:
+            policy.learn(events)
+
+    # ----- the request path -------------------------------------------------------------------------
+    def read_features(self, user_id: str | None, item_ids: Sequence[str]) -> tuple[UserItemFeatures, str | None]:
+        """The user's and candidates' features in one round trip, or defaults and the reason why not."""
+        if self.store_breaker.allow():
+            try:
+                features = self.store.read_user_items(user_id, item_ids)
+                self.store_breaker.success()
+                return features, None
+            except FeatureStoreUnavailable as exc:
+                self.store_breaker.failure(str(exc))
+                reason = str(exc)
+            except FeatureStoreError as exc:  # e.g. pointers moving during a reload: serve, do not fail
+                log.warning("feature read failed, serving defaults: %s", exc)
+                reason = str(exc)
+        else:
+            reason = f"feature store skipped after a recent failure: {self.store_breaker.reason}"
+        defaults = UserItemFeatures(
+            user=self._default_user,
+            user_missing=True,
+            items=(self._default_item,) * len(item_ids),
+            missing_items=tuple(item_ids),
+        )
+        return defaults, reason
+
+    def decide(
+        self,
+        snapshot: Snapshot,
+        *,
+        event_id: str,
+        timestamp: datetime,
+        user_id: str | None,
+        user_features: FeatureRow,
+        context: FeatureRow,
+        candidate_ids: Sequence[str],
+        candidate_features: Sequence[FeatureRow],
+        slots: int | None,
+        degraded: bool,
+        deferred: bool,
+    ) -> Decision:
+        """The policy's decision; uniform (and degraded) when there is no policy or it fails."""
+        arguments = dict(
+            event_id=event_id, timestamp=timestamp, user_id=user_id, user_features=user_features, context=context,
+            candidate_ids=candidate_ids, candidate_features=candidate_features, slots=slots, deferred=deferred,
+        )  # fmt: skip
+        policy = snapshot.policy
+        if policy is not None:
+            try:
+                return policy.decide(**arguments, degraded=degraded)
+            except Exception:  # a lost request is lost data: decide uniformly, log truthfully, say degraded
+                log.exception("the policy failed to decide event %s; deciding uniformly", event_id)
+        return uniform_decision(**arguments, degraded=True)
+
+    # ----- readiness ----------------------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, dict[str, Any], list[str]]:
+        """(ready, checks, reasons). Pings the store and the bus within their budgets."""
+        snapshot = self.snapshot
+        reasons = []
+        checks: dict[str, Any] = {"model_version": snapshot.model_version}
+        if snapshot.policy is None:
+            reasons.append("no model loaded: decisions are uniform at random")
+        for name, ping, breaker in (
+            ("feature_store", self.store.ping, self.store_breaker),
+            ("event_bus", self.bus.ping, self.bus_breaker),
+        ):
+            try:
+                ping()
+                breaker.success()  # Redis is back: stop skipping it
+                checks[name] = "ok"
+            except (FeatureStoreError, ConnectionError, OSError) as exc:
+                breaker.failure(str(exc))
+                checks[name] = "unavailable"
+                reasons.append(f"{name} unreachable: {exc}")
+            except Exception as exc:  # readiness must answer, whatever the backend raised
+                checks[name] = "error"
+                reasons.append(f"{name} check failed: {exc}")
+        checks["buffered_decisions"] = self.publisher.buffered
+        checks["joiner"] = "running" if self.joiner.running else "stopped"
+        if self.joiner.last_error:
+            checks["joiner_error"] = self.joiner.last_error
+        return not reasons, checks, reasons
+
+    # ----- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.publisher.start()
+        self.joiner.start()
+        if self.watcher is not None:
+            self.watcher.start()
+
+    def stop(self) -> None:
+        """Stop the background threads; buffered decisions get one last chance to reach the bus."""
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.publisher.stop()
+        self.joiner.stop()

@@ -1,0 +1,140 @@
+"""The HTTP contract as pydantic models: requests are validated with them, /openapi.json is built from
+them. Unknown fields are refused (``extra="forbid"``) and types are strict (no "1" for 1, no true for 1).
+
+Feature values (context and inline candidate features) are what the feature store holds: a finite number,
+a string, a list of strings (tags) or a list of numbers (a vector). Feature names are letters, digits and
+``_``, because they become Vowpal Wabbit feature names.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
+
+from recommender.records import MAX_EVENT_ID_LENGTH
+
+MAX_FEATURES = 256
+MAX_LIST = 4096
+MAX_STRING = 512
+MAX_EXCLUDED = 10_000
+
+# No control characters: ids end up in logs, URLs and Redis keys.
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_EVENT_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+FeatureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+# Integers beyond 2^53 are not exactly representable as the float VW computes with.
+Number = Annotated[StrictFloat, Field(allow_inf_nan=False)] | Annotated[StrictInt, Field(ge=-(2**53), le=2**53)]
+Text = Annotated[str, StringConstraints(max_length=MAX_STRING)]
+FeatureValue = Number | Text | Annotated[list[Text], Field(max_length=MAX_LIST)] | Annotated[
+    list[Number], Field(max_length=MAX_LIST)
+]
+# additionalProperties: the generated schema lists the name pattern but would otherwise allow other names.
+Features = Annotated[
+    dict[FeatureName, FeatureValue],
+    Field(max_length=MAX_FEATURES, json_schema_extra={"additionalProperties": False}),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Candidate(_Strict):
+    """A candidate with request-time features, which override the feature store's of the same name."""
+
+    id: Identifier
+    features: Features = {}
+
+
+class ScoreRequest(_Strict):
+    """``POST /v1/score``."""
+
+    event_id: Identifier | None = Field(default=None, description="generated (uuid4) when absent")
+    user_id: Identifier | None = Field(default=None, description="the user's features come from the feature store")
+    context: Features = Field(default={}, description="request-time features, e.g. device, hour")
+    candidates: list[Identifier | Candidate] = Field(
+        min_length=1, description="ids, or objects with inline features; unique; at most service.max_candidates"
+    )
+    excluded: Annotated[list[Identifier], Field(max_length=MAX_EXCLUDED)] = Field(
+        default=[], description="candidate ids never to rank (left out of the decision)"
+    )
+    slots: StrictInt | None = Field(default=None, ge=1, description="fill this many slots (multi-slot decision)")
+    defer_activation: StrictBool = Field(
+        default=False, description="learn from this decision only once POST /v1/events/{event_id}/activate"
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _unique(cls, candidates: list[str | Candidate]) -> list[str | Candidate]:
+        seen: set[str] = set()
+        for i, candidate in enumerate(candidates):
+            cid = candidate if isinstance(candidate, str) else candidate.id
+            if cid in seen:
+                raise ValueError(f"duplicate candidate id at index {i}")
+            seen.add(cid)
+        return candidates
+
+
+class RewardRequest(_Strict):
+    """``POST /v1/reward``."""
+
+    event_id: Identifier
+    reward: Number = Field(description="within join.reward_range (default [-1, 1])")
+    slot: StrictInt = Field(default=0, ge=0, description="which slot of a multi-slot decision")
+
+
+class RankedItem(BaseModel):
+    id: str
+    probability: float = Field(ge=0, le=1, description="slot-0 probability this item had of being chosen")
+
+
+class SlotItem(BaseModel):
+    slot: int = Field(ge=0)
+    id: str
+    probability: float = Field(ge=0, le=1, description="probability with which this item was drawn for the slot")
+
+
+class PolicyInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    exploration: str = Field(description="exploration algorithm; its parameters follow as further fields")
+
+
+class ScoreResponse(BaseModel):
+    """The decision: every non-excluded candidate ranked; the item to report rewards for."""
+
+    event_id: str
+    ranking: list[RankedItem]
+    reward_action_id: str
+    slots: list[SlotItem] | None = Field(default=None, description="present only when the request gave slots")
+    model_version: str
+    policy: PolicyInfo
+    degraded: bool = Field(description="true when features or model were unavailable and a fallback decided")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="stable machine-readable code, e.g. invalid_request")
+    message: str = Field(description="what was wrong, naming the field")
+    field: str | None = None
+    details: list[dict[str, Any]] | None = None
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, Any]
+    reasons: list[str] = []

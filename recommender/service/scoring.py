@@ -1,0 +1,131 @@
+"""``POST /v1/score``: the hot path.
+
+Parse and validate once (pydantic, from the raw bytes), read the user's and candidates' features in one
+round trip, let the policy decide, hand the decision to the bus (one Redis write, or the buffer when
+Redis is away), answer. Nothing here waits on disk; a broken Redis costs at most its budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+from pydantic import ValidationError
+
+from features.config import FeatureGroup
+from features.encoding import normalize_value
+from features.errors import FeatureSchemaError
+from recommender.event_bus import DuplicateEventError
+from recommender.records import Decision, new_event_id, utc_now
+from recommender.service.auth import require_key
+from recommender.service.errors import ApiError, from_validation_error, json_response
+from recommender.service.runtime import Runtime
+from recommender.service.schemas import ScoreRequest
+
+bp = Blueprint("scoring", __name__)
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["recommender"]
+
+
+def _inline_features(group: FeatureGroup, index: int, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Request-time item features, checked against the item group's declared schema."""
+    clean = {}
+    for name, value in values.items():
+        field = f"candidates[{index}].features.{name}"
+        spec = group.features.get(name)
+        if spec is None:
+            raise ApiError(400, "invalid_request", f"{field}: not a declared item feature "
+                           f"(declared: {', '.join(sorted(group.features))})", field=field)  # fmt: skip
+        try:
+            clean[name] = normalize_value(spec, value, where=field)
+        except FeatureSchemaError as exc:
+            raise ApiError(400, "invalid_request", str(exc), field=field) from None
+    return clean
+
+
+def render(decision: Decision, with_slots: bool) -> dict[str, Any]:
+    """The response body of a decision."""
+    ids = decision.candidate_ids
+    pmf = decision.pmfs[0]
+    body: dict[str, Any] = {
+        "event_id": decision.event_id,
+        "ranking": [{"id": ids[i], "probability": pmf[i]} for i in decision.ranking],
+        "reward_action_id": ids[decision.chosen[0]],
+    }
+    if with_slots:
+        body["slots"] = [
+            {"slot": s, "id": ids[c], "probability": decision.pmfs[s][c]} for s, c in enumerate(decision.chosen)
+        ]
+    exploration = dict(decision.exploration)
+    algorithm = exploration.pop("algorithm", None) or exploration.pop("exploration", "unknown")
+    body["model_version"] = decision.model_version
+    body["policy"] = {"exploration": str(algorithm), **exploration}
+    body["degraded"] = decision.degraded
+    return body
+
+
+@bp.post("/v1/score")
+def score() -> Response:
+    rt = runtime()
+    snapshot = rt.snapshot
+    config = snapshot.config
+    if config.service.protect_score:
+        require_key(snapshot.api_keys, request)
+    try:
+        req = ScoreRequest.model_validate_json(request.get_data(cache=False))
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+    limit = config.service.max_candidates
+    if len(req.candidates) > limit:
+        raise ApiError(400, "invalid_request", f"candidates: {len(req.candidates)} candidates, at most {limit} "
+                       "allowed (service.max_candidates)", field="candidates")  # fmt: skip
+    excluded = set(req.excluded)
+    item_group = config.features.groups[config.features.item_group]
+    ids: list[str] = []
+    inline: dict[int, dict[str, Any]] = {}  # position in ids -> request-time features
+    for index, candidate in enumerate(req.candidates):
+        cid = candidate if isinstance(candidate, str) else candidate.id
+        if cid in excluded:
+            continue
+        if not isinstance(candidate, str) and candidate.features:
+            inline[len(ids)] = _inline_features(item_group, index, candidate.features)
+        ids.append(cid)
+    if not ids:
+        raise ApiError(400, "invalid_request", "excluded: every candidate is excluded; nothing to rank",
+                       field="excluded")  # fmt: skip
+    if req.slots is not None and req.slots > 1 and snapshot.policy is not None and not snapshot.policy.multi_slot:
+        raise ApiError(400, "invalid_request", f"slots: {req.slots} slots need a multi-slot policy (policy.mode: "
+                       "ccb); this service runs a single-slot one", field="slots")  # fmt: skip
+    if req.slots is not None and req.slots > len(ids):
+        raise ApiError(400, "invalid_request", f"slots: {req.slots} slots but only {len(ids)} candidates to fill "
+                       "them", field="slots")  # fmt: skip
+
+    features, problem = rt.read_features(req.user_id, ids)
+    items = list(features.items)
+    for position, values in inline.items():
+        items[position] = {**items[position], **values}
+    decision = rt.decide(
+        snapshot,
+        event_id=req.event_id or new_event_id(),
+        timestamp=utc_now(),
+        user_id=req.user_id,
+        user_features=features.user,
+        context=req.context,
+        candidate_ids=ids,
+        candidate_features=items,
+        slots=req.slots,
+        degraded=problem is not None,
+        deferred=req.defer_activation,
+    )
+    try:
+        rt.publisher.publish(decision)
+    except DuplicateEventError:
+        raise ApiError(409, "duplicate_event", f"event_id: a decision with event_id {decision.event_id!r} is "
+                       "already pending", field="event_id") from None  # fmt: skip
+    rt.metrics.decisions.labels("true" if decision.degraded else "false").inc()
+    rt.metrics.candidates.observe(len(ids))
+    return json_response(render(decision, req.slots is not None))
