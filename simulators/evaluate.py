@@ -251,3 +251,42 @@ def summarize_log(log: LoggedBandit, alpha: float = 0.05) -> LogSummary:
         mean_reward_interval=Interval("normal", level, *stats.normal_interval(alpha)),
         has_logging_dist=log.logging_dist is not None,
     )
+
+
+def evaluate_partitioned(
+    partitions: Sequence[Any],
+    target: Any,
+    estimators: Sequence[str | Estimator] | None = None,
+    config: EvaluationConfig | None = None,
+    *,
+    map_function: Any = map,
+) -> PolicyEvaluation:
+    """Evaluate ``target`` over a log split into ``partitions`` and merge the statistics.
+
+    Each partition is a LoggedBandit or a path ``read_log`` understands; ``target`` a Target or SPEC. A
+    reward model, when needed, is cross-fitted within each partition. Partition i draws its bootstrap
+    replicates from the stream (seed, i), so the result does not depend on where partitions run:
+    ``map_function`` may be the builtin ``map`` (in process) or a cluster's map (``simulators.dask_backend``).
+    """
+    config = config or EvaluationConfig()
+    chosen = resolve_estimators(estimators)
+    if not partitions:
+        raise EstimatorError("no partitions to evaluate")
+    jobs = [(i, part, target, chosen, config) for i, part in enumerate(partitions)]
+    results = list(map_function(evaluate_one_partition, jobs))
+    merged = results[0]
+    for result in results[1:]:
+        merged = merged.merge(result)
+    return finalize(merged, config)
+
+
+def evaluate_one_partition(job: tuple[int, Any, Any, tuple[Estimator, ...], EvaluationConfig]) -> PartitionStats:
+    """Statistics of one partition: ``job`` = (index, LoggedBandit or path, target, estimators, config)."""
+    from simulators.readers import read_log
+    from simulators.targets import parse_target
+
+    index, part, target, chosen, config = job
+    log = part if isinstance(part, LoggedBandit) else read_log(part).bandit
+    target = parse_target(target) if isinstance(target, str) else target
+    applied = target.apply(log)
+    return partition_stats(applied.log, applied.dist, chosen, None, config, partition=index)

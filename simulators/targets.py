@@ -227,9 +227,10 @@ def parse_target(spec: str) -> Target:
         return EpsilonGreedyTarget(0.0)
     if kind == "epsilon":
         try:
-            return EpsilonGreedyTarget(float(arg))
+            epsilon = float(arg)
         except ValueError as exc:
             raise TargetSpecError(f"target {spec!r}: epsilon must be a number, e.g. epsilon:0.05") from exc
+        return EpsilonGreedyTarget(epsilon)
     if kind == "dist" and arg.strip():
         return DistributionFile(Path(arg.strip()))
     if kind == "model" and arg.strip():
