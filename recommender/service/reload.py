@@ -8,6 +8,9 @@ loads and validates the whole file with ``load_config``:
   exploration setting becomes ``policy.with_exploration(...)`` (same learned weights; a change VW cannot
   make on a trained model is refused and logged). Everything is installed as one new snapshot, so no
   request sees half of it. Changes to other settings are logged as needing a restart and ignored.
+
+The same thread follows the model store (``policy.model_dir``): when the trainer publishes a new current
+version, the worker loads it (under the exploration in force) and swaps it in the same way.
 """
 
 from __future__ import annotations
@@ -36,25 +39,27 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
     return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
-def merge_hot(current: AppConfig, new: AppConfig) -> tuple[AppConfig, list[str]]:
-    """``current`` with the hot-reloadable settings of ``new``; and the sections whose other settings
-    differ (they need a restart)."""
+def merge_hot(current: AppConfig, new: AppConfig) -> AppConfig:
+    """``current`` with the hot-reloadable settings of ``new``."""
     updates: dict[str, BaseModel] = {}
     for section, fields in HOT_RELOADABLE.items():
         old_section: BaseModel = getattr(current, section)
         new_section: BaseModel = getattr(new, section)
-        changed = {name: getattr(new_section, name) for name in fields if getattr(old_section, name) != getattr(
-            new_section, name)}
-        if changed:
+        changed = {name: getattr(new_section, name) for name in fields}
+        if any(getattr(old_section, name) != value for name, value in changed.items()):
             updates[section] = old_section.model_copy(update=changed)
-    merged = current.model_copy(update=updates)
-    cold = [
+    return current.model_copy(update=updates)
+
+
+def cold_changes(old: AppConfig, new: AppConfig) -> list[str]:
+    """Settings (``section.key``) that differ between two file versions and cannot change live."""
+    return [
         f"{section}.{name}"
         for section in type(new).model_fields
         for name in type(getattr(new, section)).model_fields
-        if getattr(getattr(merged, section), name) != getattr(getattr(new, section), name)
+        if name not in HOT_RELOADABLE.get(section, ())
+        and getattr(getattr(old, section), name) != getattr(getattr(new, section), name)
     ]
-    return merged, cold
 
 
 class ConfigWatcher:
@@ -65,11 +70,61 @@ class ConfigWatcher:
         self.runtime = runtime
         self.interval = interval
         self._seen = _signature(self.path)
+        # What the file said last time: restart-only changes are reported against it (not against the
+        # settings in force, which command-line options may have overridden).
+        self._last_file = self._read_quietly()
+        # Follow the model store only when serving a real policy (not uniform, not one injected by a test).
+        self.follow_models = runtime.snapshot.policy is not None
+        self._model_seen = self._current_model() if self.follow_models else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def check(self) -> str:
-        """Look once: ``unchanged``, ``applied``, ``no-op`` (valid, nothing live changed) or ``refused``."""
+        """Look once at the file, then at the model store. Returns the file's outcome: ``unchanged``,
+        ``applied``, ``no-op`` (valid, nothing live changed) or ``refused``."""
+        outcome = self._check_file()
+        if self.follow_models:
+            self._check_model()
+        return outcome
+
+    def _read_quietly(self) -> AppConfig | None:
+        try:
+            return load_config(self.path)
+        except (RecommenderError, ValueError):
+            return None
+
+    def _model_store(self) -> Any:
+        from recommender.model_store import ModelStore
+
+        features = self.runtime.snapshot.config.features
+        return ModelStore(
+            self.runtime.snapshot.config.policy.model_dir,
+            user_group=features.groups[features.user_group],
+            item_group=features.groups[features.item_group],
+        )
+
+    def _current_model(self) -> str | None:
+        try:
+            return self._model_store().current_version()
+        except RecommenderError as exc:
+            log.error("cannot read the current model version: %s", exc)
+            return None
+
+    def _check_model(self) -> None:
+        current = self._current_model()
+        if current is None or current == self._model_seen:
+            return
+        self._model_seen = current
+        snapshot = self.runtime.snapshot
+        try:
+            policy = self._model_store().load(current, exploration=snapshot.config.policy.exploration)
+        except (RecommenderError, ValueError) as exc:
+            log.error("new model version %s not loaded, still serving %s: %s", current, snapshot.model_version, exc)
+            return
+        self.runtime.swap(Snapshot.of(snapshot.config, policy))
+        log.info("now serving model version %s", current)
+
+    def _check_file(self) -> str:
         signature = _signature(self.path)
         if signature == self._seen:
             return "unchanged"
@@ -87,7 +142,9 @@ class ConfigWatcher:
     def _apply(self, new: AppConfig) -> str:
         runtime = self.runtime
         current = runtime.snapshot
-        merged, cold = merge_hot(current.config, new)
+        merged = merge_hot(current.config, new)
+        cold = cold_changes(self._last_file, new) if self._last_file is not None else []
+        self._last_file = new
         if cold:
             log.warning("configuration change needs a restart to apply: %s", ", ".join(cold))
         if merged == current.config:
