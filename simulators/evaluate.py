@@ -167,18 +167,15 @@ def partition_stats(
         rewards = fit_reward_model(log, config.reward_model, n_folds=config.n_folds, random_state=config.seed)
     inputs, violations = prepare_inputs(log, target, rewards, config.reward_range)
     clusters = Clusters.from_round_ids(log.round_id)
-    stats: list[TermStats | None] = []
-    notes: list[str] = []
-    for estimator in chosen:
-        terms: Terms = estimator.terms(inputs)
-        # The same generator state for every estimator: their bootstrap replicates are paired.
-        rng = np.random.default_rng([config.seed, partition])
-        stats.append(
-            TermStats.from_terms(
-                terms, clusters, range_bound=estimator.row_range(inputs), n_bootstrap=config.n_bootstrap, rng=rng
-            )
-        )
-        notes.append("")
+    all_terms: list[Terms] = [estimator.terms(inputs) for estimator in chosen]
+    stats = TermStats.from_many(
+        all_terms,
+        clusters,
+        range_bounds=[estimator.row_range(inputs) for estimator in chosen],
+        n_bootstrap=config.n_bootstrap,
+        rng=np.random.default_rng([config.seed, partition]),
+    )
+    notes = ["" for _ in chosen]
     return PartitionStats(
         target=target.name,
         estimators=chosen,

@@ -123,22 +123,42 @@ class TermStats:
         n_bootstrap: int = 0,
         rng: np.random.Generator | None = None,
     ) -> TermStats:
-        per_round = clusters.aggregate(terms.matrix())
+        return cls.from_many([terms], clusters, range_bounds=[range_bound], n_bootstrap=n_bootstrap, rng=rng)[0]
+
+    @classmethod
+    def from_many(
+        cls,
+        many: list[Terms],
+        clusters: Clusters,
+        *,
+        range_bounds: list[float],
+        n_bootstrap: int = 0,
+        rng: np.random.Generator | None = None,
+    ) -> list[TermStats]:
+        """Statistics of several estimators' terms on the same rows. Their bootstrap replicates share one
+        set of Poisson counts (paired replicates, and one pass of random draws instead of one each)."""
+        per_round = np.hstack([clusters.aggregate(terms.matrix()) for terms in many])
         boot = None
         if n_bootstrap > 0:
             if rng is None:
                 raise ValueError("a random generator is needed for bootstrap replicates")
             boot = _poisson_bootstrap(per_round, n_bootstrap, rng)
-        return cls(
-            total=per_round.sum(axis=0),
-            moment=per_round.T @ per_round,
-            n_rows=int(terms.plain.shape[0]),
-            n_rounds=int(per_round.shape[0]),
-            max_round_rows=int(per_round[:, 1].max()),
-            has_ratio=terms.has_ratio,
-            range_bound=float(range_bound),
-            boot=boot,
-        )
+        out = []
+        for j, (terms, bound) in enumerate(zip(many, range_bounds, strict=True)):
+            block = per_round[:, 4 * j : 4 * j + 4]
+            out.append(
+                cls(
+                    total=block.sum(axis=0),
+                    moment=block.T @ block,
+                    n_rows=int(terms.plain.shape[0]),
+                    n_rounds=int(block.shape[0]),
+                    max_round_rows=int(block[:, 1].max()),
+                    has_ratio=terms.has_ratio,
+                    range_bound=float(bound),
+                    boot=None if boot is None else boot[:, 4 * j : 4 * j + 4],
+                )
+            )
+        return out
 
     def merge(self, other: TermStats) -> TermStats:
         if self.has_ratio != other.has_ratio:
