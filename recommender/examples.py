@@ -42,6 +42,7 @@ import hashlib
 import json
 import math
 import re
+import types
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -332,34 +333,42 @@ class ItemCache(Generic[T]):
 
     ``get(key, row)`` returns the cached value only if the row is equal to the one it was built from,
     so a changed feature value is rebuilt, never served stale. Checking equality of two small dicts costs
-    well under a microsecond, far less than building an example. Rows holding numpy arrays never compare
-    equal (always rebuilt): pass lists. Not thread-safe; the Policy calls it under its lock.
+    well under a microsecond, far less than building an example. A read-only row (``MappingProxyType``,
+    as the feature store returns them, the same object for the same stored bytes) that is the very object
+    the value was built from is trusted without comparing: rows are read-only by contract
+    (``recommender.records.FeatureRow``). Rows holding numpy arrays never compare equal (always rebuilt):
+    pass lists. Not thread-safe; the Policy calls it under its lock.
     """
 
     def __init__(self, max_items: int) -> None:
         self.max_items = max_items
-        self._entries: OrderedDict[Hashable, tuple[dict[str, Any], T]] = OrderedDict()
+        # key -> (snapshot of the row, the row object itself if read-only else None, value)
+        self._entries: OrderedDict[Hashable, tuple[dict[str, Any], Mapping[str, Any] | None, T]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
     def get(self, key: Hashable, row: Mapping[str, Any]) -> T | None:
         entry = self._entries.get(key)
         if entry is not None:
-            try:
-                same = entry[0] == row
-            except (ValueError, TypeError):  # e.g. numpy arrays: ambiguous truth value
-                same = False
+            if entry[1] is row:
+                same = True
+            else:
+                try:
+                    same = entry[0] == row
+                except (ValueError, TypeError):  # e.g. numpy arrays: ambiguous truth value
+                    same = False
             if same is True:
                 self._entries.move_to_end(key)
                 self.hits += 1
-                return entry[1]
+                return entry[2]
         self.misses += 1
         return None
 
     def put(self, key: Hashable, row: Mapping[str, Any], value: T) -> None:
         if self.max_items <= 0:
             return
-        self._entries[key] = (_snapshot(row), value)
+        trusted = row if type(row) is types.MappingProxyType else None
+        self._entries[key] = (_snapshot(row), trusted, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_items:
             self._entries.popitem(last=False)

@@ -251,15 +251,15 @@ class Policy:
     def _actions(self, candidate_ids: Sequence[str] | None, rows: Sequence[Mapping[str, Any]]) -> list[ActionExample]:
         # Called under the lock. Building an item's example is the expensive part; cached by item id and
         # validated against the row's content.
-        actions = []
-        for i, row in enumerate(rows):
-            key = candidate_ids[i] if candidate_ids is not None else None
-            action = self._cache.get(key, row) if key is not None else None
+        if candidate_ids is None:
+            return [self._model.action(self._item_features(row, i)) for i, row in enumerate(rows)]
+        get = self._cache.get
+        actions = [get(key, row) for key, row in zip(candidate_ids, rows, strict=True)]
+        for i, action in enumerate(actions):
             if action is None:
-                action = self._model.action(self._item_features(row, key if key is not None else i))
-                if key is not None:
-                    self._cache.put(key, row, action)
-            actions.append(action)
+                key, row = candidate_ids[i], rows[i]
+                actions[i] = action = self._model.action(self._item_features(row, key))
+                self._cache.put(key, row, action)
         return actions
 
     def _item_features(self, row: Mapping[str, Any], which: object) -> ExampleFeatures:
