@@ -1,0 +1,49 @@
+"""Offline replay and counterfactual (off-policy) evaluation.
+
+Public API (imported lazily, so ``import simulators`` and the CLI's registration stay cheap):
+
+- logs: ``read_log`` (our event log, OBD layout, VW DSJSON), ``LoggedBandit``, ``ActionDist``
+- targets: ``parse_target`` and the Target classes in ``simulators.targets`` / ``simulators.vw_targets``
+- estimators: ``InverseProbabilityWeighting`` ... ``DoublyRobustWithShrinkage``, ``make_estimator``
+- evaluation: ``evaluate_policy``, ``evaluate_log``, ``EvaluationConfig``, ``fit_reward_model``
+- synthetic environments: ``SyntheticEnvironment`` and policies in ``simulators.synthetic``
+- reports: ``format_table``, ``render_html``; partitions on Dask: ``simulators.dask_backend``
+
+See docs/offline-evaluation.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "read_log": "simulators.readers",
+    "LoggedBandit": "simulators.data",
+    "ActionDist": "simulators.data",
+    "parse_target": "simulators.targets",
+    "make_estimator": "simulators.estimators",
+    "InverseProbabilityWeighting": "simulators.estimators",
+    "SelfNormalizedInverseProbabilityWeighting": "simulators.estimators",
+    "DirectMethod": "simulators.estimators",
+    "DoublyRobust": "simulators.estimators",
+    "SelfNormalizedDoublyRobust": "simulators.estimators",
+    "SwitchDoublyRobust": "simulators.estimators",
+    "DoublyRobustWithShrinkage": "simulators.estimators",
+    "EvaluationConfig": "simulators.evaluate",
+    "evaluate_policy": "simulators.evaluate",
+    "evaluate_log": "simulators.run",
+    "fit_reward_model": "simulators.reward_model",
+    "RewardPredictions": "simulators.reward_model",
+    "SyntheticEnvironment": "simulators.synthetic",
+    "format_table": "simulators.report",
+    "render_html": "simulators.report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'simulators' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

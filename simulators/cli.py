@@ -43,7 +43,7 @@ def register(subparsers: Any) -> None:
         required=True,
         metavar="SPEC",
         help="uniform | logged | greedy | epsilon:EPS | dist:PATH | model:STORE[@VERSION] | "
-        "vw:ARGS[;train_fraction=F] (repeat to compare)",
+        "vw:OVERRIDES[;train_fraction=F] (repeat to compare)",
     )
     evaluate.add_argument("--estimators", default=_ALL, help="comma-separated; NAME or NAME:lambda=V (default: all)")
     evaluate.add_argument("--format", default="auto", choices=("auto", "event-log", "obd", "dsjson"))
@@ -91,7 +91,9 @@ def run_evaluate(args: argparse.Namespace, config: Any) -> int:
         reward_model=args.reward_model,
         n_folds=args.folds,
     )
-    run = evaluate_log(args.log, args.target, estimators, settings, format=args.format, strict=args.strict)
+    run = evaluate_log(
+        args.log, args.target, estimators, settings, format=args.format, strict=args.strict, app_config=config
+    )
     document = run.report.to_json()
     if args.json:
         print(document)

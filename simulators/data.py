@@ -69,6 +69,9 @@ class LoggedBandit:
     - ``item_ids``: names of the m items (or of the K fixed actions), for reports.
     - ``event_id`` (n,) str or None: the decision each row came from, to join per-row target
       distributions given as files.
+    - ``decisions``: the logged ``recommender.records.JoinedEvent`` of each round, indexed by
+      ``round_id`` (only our event log has them). Targets that re-score the logged contexts with a VW
+      policy, or train one on them, need the raw features these carry.
     - ``source``: a human-readable description of where the rows came from.
     """
 
@@ -85,6 +88,7 @@ class LoggedBandit:
     logging_dist: np.ndarray | None = None
     item_ids: tuple[str, ...] | None = None
     event_id: np.ndarray | None = None
+    decisions: tuple[Any, ...] | None = None
     source: str = ""
     _candidate_mask: np.ndarray | None = field(default=None, init=False, repr=False)
 
@@ -171,6 +175,10 @@ class LoggedBandit:
             if event_id.shape != (n,):
                 raise BanditDataError(f"event_id must have shape ({n},), got {event_id.shape}")
             set_(self, "event_id", _freeze(event_id))
+        if self.decisions is not None:
+            set_(self, "decisions", tuple(self.decisions))
+            if round_id.min() < 0 or round_id.max() >= len(self.decisions):
+                raise BanditDataError("round_id must index decisions when decisions are given")
 
     @property
     def n_rounds(self) -> int:
@@ -215,6 +223,7 @@ class LoggedBandit:
             logging_dist=pick(self.logging_dist),
             item_ids=self.item_ids,
             event_id=pick(self.event_id),
+            decisions=self.decisions,
             source=self.source,
         )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,10 +55,12 @@ def evaluate_log(
     *,
     format: str = "auto",
     strict: bool = False,
+    app_config: Any = None,
 ) -> EvaluationRun:
     """Read ``log`` (a path, a reader's result, or a LoggedBandit), evaluate each target, and report.
 
-    Targets are SPEC strings (see ``simulators.targets``) or Target objects. A reward model, when an
+    Targets are SPEC strings (see ``simulators.targets``; ``app_config`` is what VW targets build on)
+    or Target objects. A reward model, when an
     estimator needs one, is fitted once per target's evaluation rows (cross-fitted, ``config.n_folds``).
     """
     config = config or EvaluationConfig()
@@ -68,7 +71,7 @@ def evaluate_log(
     if isinstance(log, LoadedLog):
         read_report = log.report
         log = log.bandit
-    resolved = [parse_target(t) if isinstance(t, str) else t for t in targets]
+    resolved = [parse_target(t, app_config) if isinstance(t, str) else t for t in targets]
     runs = []
     fitted: dict[int, object] = {}
     for target in resolved:

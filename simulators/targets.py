@@ -11,9 +11,12 @@ SPEC syntax (``parse_target``):
                                             argmax plus EPS spread uniformly (0 <= EPS <= 1)
 ``dist:PATH``                               per-row distributions from a file (see ``DistributionFile``)
 ``model:STORE[@VERSION]``                   a saved VW model from a model store, scored on the logged
-                                            contexts (current version when VERSION is left out)
-``vw:ARGS[;train_fraction=F]``              a VW configuration trained on the first F of the log (default
-                                            0.5) and evaluated on the rest, e.g. ``vw:--epsilon 0.05``
+                                            contexts (current version when VERSION is left out; an empty
+                                            STORE is the configured ``policy.model_dir``)
+``vw:OVERRIDES[;train_fraction=F]``         the configured policy with OVERRIDES (``default``, or
+                                            ``dotted.key=value,...`` over the policy section), trained on
+                                            the first F of the log (default 0.5), evaluated on the rest,
+                                            e.g. ``vw:exploration.epsilon=0.02;train_fraction=0.6``
 ==========================================  ===============================================================
 
 Every target turns a log into an ``AppliedTarget``: the rows it is evaluated on (all of them, except for
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -214,8 +217,12 @@ class DistributionFile:
         return out
 
 
-def parse_target(spec: str) -> Target:
-    """The target named by ``spec`` (see the module docstring). Raises TargetSpecError."""
+def parse_target(spec: str, app_config: Any = None) -> Target:
+    """The target named by ``spec`` (see the module docstring). Raises TargetSpecError.
+
+    ``app_config`` (a ``recommender.config.AppConfig``) supplies what VW targets need: the policy section
+    that ``vw:`` overrides, the feature groups, and the model store of ``model:@VERSION``.
+    """
     text = spec.strip()
     kind, sep, arg = text.partition(":")
     kind = kind.strip().lower()
@@ -237,11 +244,15 @@ def parse_target(spec: str) -> Target:
         from simulators.vw_targets import SavedModelTarget
 
         store, _, version = arg.strip().partition("@")
+        if not store:
+            if app_config is None:
+                raise TargetSpecError(f"target {spec!r}: name the model store, e.g. model:var/models@VERSION")
+            store = app_config.policy.model_dir
         return SavedModelTarget(Path(store), version or None)
     if kind == "vw" and arg.strip():
-        from simulators.vw_targets import TrainedVWTarget
+        from simulators.vw_targets import TrainedVWTarget, parse_overrides
 
-        args, _, options = arg.partition(";")
+        overrides, _, options = arg.partition(";")
         fraction = 0.5
         for option in filter(None, (o.strip() for o in options.split(";"))):
             key, eq, value = option.partition("=")
@@ -251,8 +262,16 @@ def parse_target(spec: str) -> Target:
                 fraction = float(value)
             except ValueError as exc:
                 raise TargetSpecError(f"target {spec!r}: train_fraction must be a number") from exc
-        return TrainedVWTarget(args.strip(), fraction)
+        groups = {}
+        if app_config is not None:
+            features = app_config.features
+            groups = {
+                "policy_config": app_config.policy,
+                "user_group": features.groups.get(features.user_group),
+                "item_group": features.groups.get(features.item_group),
+            }
+        return TrainedVWTarget(parse_overrides(overrides), fraction, label=overrides.strip() or "default", **groups)
     raise TargetSpecError(
         f"unknown target {spec!r}; use uniform, logged, greedy, epsilon:EPS, dist:PATH, "
-        "model:STORE[@VERSION] or vw:ARGS[;train_fraction=F]"
+        "model:STORE[@VERSION] or vw:OVERRIDES[;train_fraction=F]"
     )

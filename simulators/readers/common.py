@@ -71,6 +71,7 @@ def build_bandit(
     item_features: Mapping[str, Mapping[str, float]],
     item_names: Mapping[str, str],
     source: str,
+    events: Sequence[object] | None = None,
 ) -> LoggedBandit:
     """Rows (one per decision and slot) over a global item table built from ``item_features``."""
     keys = sorted(item_features)
@@ -124,5 +125,6 @@ def build_bandit(
         logging_dist=logging_dist,
         item_ids=tuple(item_names.get(key, key) for key in keys),
         event_id=event_id,
+        decisions=tuple(events) if events is not None else None,
         source=source,
     )

@@ -20,8 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from recommender.errors import EventLogError
+from recommender.errors import EventLogError, RecordError
 from recommender.event_log import read_table
+from recommender.records import Decision, JoinedEvent
 from simulators.errors import LogReadError
 from simulators.readers.common import ParsedDecision, ParsedSlot, build_bandit, check_slot
 from simulators.readers.features import flatten_features
@@ -40,10 +41,40 @@ _COLUMNS = (
     "chosen",
     "rewards",
     "reward_is_default",
+    "user_id",
+    "ranking",
+    "model_version",
+    "exploration",
+    "degraded",
+    "deferred",
+    "joined_at",
 )
 
 
-def _parse_row(row: Mapping[str, Any], items: dict[str, dict[str, float]]) -> ParsedDecision | tuple[str, str]:
+def _joined_event(row: Mapping[str, Any], user: Any, context: Any, candidate_features: list[Any]) -> JoinedEvent:
+    """The validated record of a row whose slots passed the checks (VW targets replay these)."""
+    decision = Decision(
+        event_id=row["event_id"],
+        timestamp=row["timestamp"],
+        user_id=row["user_id"],
+        user_features=user,
+        context=context,
+        candidate_ids=tuple(row["candidate_ids"]),
+        candidate_features=tuple(candidate_features),
+        pmfs=tuple(tuple(p) for p in row["pmfs"]),
+        chosen=tuple(row["chosen"]),
+        ranking=tuple(row["ranking"]),
+        model_version=row["model_version"],
+        exploration=json.loads(row["exploration"]),
+        degraded=row["degraded"],
+        deferred=row["deferred"],
+    )
+    return JoinedEvent(decision, tuple(row["rewards"]), tuple(row["reward_is_default"]), row["joined_at"])
+
+
+def _parse_row(
+    row: Mapping[str, Any], items: dict[str, dict[str, float]]
+) -> tuple[ParsedDecision, JoinedEvent] | tuple[str, str]:
     try:
         user = json.loads(row["user_features"])
         context = json.loads(row["context"])
@@ -71,13 +102,17 @@ def _parse_row(row: Mapping[str, Any], items: dict[str, dict[str, float]]) -> Pa
         available = tuple(j not in shown for j in range(len(candidate_ids)))
         slots.append(ParsedSlot(action, float(pscore), tuple(pmf), available, float(reward)))  # type: ignore[arg-type]
         shown.add(action)
+    try:
+        event = _joined_event(row, user, context, candidate_features)
+    except (RecordError, TypeError, ValueError) as exc:
+        return MALFORMED, f"not a valid decision record: {exc}"
     for cid, features in zip(candidate_ids, candidate_features, strict=True):
         if cid not in items and isinstance(features, Mapping):
             items[cid] = flatten_features(features)
     flat = flatten_features(user if isinstance(user, Mapping) else {}, prefix="user.")
     flat.update(flatten_features(context if isinstance(context, Mapping) else {}, prefix="context."))
     timestamp = row["timestamp"] if isinstance(row["timestamp"], datetime) else None
-    return ParsedDecision(str(row["event_id"]), timestamp, flat, candidate_ids, tuple(slots))
+    return ParsedDecision(str(row["event_id"]), timestamp, flat, candidate_ids, tuple(slots)), event
 
 
 def read_event_log(path: str | Path, *, strict: bool = False) -> LoadedLog:
@@ -95,18 +130,20 @@ def read_event_log(path: str | Path, *, strict: bool = False) -> LoadedLog:
     bad = BadRowCollector()
     items: dict[str, dict[str, float]] = {}
     decisions: list[ParsedDecision] = []
+    events: list[JoinedEvent] = []
     n_default = 0
     for i in range(n):
         row = {name: values[i] for name, values in columns.items()}
         parsed = _parse_row(row, items)
-        if isinstance(parsed, tuple):
-            bad.add(f"row {i} (event_id={row['event_id']})", parsed[0], parsed[1])
+        if isinstance(parsed[0], str):
+            bad.add(f"row {i} (event_id={row['event_id']})", parsed[0], parsed[1])  # type: ignore[arg-type]
             continue
-        decisions.append(parsed)
+        decisions.append(parsed[0])  # type: ignore[arg-type]
+        events.append(parsed[1])  # type: ignore[arg-type]
         n_default += sum(bool(flag) for flag in (row["reward_is_default"] or ()))
     notes = (f"{n_default} slot rewards are the configured default (no reward arrived)",) if n_default else ()
     report = bad.report(str(path), FORMAT, n, len(decisions), strict=strict, notes=notes)
     if not decisions:  # pragma: no cover - report() raises first
         raise LogReadError(f"{path}: no usable rows")
-    bandit = build_bandit(decisions, items, {}, source=f"{FORMAT}:{path}")
+    bandit = build_bandit(decisions, items, {}, source=f"{FORMAT}:{path}", events=events)
     return LoadedLog(bandit=bandit, report=report)

@@ -96,8 +96,8 @@ def test_bad_distribution_tables(tmp_path, log, frame, message):
         ("epsilon:lots", "epsilon must be a number"),
         ("epsilon:1.5", r"epsilon must lie in \[0, 1\]"),
         ("dist:", "unknown target"),
-        ("vw:--epsilon 0.1;train_fraction=2", r"train_fraction must lie in \(0, 1\)"),
-        ("vw:--epsilon 0.1;folds=2", "unknown option 'folds=2'"),
+        ("vw:default;train_fraction=2", r"train_fraction must lie in \(0, 1\)"),
+        ("vw:default;folds=2", "unknown option 'folds=2'"),
     ],
 )
 def test_bad_specs(spec, message):
@@ -147,8 +147,7 @@ def test_logged_bandit_arrays_are_read_only():
         log.reward[0] = 2.0
 
 
-def test_vw_targets_refuse_clearly_without_the_policy_module(log):
-    target = parse_target("vw:--cb_explore_adf --epsilon 0.1")
-    with pytest.raises(TargetUnavailableError, match="VW|vw"):
-        target.apply(log)
+def test_vw_targets_refuse_logs_without_raw_decisions(log):
+    with pytest.raises(TargetUnavailableError, match="raw features"):
+        parse_target("vw:exploration.epsilon=0.2").apply(log)
     assert EpsilonGreedyTarget(0.0).name == "greedy"
