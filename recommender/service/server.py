@@ -101,6 +101,7 @@ def serve(config: AppConfig, config_path: str | Path, *, log_level: str = "info"
         log.warning("the feature store or event bus is in-process: serving with 1 worker, not %d",
                     config.service.workers)  # fmt: skip
     owned_dir = None
+    master = os.getpid()
     if options["workers"] > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         owned_dir = tempfile.mkdtemp(prefix="recommender-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = owned_dir
@@ -109,7 +110,8 @@ def serve(config: AppConfig, config_path: str | Path, *, log_level: str = "info"
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
-        if owned_dir is not None:
+        # Workers leave through this frame too (they are forked inside run()): only the master cleans up.
+        if owned_dir is not None and os.getpid() == master:
             shutil.rmtree(owned_dir, ignore_errors=True)
     return 0
 

@@ -92,10 +92,12 @@ class Client:
                 self._conn.request(method, path, body=body, headers=all_headers)
                 raw = self._conn.getresponse()
                 return Response(raw.status, {k.lower(): v for k, v in raw.getheaders()}, raw.read())
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            except (OSError, http.client.HTTPException) as exc:
                 self._conn.close()
                 self._conn = None
-                if attempt:
+                # A kept-alive connection the server closed meanwhile: retry once on a new one.
+                stale = isinstance(exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError)
+                if attempt or not stale:
                     raise
         raise AssertionError("unreachable")
 
@@ -177,7 +179,8 @@ def events_in(log_dir: str | Path) -> dict[str, Any]:
     """Joined events in the Parquet log by event id (empty while the log does not exist yet)."""
     from recommender.event_log import read_events
 
-    if not Path(log_dir).exists():
+    # read_events refuses a directory without any file yet (e.g. only the joiner's _staging directory).
+    if not any(Path(log_dir).glob("date=*/hour=*/*.parquet")):
         return {}
     return {event.decision.event_id: event for event in read_events(log_dir)}
 
