@@ -1,0 +1,132 @@
+"""The joiner on a real redis-server: aggregation, and exactly-once into the Parquet log when a joiner
+dies at any step of a batch (another joiner finishes its work, nothing lost, nothing twice)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from recommender.event_bus import RedisEventBus
+from recommender.joiner import Joiner, aggregate
+from recommender.records import Decision, Reward
+from recommender.service_config import JoinConfig
+from tests.service.conftest import events_in
+
+WAIT = 0.2
+SETTINGS = JoinConfig(reward_wait_time=WAIT, recovery_seconds=5, flush_seconds=0.1)
+
+
+class Crash(Exception):
+    """Stands for the process dying at that point."""
+
+
+def decision(event_id: str, ago: float = 0.0) -> Decision:
+    return Decision(
+        event_id=event_id, timestamp=datetime.now(UTC) - timedelta(seconds=ago), user_id="u", user_features={},
+        context={"device": "web"}, candidate_ids=("a", "b"), candidate_features=({"price": 1.0}, {"price": 2.0}),
+        pmfs=((0.75, 0.25),), chosen=(0,), ranking=(0, 1), model_version="m", exploration={"epsilon": 0.5},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def bus(redis_server):
+    bus = RedisEventBus(redis_server.url, wait_seconds=WAIT, recovery_seconds=SETTINGS.recovery_seconds,
+                        key_prefix=f"j{uuid.uuid4().hex[:8]}")  # fmt: skip
+    yield bus
+    bus.close_connections()
+
+
+def publish(bus, n: int) -> list[str]:
+    ids = [f"e{i}-{uuid.uuid4().hex[:6]}" for i in range(n)]
+    for event_id in ids:
+        bus.put_decision(decision(event_id))
+        bus.add_reward(Reward(event_id, 0.5, datetime.now(UTC)))
+    time.sleep(WAIT + 0.05)  # every window closed
+    return ids
+
+
+@pytest.mark.parametrize(("how", "expected"), [("sum", 1.5), ("first", 1.0), ("last", -0.5), ("max", 1.0)])
+def test_aggregations(how, expected):
+    assert aggregate([1.0, 1.0, -0.5], how) == expected
+
+
+def test_a_batch_abandoned_before_writing_is_joined_once_by_another_joiner(bus, tmp_path):
+    ids = publish(bus, 5)
+
+    class DiesBeforeWriting(Joiner):
+        def _stage(self, batch_id, events):
+            raise Crash
+
+    with pytest.raises(Crash):
+        DiesBeforeWriting(bus, tmp_path, lambda: SETTINGS, consumer="a").run_once()
+    assert events_in(tmp_path) == {}
+    assert bus.add_reward(Reward(ids[0], 1.0, datetime.now(UTC))).value == "unknown"  # the windows stay closed
+
+    later = time.time() + SETTINGS.recovery_seconds  # past the grace: "a" is presumed dead
+    survivor = Joiner(bus, tmp_path, lambda: SETTINGS, consumer="b", clock=lambda: later)
+    survivor.run_once()
+    events = events_in(tmp_path)
+    assert sorted(events) == sorted(ids)
+    assert all(e.rewards == (0.5,) for e in events.values())
+    assert bus.open_batches() == {}
+    survivor.run_once()
+    assert len(list(tmp_path.glob("date=*/hour=*/*.parquet"))) == 1  # nothing written twice
+
+
+def test_a_batch_abandoned_between_staging_and_publishing_is_published_once(bus, tmp_path):
+    ids = publish(bus, 4)
+
+    class DiesBeforePublishing(Joiner):
+        def _publish(self, files):
+            if files:
+                raise Crash
+
+    with pytest.raises(Crash):
+        DiesBeforePublishing(bus, tmp_path, lambda: SETTINGS, consumer="a").run_once()
+    assert events_in(tmp_path) == {}  # staged only: readers see nothing yet
+    assert list(tmp_path.glob("_staging/*/date=*/hour=*/*.parquet"))
+
+    later = time.time() + SETTINGS.recovery_seconds
+    Joiner(bus, tmp_path, lambda: SETTINGS, consumer="b", clock=lambda: later).run_once()
+    assert sorted(events_in(tmp_path)) == sorted(ids)
+    assert bus.open_batches() == {} and not list(tmp_path.glob("_staging/*"))
+
+
+def test_a_batch_abandoned_after_publishing_is_not_written_again(bus, tmp_path):
+    ids = publish(bus, 3)
+
+    def die(*args):
+        raise Crash
+
+    joiner = Joiner(bus, tmp_path, lambda: SETTINGS, consumer="a")
+    original_commit = bus.commit_batch
+    bus.commit_batch = die  # the process dies after publishing the file, before acknowledging in Redis
+    with pytest.raises(Crash):
+        joiner.run_once()
+    bus.commit_batch = original_commit
+    assert sorted(events_in(tmp_path)) == sorted(ids)
+
+    later = time.time() + SETTINGS.recovery_seconds
+    Joiner(bus, tmp_path, lambda: SETTINGS, consumer="b", clock=lambda: later).run_once()
+    assert len(list(tmp_path.glob("date=*/hour=*/*.parquet"))) == 1
+    assert sorted(events_in(tmp_path)) == sorted(ids)
+    assert bus.open_batches() == {}
+
+
+def test_decisions_taken_by_a_dead_joiner_are_claimed_after_their_idle_time(bus, tmp_path):
+    ids = [f"d{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
+    for event_id in ids:
+        bus.put_decision(decision(event_id))
+    assert len(bus.take_new("dead", 100, 0)) == 3  # taken, then the joiner died holding them
+    survivor = Joiner(bus, tmp_path, lambda: SETTINGS, consumer="b")
+    survivor.run_once()
+    assert events_in(tmp_path) == {}  # not yet: the dead joiner might only be slow
+    time.sleep(WAIT + SETTINGS.recovery_seconds / 3 + 0.2)
+    survivor._last_recovery = float("-inf")  # the next cycle looks for abandoned work
+    survivor.run_once()
+    events = events_in(tmp_path)
+    assert sorted(events) == sorted(ids)
+    assert all(e.reward_is_default == (True,) for e in events.values())
