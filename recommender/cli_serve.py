@@ -1,4 +1,5 @@
-"""``recommender serve``: run the scoring service under gunicorn (see docs/service.md)."""
+"""``recommender serve`` (the scoring service under gunicorn) and ``recommender join`` (a joiner process);
+see docs/service.md."""
 
 from __future__ import annotations
 
@@ -23,6 +24,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--access-log", action="store_true", help="log every request to stderr")
     parser.set_defaults(handler=_serve)
+
+    join = subparsers.add_parser(
+        "join",
+        help="join decisions and rewards from the Redis event bus into the Parquet event log",
+        description="Run a joiner: take decisions from the Redis event bus, wait for their rewards "
+        "(join.reward_wait_time), aggregate them and write joined events to join.event_log_dir, exactly once. "
+        "'recommender serve' starts one by itself when the bus is on Redis; run more on other hosts to share "
+        "the work (they must write to the same event log directory).",
+    )
+    join.set_defaults(handler=_join)
+
+
+def _join(args: argparse.Namespace, config: AppConfig) -> int:
+    from recommender.service.server import run_joiner
+
+    return run_joiner(config, args.config)
 
 
 def _serve(args: argparse.Namespace, config: AppConfig) -> int:

@@ -63,13 +63,15 @@ def create_app(
     policy: Any = _LOAD,
     policy_loader: PolicyLoader | None = None,
     start_background: bool = True,
+    run_joiner: bool = True,
 ) -> Flask:
     """One worker's app.
 
     ``config_path``: the file to watch for hot reloads (None: no reloading). ``policy``: the policy to
     serve (None: uniform decisions); by default ``policy_loader(config)`` (default ``load_serving_policy``)
     builds it. ``start_background``: start the publisher, joiner and watcher threads now; the runtime is
-    ``app.extensions["recommender"]`` (call its ``stop()`` on shutdown).
+    ``app.extensions["recommender"]`` (call its ``stop()`` on shutdown). ``run_joiner=False``: joining is
+    done elsewhere (a separate ``recommender join`` process), so this worker's GIL serves requests only.
     """
     loader = policy_loader or load_serving_policy
     if policy is _LOAD:
@@ -83,6 +85,7 @@ def create_app(
         config_path=config_path,
         policy_loader=loader,
     )
+    runtime.runs_joiner = run_joiner
     if config_path is not None:
         runtime.watcher = ConfigWatcher(config_path, runtime, config.service.config_reload_seconds)
     if not config.service.api_keys:

@@ -92,6 +92,8 @@ class Runtime:
             bus, config.join.event_log_dir, lambda: self.snapshot.config.join, on_joined=on_joined,
             observer=metrics.observe_join,
         )  # fmt: skip
+        # False when a separate joiner process does the joining (``recommender serve`` on Redis).
+        self.runs_joiner = True
         self.watcher: Any = None  # recommender.service.reload.ConfigWatcher, set by the app factory
         self.last_reload: dict[str, Any] = {"outcome": "none"}
         metrics.set_policy(self._snapshot.model_version, self._snapshot.exploration())
@@ -195,7 +197,10 @@ class Runtime:
                 checks[name] = "error"
                 reasons.append(f"{name} check failed: {exc}")
         checks["buffered_decisions"] = self.publisher.buffered
-        checks["joiner"] = "running" if self.joiner.running else "stopped"
+        if self.runs_joiner:
+            checks["joiner"] = "running" if self.joiner.running else "stopped"
+        else:
+            checks["joiner"] = "separate process"
         if self.joiner.last_error:
             checks["joiner_error"] = self.joiner.last_error
         return not reasons, checks, reasons
@@ -203,7 +208,8 @@ class Runtime:
     # ----- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
         self.publisher.start()
-        self.joiner.start()
+        if self.runs_joiner:
+            self.joiner.start()
         if self.watcher is not None:
             self.watcher.start()
 

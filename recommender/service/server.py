@@ -5,7 +5,10 @@ every worker process builds its own VW workspace, Redis connections and backgrou
 Workers are ``gthread`` workers: ``service.workers`` processes x ``service.threads`` threads.
 
 While the feature store or the event bus is in-process (the embedded default), the state cannot be
-shared between processes, so one worker is started whatever ``service.workers`` says.
+shared between processes, so one worker is started whatever ``service.workers`` says, and it also runs
+the joiner (a thread). With the bus on Redis the joiner runs as one separate process (``recommender
+join``, started and restarted by the master): joining a batch holds the GIL for a while, which must not
+land on the serving threads' tail latency. More joiners (other hosts) may run ``recommender join`` too.
 
 With several workers, Prometheus metrics go through ``PROMETHEUS_MULTIPROC_DIR`` (a temporary directory
 unless set), which must be in the environment before ``prometheus_client`` is imported: this module
@@ -17,7 +20,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +66,37 @@ def gunicorn_options(config: AppConfig, *, log_level: str = "info", access_log: 
     }
 
 
+class JoinerSupervisor:
+    """Keeps one ``recommender join`` process running beside gunicorn (restarting it if it dies)."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.command = [sys.executable, "-m", "recommender.cli", "--config", str(config_path), "join"]
+        self.process: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command)
+        self._thread = threading.Thread(target=self._watch, name="joiner-supervisor", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(1.0):
+            if self.process is not None and self.process.poll() is not None:
+                log.error("the joiner process exited with %s; restarting it", self.process.returncode)
+                time.sleep(1.0)
+                self.process = subprocess.Popen(self.command)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
 def _worker_exit(server: Any, worker: Any) -> None:
     # Stop the joiner and write buffered decisions out before the process goes.
     app = getattr(worker, "wsgi", None)
@@ -88,10 +127,15 @@ class ServiceApplication(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self) -> Any:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+        _configure_logging()
         from recommender.service import create_app
 
-        return create_app(self.app_config, config_path=self.config_path)
+        separate_joiner = bus_backend(self.app_config) == "redis"
+        return create_app(self.app_config, config_path=self.config_path, run_joiner=not separate_joiner)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
 
 
 def serve(config: AppConfig, config_path: str | Path, *, log_level: str = "info", access_log: bool = False) -> int:
@@ -100,18 +144,86 @@ def serve(config: AppConfig, config_path: str | Path, *, log_level: str = "info"
     if options["workers"] < config.service.workers:
         log.warning("the feature store or event bus is in-process: serving with 1 worker, not %d",
                     config.service.workers)  # fmt: skip
+    separate_joiner = bus_backend(config) == "redis"
     owned_dir = None
     master = os.getpid()
-    if options["workers"] > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Several processes (workers, the joiner) report metrics: they share a directory of value files.
+    if (options["workers"] > 1 or separate_joiner) and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         owned_dir = tempfile.mkdtemp(prefix="recommender-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = owned_dir
+    supervisor = JoinerSupervisor(Path(config_path)) if separate_joiner else None
+    if supervisor is not None:
+        options["when_ready"] = lambda server: supervisor.start()
+        options["on_exit"] = lambda server: supervisor.stop()
     try:
         ServiceApplication(config, config_path, options).run()
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
         # Workers leave through this frame too (they are forked inside run()): only the master cleans up.
-        if owned_dir is not None and os.getpid() == master:
-            shutil.rmtree(owned_dir, ignore_errors=True)
+        if os.getpid() == master:
+            if supervisor is not None:
+                supervisor.stop()
+            if owned_dir is not None:
+                shutil.rmtree(owned_dir, ignore_errors=True)
+    return 0
+
+
+class _FileJoinSettings:
+    """The ``join`` section of a config file, re-read when the file changes (invalid edits: kept old)."""
+
+    def __init__(self, path: Path, config: AppConfig) -> None:
+        self.path = path
+        self.current = config.join
+        self._signature = self._stat()
+        self._checked = time.monotonic()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def __call__(self) -> Any:
+        now = time.monotonic()
+        if now - self._checked >= 1.0:
+            self._checked = now
+            signature = self._stat()
+            if signature != self._signature:
+                self._signature = signature
+                from recommender.config import load_config
+                from recommender.errors import RecommenderError
+
+                try:
+                    self.current = load_config(self.path).join
+                    log.info("join settings reloaded: aggregation %s, default reward %s",
+                             self.current.aggregation, self.current.default_reward)  # fmt: skip
+                except (RecommenderError, ValueError) as exc:
+                    log.error("configuration change refused, the previous join settings stay: %s", exc)
+        return self.current
+
+
+def run_joiner(config: AppConfig, config_path: str | Path) -> int:
+    """``recommender join``: join decisions and rewards from the Redis bus into the event log until
+    SIGTERM/SIGINT. Any number may run (one per host, say); they share the work through the bus."""
+    _configure_logging()
+    from recommender.event_bus import open_bus
+    from recommender.joiner import Joiner
+    from recommender.service.metrics import ServiceMetrics
+
+    if bus_backend(config) != "redis":
+        log.error("the event bus is in-process: the serving worker joins; a separate joiner has nothing to read")
+        return 2
+    metrics = ServiceMetrics()
+    joiner = Joiner(open_bus(config), config.join.event_log_dir, _FileJoinSettings(Path(config_path), config),
+                    observer=metrics.observe_join)  # fmt: skip
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    joiner.start()
+    log.info("joiner %s writing to %s", joiner.consumer, config.join.event_log_dir)
+    stop.wait()
+    joiner.stop()
     return 0
 

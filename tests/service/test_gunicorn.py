@@ -59,6 +59,7 @@ def test_serve_under_gunicorn_with_two_workers(catalog_redis, tmp_path):
         pids = {line.split('pid="')[1].split('"')[0] for line in metrics.splitlines()
                 if line.startswith("recommender_exploration_setting{")}  # fmt: skip
         assert len(pids) == 2
+        assert "recommender_joined_events_total 40.0" in metrics  # from the separate joiner process
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
