@@ -39,12 +39,12 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any
 
 from recommender.config import AppConfig
 from recommender.errors import RecommenderError
 from recommender.records import Decision, Reward
+from recommender.row_codec import row_of, row_text
 
 
 class BusError(RecommenderError):
@@ -103,41 +103,11 @@ def _epoch(value: datetime) -> float:
 
 
 # ----- decision codec (JSON), shared with nothing else: the Parquet log has its own schema ------------
-# A decision over 200 candidates carries 200 item feature rows (~50 KB of JSON). The rows come from the
-# feature store's decode cache, so the same row object recurs across decisions: each row is encoded to JSON
-# once and kept (by identity), and the payload holds the rows as JSON strings, which the joiner decodes
-# through a cache keyed by that text. Both caches are bounded and emptied when full.
-_ROW_CACHE_SIZE = 100_000
-_encoded_rows: dict[int, tuple[Any, str]] = {}
-_decoded_rows: dict[str, Mapping[str, Any]] = {}
-
-
+# A decision over 200 candidates carries 200 item feature rows (~50 KB of JSON): the payload holds them
+# as JSON strings made by recommender.row_codec, which encodes each recurring row object once and decodes
+# each recurring text once (and the event log reuses the same texts).
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
-
-
-def _row_text(row: Any) -> str:
-    """Compact JSON of a feature row; read-only rows (the store's) are encoded once per object."""
-    if type(row) is not MappingProxyType:
-        return _dumps(dict(row))
-    cached = _encoded_rows.get(id(row))
-    if cached is not None and cached[0] is row:
-        return cached[1]
-    text = _dumps(dict(row))
-    if len(_encoded_rows) >= _ROW_CACHE_SIZE:
-        _encoded_rows.clear()
-    _encoded_rows[id(row)] = (row, text)  # keeps the row alive, so its id cannot be reused meanwhile
-    return text
-
-
-def _row_of(text: str) -> Mapping[str, Any]:
-    row = _decoded_rows.get(text)
-    if row is None:
-        row = MappingProxyType(json.loads(text))
-        if len(_decoded_rows) >= _ROW_CACHE_SIZE:
-            _decoded_rows.clear()
-        _decoded_rows[text] = row
-    return row
 
 
 def encode_decision(decision: Decision) -> str:
@@ -150,7 +120,7 @@ def encode_decision(decision: Decision) -> str:
             "user_features": dict(decision.user_features),
             "context": dict(decision.context),
             "candidate_ids": decision.candidate_ids,
-            "candidate_features": [_row_text(row) for row in decision.candidate_features],
+            "candidate_features": [row_text(row) for row in decision.candidate_features],
             "pmfs": decision.pmfs,
             "chosen": decision.chosen,
             "ranking": decision.ranking,
@@ -172,7 +142,7 @@ def decode_decision(text: str | bytes) -> Decision:
         user_features=data["user_features"],
         context=data["context"],
         candidate_ids=tuple(data["candidate_ids"]),
-        candidate_features=tuple(_row_of(row) for row in data["candidate_features"]),
+        candidate_features=tuple(row_of(row) for row in data["candidate_features"]),
         pmfs=tuple(tuple(p) for p in data["pmfs"]),
         chosen=tuple(data["chosen"]),
         ranking=tuple(data["ranking"]),

@@ -30,13 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from recommender.errors import EventLogError, RecordError
 from recommender.records import Decision, JoinedEvent
+from recommender.row_codec import dumps, row_of, row_text
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -65,19 +65,6 @@ EVENT_LOG_SCHEMA = pa.schema(
 _PARTITIONING = ds.partitioning(pa.schema([("date", pa.string()), ("hour", pa.int32())]), flavor="hive")
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"feature value of type {type(value).__name__} is not JSON-serializable")
-
-
-def dumps_features(row: Any) -> str:
-    """Serialize a feature row (mapping of name to value) to compact JSON."""
-    return json.dumps(dict(row), separators=(",", ":"), default=_json_default, allow_nan=False)
-
-
 def events_to_table(events: Sequence[JoinedEvent]) -> pa.Table:
     """Columnar form of ``events`` under ``EVENT_LOG_SCHEMA``."""
     decisions = [e.decision for e in events]
@@ -85,15 +72,15 @@ def events_to_table(events: Sequence[JoinedEvent]) -> pa.Table:
         "event_id": [d.event_id for d in decisions],
         "timestamp": [d.timestamp for d in decisions],
         "user_id": [d.user_id for d in decisions],
-        "user_features": [dumps_features(d.user_features) for d in decisions],
-        "context": [dumps_features(d.context) for d in decisions],
+        "user_features": [row_text(d.user_features) for d in decisions],
+        "context": [dumps(dict(d.context)) for d in decisions],
         "candidate_ids": [list(d.candidate_ids) for d in decisions],
-        "candidate_features": [[dumps_features(f) for f in d.candidate_features] for d in decisions],
+        "candidate_features": [[row_text(f) for f in d.candidate_features] for d in decisions],
         "pmfs": [[list(p) for p in d.pmfs] for d in decisions],
         "chosen": [list(d.chosen) for d in decisions],
         "ranking": [list(d.ranking) for d in decisions],
         "model_version": [d.model_version for d in decisions],
-        "exploration": [dumps_features(d.exploration) for d in decisions],
+        "exploration": [dumps(dict(d.exploration)) for d in decisions],
         "degraded": [d.degraded for d in decisions],
         "deferred": [d.deferred for d in decisions],
         "rewards": [list(e.rewards) for e in events],
@@ -133,7 +120,9 @@ def write_events(events: Iterable[JoinedEvent], root: str | Path) -> list[Path]:
 def read_table(path: str | Path, *, filter_expression: Any = None) -> pa.Table:
     """Read a log (a root directory, a partition directory, or one file) as a table sorted by timestamp.
 
-    Raises EventLogError when the path does not exist or a file does not carry the log's columns.
+    A directory holding no log files yet gives an empty table. Files and directories whose names start
+    with ``.`` or ``_`` (temporary and staging files) are not read. Raises EventLogError when the path
+    does not exist or a file does not carry the log's columns.
     """
     path = Path(path)
     if not path.exists():
@@ -145,6 +134,8 @@ def read_table(path: str | Path, *, filter_expression: Any = None) -> pa.Table:
             partitioning=_PARTITIONING if path.is_dir() else None,
             exclude_invalid_files=False,
         )
+        if not dataset.files:  # a log directory nothing was written to yet (or only staging files)
+            return EVENT_LOG_SCHEMA.empty_table()
         table = dataset.to_table(filter=filter_expression)
     except (pa.ArrowInvalid, OSError) as exc:
         raise EventLogError(f"cannot read event log {path}: {exc}") from exc
@@ -169,7 +160,7 @@ def table_to_events(table: pa.Table) -> Iterator[JoinedEvent]:
                 user_features=json.loads(row["user_features"]),
                 context=json.loads(row["context"]),
                 candidate_ids=tuple(row["candidate_ids"]),
-                candidate_features=tuple(json.loads(f) for f in row["candidate_features"]),
+                candidate_features=tuple(row_of(f) for f in row["candidate_features"]),
                 pmfs=tuple(tuple(p) for p in row["pmfs"]),
                 chosen=tuple(row["chosen"]),
                 ranking=tuple(row["ranking"]),

@@ -137,6 +137,14 @@ def test_a_corrupt_row_is_reported_with_its_event_id(tmp_path):
         read_events(tmp_path / "broken.parquet")
 
 
+def test_a_log_directory_without_files_reads_as_empty(tmp_path):
+    (tmp_path / "_staging").mkdir()
+    (tmp_path / "_staging" / "batch.parquet").write_bytes(b"not yet renamed into place")
+    table = read_table(tmp_path)
+    assert table.num_rows == 0 and table.schema == EVENT_LOG_SCHEMA
+    assert read_events(tmp_path) == []
+
+
 def test_empty_write_writes_nothing(tmp_path):
     assert write_events([], tmp_path) == []
     assert replace(joined(1)).reward == 1.0
