@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -149,33 +149,42 @@ def read_table(path: str | Path, *, filter_expression: Any = None) -> pa.Table:
     return table.sort_by([("timestamp", "ascending"), ("event_id", "ascending")])
 
 
+def event_from_row(row: Mapping[str, Any]) -> JoinedEvent:
+    """The validated JoinedEvent of one log row (a dict of the schema's columns, as ``to_pylist`` gives).
+
+    Raises RecordError (an invariant of the records fails), ValueError (feature JSON does not parse) or
+    TypeError/KeyError (a column is missing or of the wrong type).
+    """
+    decision = Decision(
+        event_id=row["event_id"],
+        timestamp=row["timestamp"],
+        user_id=row["user_id"],
+        user_features=json.loads(row["user_features"]),
+        context=json.loads(row["context"]),
+        candidate_ids=tuple(row["candidate_ids"]),
+        candidate_features=tuple(row_of(f) for f in row["candidate_features"]),
+        pmfs=tuple(tuple(p) for p in row["pmfs"]),
+        chosen=tuple(row["chosen"]),
+        ranking=tuple(row["ranking"]),
+        model_version=row["model_version"],
+        exploration=json.loads(row["exploration"]),
+        degraded=row["degraded"],
+        deferred=row["deferred"],
+    )
+    return JoinedEvent(
+        decision=decision,
+        rewards=tuple(row["rewards"]),
+        reward_is_default=tuple(row["reward_is_default"]),
+        joined_at=row["joined_at"],
+    )
+
+
 def table_to_events(table: pa.Table) -> Iterator[JoinedEvent]:
     """Rebuild validated JoinedEvent records from a log table. Raises EventLogError naming the row."""
     for i, row in enumerate(table.to_pylist()):
         try:
-            decision = Decision(
-                event_id=row["event_id"],
-                timestamp=row["timestamp"],
-                user_id=row["user_id"],
-                user_features=json.loads(row["user_features"]),
-                context=json.loads(row["context"]),
-                candidate_ids=tuple(row["candidate_ids"]),
-                candidate_features=tuple(row_of(f) for f in row["candidate_features"]),
-                pmfs=tuple(tuple(p) for p in row["pmfs"]),
-                chosen=tuple(row["chosen"]),
-                ranking=tuple(row["ranking"]),
-                model_version=row["model_version"],
-                exploration=json.loads(row["exploration"]),
-                degraded=row["degraded"],
-                deferred=row["deferred"],
-            )
-            yield JoinedEvent(
-                decision=decision,
-                rewards=tuple(row["rewards"]),
-                reward_is_default=tuple(row["reward_is_default"]),
-                joined_at=row["joined_at"],
-            )
-        except (RecordError, ValueError, TypeError) as exc:
+            yield event_from_row(row)
+        except (RecordError, ValueError, TypeError, KeyError) as exc:
             raise EventLogError(f"event log row {i} (event_id={row.get('event_id')!r}) is invalid: {exc}") from exc
 
 

@@ -14,15 +14,14 @@ list that does not match the slots, or feature JSON that does not parse.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from recommender.errors import EventLogError, RecordError
-from recommender.event_log import read_table
-from recommender.records import Decision, JoinedEvent
+from recommender.event_log import event_from_row, read_table
+from recommender.records import JoinedEvent
 from simulators.errors import LogReadError
 from simulators.readers.common import ParsedDecision, ParsedSlot, build_bandit, check_slot
 from simulators.readers.features import flatten_features
@@ -51,39 +50,13 @@ _COLUMNS = (
 )
 
 
-def _joined_event(row: Mapping[str, Any], user: Any, context: Any, candidate_features: list[Any]) -> JoinedEvent:
-    """The validated record of a row whose slots passed the checks (VW targets replay these)."""
-    decision = Decision(
-        event_id=row["event_id"],
-        timestamp=row["timestamp"],
-        user_id=row["user_id"],
-        user_features=user,
-        context=context,
-        candidate_ids=tuple(row["candidate_ids"]),
-        candidate_features=tuple(candidate_features),
-        pmfs=tuple(tuple(p) for p in row["pmfs"]),
-        chosen=tuple(row["chosen"]),
-        ranking=tuple(row["ranking"]),
-        model_version=row["model_version"],
-        exploration=json.loads(row["exploration"]),
-        degraded=row["degraded"],
-        deferred=row["deferred"],
-    )
-    return JoinedEvent(decision, tuple(row["rewards"]), tuple(row["reward_is_default"]), row["joined_at"])
-
-
 def _parse_row(
     row: Mapping[str, Any], items: dict[str, dict[str, float]]
 ) -> tuple[ParsedDecision, JoinedEvent] | tuple[str, str]:
-    try:
-        user = json.loads(row["user_features"])
-        context = json.loads(row["context"])
-        candidate_features = [json.loads(f) for f in row["candidate_features"]]
-    except (TypeError, ValueError) as exc:
-        return MALFORMED, f"feature JSON does not parse: {exc}"
     candidate_ids = tuple(row["candidate_ids"] or ())
-    if not candidate_ids or len(candidate_features) != len(candidate_ids):
-        return MALFORMED, f"{len(candidate_ids)} candidates with {len(candidate_features)} feature rows"
+    n_features = len(row["candidate_features"] or ())
+    if not candidate_ids or n_features != len(candidate_ids):
+        return MALFORMED, f"{len(candidate_ids)} candidates with {n_features} feature rows"
     pmfs, chosen, rewards = row["pmfs"] or [], row["chosen"] or [], row["rewards"] or []
     if not chosen or len(pmfs) != len(chosen):
         return MALFORMED, f"{len(pmfs)} pmfs for {len(chosen)} slots"
@@ -103,14 +76,17 @@ def _parse_row(
         slots.append(ParsedSlot(action, float(pscore), tuple(pmf), available, float(reward)))  # type: ignore[arg-type]
         shown.add(action)
     try:
-        event = _joined_event(row, user, context, candidate_features)
-    except (RecordError, TypeError, ValueError) as exc:
+        event = event_from_row(row)  # the one decoding of a log row; also parses the feature JSON
+    except ValueError as exc:
+        return MALFORMED, f"not a valid decision record (or feature JSON that does not parse): {exc}"
+    except (RecordError, TypeError, KeyError) as exc:
         return MALFORMED, f"not a valid decision record: {exc}"
-    for cid, features in zip(candidate_ids, candidate_features, strict=True):
-        if cid not in items and isinstance(features, Mapping):
+    decision = event.decision
+    for cid, features in zip(candidate_ids, decision.candidate_features, strict=True):
+        if cid not in items:
             items[cid] = flatten_features(features)
-    flat = flatten_features(user if isinstance(user, Mapping) else {}, prefix="user.")
-    flat.update(flatten_features(context if isinstance(context, Mapping) else {}, prefix="context."))
+    flat = flatten_features(decision.user_features, prefix="user.")
+    flat.update(flatten_features(decision.context, prefix="context."))
     timestamp = row["timestamp"] if isinstance(row["timestamp"], datetime) else None
     return ParsedDecision(str(row["event_id"]), timestamp, flat, candidate_ids, tuple(slots)), event
 
