@@ -36,6 +36,9 @@ from recommender.event_bus import bus_backend
 
 log = logging.getLogger(__name__)
 
+# Scheduling niceness of `recommender join` (0 = normal, 19 = lowest): below the serving workers.
+JOINER_NICENESS = 10
+
 
 def effective_workers(config: AppConfig) -> int:
     """``service.workers``, or 1 while any state is in-process."""
@@ -215,6 +218,10 @@ def run_joiner(config: AppConfig, config_path: str | Path) -> int:
     if bus_backend(config) != "redis":
         log.error("the event bus is in-process: the serving worker joins; a separate joiner has nothing to read")
         return 2
+    # Joining is background work that comes in bursts (a batch per flush); on the serving hosts the
+    # /v1/score workers must win the CPU, or the bursts show up in their p99. Set before any thread starts,
+    # so every joiner thread inherits it.
+    os.nice(JOINER_NICENESS)
     metrics = ServiceMetrics()
     joiner = Joiner(open_bus(config), config.join.event_log_dir, _FileJoinSettings(Path(config_path), config),
                     observer=metrics.observe_join)  # fmt: skip
