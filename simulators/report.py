@@ -151,7 +151,10 @@ def plot_weights(runs: Sequence[TargetRun]):
             # Log-spaced bins only when weights span more than a decade; otherwise linear is easier to read.
             wide = high > 10.0 * low
             bins = np.geomspace(low, high * 1.0001, 40) if wide else 40
-            ax.hist(positive, bins=bins, color="tab:blue", alpha=0.8)
+            # Weights that are all (numerically) equal, e.g. a target equal to the logging policy, leave
+            # no range to split into bins: centre one unit-wide range on them instead.
+            flat = high - low < 1e-6 * max(1.0, high)
+            ax.hist(positive, bins=bins, range=(low - 0.5, high + 0.5) if flat else None, color="tab:blue", alpha=0.8)
             if wide:
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(NullFormatter())
