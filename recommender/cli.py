@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "recommender.cli_features",
     "recommender.cli_policy",
     "recommender.cli_serve",
+    "recommender.cli_train",
     "simulators.cli",
 )
 

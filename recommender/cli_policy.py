@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from recommender.cli_train import add_batch_arguments, run_batch
 from recommender.config import AppConfig
 
 
@@ -25,18 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Learn from every joined event of a Parquet event log (a root directory, a partition "
         "or one file), in timestamp order, then publish the model as a new version in the model store and "
         "make it current. Starts from a fresh model of the configured policy section, or with "
-        "--continue from the store's current version (its weights, its exploration algorithm).",
+        "--continue from the store's current version (its weights, its exploration algorithm), skipping the "
+        "files its checkpoint has learned. --since/--until select whole hour partitions. The same as "
+        "'recommender train --batch'.",
     )
-    train.add_argument("--log", required=True, type=Path, help="Parquet event log: root, partition or file")
-    train.add_argument("--out", type=Path, help="model store directory (default: policy.model_dir)")
-    train.add_argument("--passes", type=int, default=1, help="passes over the log (default: %(default)s)")
-    train.add_argument(
-        "--continue",
-        dest="resume",
-        action="store_true",
-        help="start from the store's current version instead of a fresh model",
-    )
-    train.add_argument("--no-activate", action="store_true", help="publish the version without making it current")
+    add_batch_arguments(train, log_required=True)
     train.set_defaults(handler=_train)
 
     show = commands.add_parser(
@@ -60,40 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rollback.set_defaults(handler=_rollback)
 
 
-def _groups(config: AppConfig) -> tuple[Any, Any]:
-    features = config.features
-    return features.groups[features.user_group], features.groups[features.item_group]
-
-
 def _train(args: argparse.Namespace, config: AppConfig) -> int:
-    from recommender.cli import CliError
-    from recommender.model_store import ModelStore
-    from recommender.policy import Policy
-
-    if args.passes < 1:
-        raise CliError(f"--passes must be >= 1, got {args.passes}")
-    user_group, item_group = _groups(config)
-    store = ModelStore(args.out or Path(config.policy.model_dir), user_group=user_group, item_group=item_group)
-    if args.resume and store.current_version() is not None:
-        policy = store.load(None)
-    else:
-        if args.resume:
-            print(f"no current version in {store.root}; starting from a fresh model")
-        policy = Policy.create(config.policy, user_group, item_group)
-    try:
-        report = policy.learn_from_log(args.log, passes=args.passes)
-        version = store.publish(policy, make_current=not args.no_activate)
-    finally:
-        policy.close()
-    events = report.events
-    span = f"{events.first_timestamp:%Y-%m-%d %H:%M} .. {events.last_timestamp:%Y-%m-%d %H:%M}" if events else "none"
-    print(
-        f"learned {report.learned} examples ({events.count if events else 0} events x {report.passes} pass(es), "
-        f"events {span})"
-    )
-    state = "published" if args.no_activate else "published and made current"
-    print(f"model version {version.id} {state} in {store.root}")
-    return 0
+    return run_batch(args, config)
 
 
 def _describe(version: Any, current: str | None) -> str:

@@ -28,6 +28,7 @@ from features.config import FeatureStoreConfig
 from recommender.errors import ConfigError
 from recommender.policy_config import PolicyConfig
 from recommender.service_config import BusConfig, JoinConfig, ServiceConfig
+from recommender.trainer_config import TrainerConfig
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -52,6 +53,7 @@ class AppConfig(BaseModel):
     service: ServiceConfig = ServiceConfig()
     join: JoinConfig = JoinConfig()
     bus: BusConfig = BusConfig()
+    trainer: TrainerConfig = TrainerConfig()
 
 
 def _expand(text: str, env: Mapping[str, str], path: Path) -> str:

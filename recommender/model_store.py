@@ -17,7 +17,9 @@ Metadata (``metadata.json``): ``id``, ``created_at`` (UTC), ``vw_args`` (the VW 
 ``vw_version``, ``policy`` (the PolicyConfig it was trained under: mode, exploration, learning,
 interactions, bits, seed), ``feature_schema`` and ``schema_hash`` (see ``recommender.examples``),
 ``groups`` (the user and item FeatureGroups), ``event_range`` (events learned from, or null),
-``parent_version`` and ``model_sha256``.
+``parent_version``, ``model_sha256`` and ``checkpoint`` (the trainer's position in the event log when it
+published this version, or null; see ``recommender.trainer``). The checkpoint is written in the same
+metadata file as the model's checksum, so a version's weights and its position are published together.
 
 Loading checks the checksum (``ModelCorruptError``) and, when the caller says which feature groups it
 serves with, that the model was trained on the same schema (``ModelSchemaMismatchError``).
@@ -75,6 +77,8 @@ class ModelVersion:
     parent_version: str | None
     model_sha256: str
     path: Path
+    # The trainer's checkpoint (which event-log files these weights have learned), or None.
+    checkpoint: Mapping[str, Any] | None = None
 
     @property
     def exploration(self) -> Mapping[str, Any]:
@@ -94,6 +98,7 @@ class ModelVersion:
             "event_range": self.event_range.as_dict() if self.event_range else None,
             "parent_version": self.parent_version,
             "model_sha256": self.model_sha256,
+            "checkpoint": dict(self.checkpoint) if self.checkpoint is not None else None,
         }
 
     @classmethod
@@ -111,6 +116,7 @@ class ModelVersion:
                 parent_version=data.get("parent_version"),
                 model_sha256=str(data["model_sha256"]),
                 path=path,
+                checkpoint=dict(data["checkpoint"]) if data.get("checkpoint") is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelCorruptError(f"{path / METADATA_FILE}: invalid model metadata: {exc!r}") from exc
@@ -132,7 +138,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_files(policy: Policy, directory: Path, event_range: EventRange | None) -> ModelVersion:
+def _write_files(
+    policy: Policy,
+    directory: Path,
+    event_range: EventRange | None,
+    checkpoint: Mapping[str, Any] | None = None,
+) -> ModelVersion:
     """Write model.vw and metadata.json into the existing empty ``directory``; mark the policy saved."""
     model_path = directory / MODEL_FILE
     policy.write_model_file(model_path)
@@ -151,6 +162,7 @@ def _write_files(policy: Policy, directory: Path, event_range: EventRange | None
         parent_version=policy.model_version or None,
         model_sha256=hashlib.sha256(model_bytes).hexdigest(),
         path=directory,
+        checkpoint=checkpoint,
     )
     document = version.as_dict()
     document["groups"] = {
@@ -302,16 +314,22 @@ class ModelStore:
         return self.root / "current"
 
     def publish(
-        self, policy: Policy, *, event_range: EventRange | None = None, make_current: bool = True
+        self,
+        policy: Policy,
+        *,
+        event_range: EventRange | None = None,
+        make_current: bool = True,
+        checkpoint: Mapping[str, Any] | None = None,
     ) -> ModelVersion:
         """Save ``policy`` as a new version (its id is the model's content hash) and, by default, make it
-        current. ``event_range`` defaults to the events the policy has learned from."""
+        current. ``event_range`` defaults to the events the policy has learned from; ``checkpoint`` (JSON)
+        is stored in the same metadata file."""
         staging_root = self.root / ".staging"
         staging_root.mkdir(parents=True, exist_ok=True)
         self._versions_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix="publish-", dir=staging_root))
         try:
-            version = _write_files(policy, staging, event_range)
+            version = _write_files(policy, staging, event_range, checkpoint)
             final = self._versions_dir / version.id
             if final.exists():
                 # Same bytes, same id: the version is already published (content-addressed).

@@ -80,6 +80,17 @@ class ServiceMetrics:
                            registry=r, multiprocess_mode="liveall")
         self.reloads = Counter("recommender_config_reloads", "Config file changes by outcome", ["outcome"],
                                registry=r)
+        self.mode = Gauge("recommender_learning_mode", "1 for the learning mode in force (trainer.mode)", ["mode"],
+                          registry=r, multiprocess_mode="liveall")
+        self.apprentice_decisions = Counter("recommender_apprentice_decisions",
+                                            "Apprentice-mode decisions (the baseline served)", registry=r)
+        self.apprentice_agreements = Counter("recommender_apprentice_agreements",
+                                             "Apprentice decisions where the model's greedy choice was the baseline's",
+                                             registry=r)
+        self.agreement_rate = Gauge("recommender_apprentice_agreement_rate",
+                                    "Share of recent apprentice decisions (trainer.agreement_window) the model agreed "
+                                    "with", registry=r, multiprocess_mode="liveall")
+        self._mode: str | None = None
         self._totals = [0, 0, 0, 0]  # joined, rewarded, slots, default slots (this process)
         self._model_version: str | None = None
         self._exploration_labels: list[tuple[str, str]] = []
@@ -119,6 +130,20 @@ class ServiceMetrics:
             if isinstance(value, bool | int | float):
                 self.exploration.labels(algorithm, name).set(float(value))
                 self._exploration_labels.append((algorithm, name))
+
+    def set_mode(self, mode: str) -> None:
+        """Publish the learning mode in force."""
+        if mode != self._mode:
+            if self._mode is not None:
+                self.mode.labels(self._mode).set(0)
+            self.mode.labels(mode).set(1)
+            self._mode = mode
+
+    def observe_agreement(self, agreed: bool, recent_rate: float) -> None:
+        self.apprentice_decisions.inc()
+        if agreed:
+            self.apprentice_agreements.inc()
+        self.agreement_rate.set(recent_rate)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text: this process's, or every worker's under gunicorn multiprocess mode."""

@@ -6,6 +6,7 @@ from flask import Blueprint, Response, current_app, request
 
 from recommender.service.auth import require_key
 from recommender.service.errors import json_response
+from recommender.service.runtime import Runtime
 from recommender.service.scoring import runtime
 
 bp = Blueprint("ops", __name__)
@@ -54,5 +55,20 @@ def settings() -> Response:
             "config_file": None if rt.config_path is None else str(rt.config_path),
             "last_reload": rt.last_reload,
             "learns_in_process": rt.learns_in_process,
+            "learning": {
+                "mode": config.trainer.mode,
+                "apprentice_baseline": config.trainer.apprentice_baseline,
+                "model_update_interval": config.trainer.model_update_interval,
+                "agreement": rt.agreement.summary(),
+                "trainer": _trainer_state(rt),
+            },
         }
     )
+
+
+def _trainer_state(rt: Runtime) -> dict[str, object]:
+    trainer = rt.trainer
+    if trainer is None:
+        return {"in_process": False, "error": rt.trainer_error}
+    return {"in_process": True, "running": trainer.running, "version": trainer.version,
+            "pending_events": trainer.pending_events, "error": trainer.last_error}  # fmt: skip

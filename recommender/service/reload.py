@@ -27,6 +27,11 @@ from recommender.config import AppConfig, load_config
 from recommender.errors import RecommenderError
 from recommender.service.runtime import Runtime, Snapshot
 from recommender.service_config import HOT_RELOADABLE
+from recommender.trainer_config import TRAINER_HOT_RELOADABLE
+
+# What a worker applies live: the service's own list plus the learning mode (and, for the trainer this
+# process may run, its interval and polling).
+HOT: dict[str, tuple[str, ...]] = {**HOT_RELOADABLE, "trainer": TRAINER_HOT_RELOADABLE}
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +47,7 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
 def merge_hot(current: AppConfig, new: AppConfig) -> AppConfig:
     """``current`` with the hot-reloadable settings of ``new``."""
     updates: dict[str, BaseModel] = {}
-    for section, fields in HOT_RELOADABLE.items():
+    for section, fields in HOT.items():
         old_section: BaseModel = getattr(current, section)
         new_section: BaseModel = getattr(new, section)
         changed = {name: getattr(new_section, name) for name in fields}
@@ -57,7 +62,7 @@ def cold_changes(old: AppConfig, new: AppConfig) -> list[str]:
         f"{section}.{name}"
         for section in type(new).model_fields
         for name in type(getattr(new, section)).model_fields
-        if name not in HOT_RELOADABLE.get(section, ())
+        if name not in HOT.get(section, ())
         and getattr(getattr(old, section), name) != getattr(getattr(new, section), name)
     ]
 
@@ -155,7 +160,8 @@ class ConfigWatcher:
             # Raises ExplorationChangeError (a ValueError) when VW cannot keep the weights.
             policy = policy.with_exploration(merged.policy.exploration)
         runtime.swap(Snapshot.of(merged, policy))
-        log.info("configuration change applied: exploration %s", runtime.snapshot.exploration())
+        log.info("configuration change applied: exploration %s, learning mode %s", runtime.snapshot.exploration(),
+                 merged.trainer.mode)  # fmt: skip
         self._record("applied", None, cold)
         return "applied"
 

@@ -7,6 +7,12 @@ never sees half of a change.
 Redis faults: feature reads and bus writes each go through a circuit breaker. A read that fails (Redis
 down, or slower than ``features.redis.timeout_ms``) gives the decision default features, flagged
 degraded; for ``service.redis_retry_seconds`` after that, requests skip Redis altogether, then one probes.
+
+Learning modes (``trainer.mode``, docs/learning.md): ``online`` and ``logging_only`` decide with the policy
+(``logging_only`` keeps it frozen: nothing learns); ``apprentice`` serves the baseline and measures the
+model's agreement with it. On the embedded default (in-process bus, ``join.learn_in_process``) this process
+also runs the trainer (a thread following the event log and publishing model versions, which the config
+watcher then swaps in); with Redis the trainer is its own process (``recommender train``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from features.encoding import default_row
 from recommender.config import AppConfig
 from recommender.event_bus import EventBus, MemoryEventBus
 from recommender.joiner import Joiner
-from recommender.records import Decision, FeatureRow, JoinedEvent
+from recommender.records import Decision, FeatureRow
+from recommender.service.apprentice import AgreementTracker, agrees, baseline_decision
 from recommender.service.breaker import CircuitBreaker
 from recommender.service.fallback import UNIFORM_EXPLORATION, UNIFORM_VERSION, uniform_decision
 from recommender.service.metrics import ServiceMetrics
@@ -87,11 +94,12 @@ class Runtime:
         features = config.features
         self._default_user = default_row(features.groups[features.user_group])
         self._default_item = default_row(features.groups[features.item_group])
-        on_joined = self._learn if self.learns_in_process else None
         self.joiner = Joiner(
-            bus, config.join.event_log_dir, lambda: self.snapshot.config.join, on_joined=on_joined,
-            observer=metrics.observe_join,
+            bus, config.join.event_log_dir, lambda: self.snapshot.config.join, observer=metrics.observe_join,
         )  # fmt: skip
+        self.agreement = AgreementTracker(config.trainer.agreement_window)
+        self.trainer: Any = None  # recommender.trainer.Trainer when this process learns (embedded default)
+        self.trainer_error: str | None = None
         # False when a separate joiner process does the joining (``recommender serve`` on Redis).
         self.runs_joiner = True
         self.watcher: Any = None  # recommender.service.reload.ConfigWatcher, set by the app factory
@@ -110,16 +118,27 @@ class Runtime:
         self.publisher.breaker.retry_seconds = snapshot.config.service.redis_retry_seconds
         self.store_breaker.retry_seconds = snapshot.config.service.redis_retry_seconds
         self.metrics.set_policy(snapshot.model_version, snapshot.exploration())
+        self.metrics.set_mode(snapshot.config.trainer.mode)
+        self.agreement.resize(snapshot.config.trainer.agreement_window)
 
     @property
     def learns_in_process(self) -> bool:
+        """True when this process runs the trainer: in-process bus and ``join.learn_in_process``."""
         return isinstance(self.bus, MemoryEventBus) and self._snapshot.config.join.learn_in_process
 
-    def _learn(self, events: list[JoinedEvent]) -> None:
-        # Every joined event is valid bandit data, uniform and degraded ones included (exact propensities).
-        policy = self.snapshot.policy
-        if policy is not None:
-            policy.learn(events)
+    def _start_trainer(self) -> None:
+        # The trainer has its own VW workspace and follows the event log this process's joiner writes; every
+        # event it learns is valid bandit data (uniform, degraded and baseline ones included: exact pmfs).
+        from recommender.trainer import Trainer, model_store_for
+
+        config = self.snapshot.config
+        try:
+            self.trainer = Trainer(model_store_for(config), config.join.event_log_dir, lambda: self.snapshot.config)
+        except Exception as exc:  # serving must start; readiness reports why nothing learns
+            self.trainer_error = str(exc)
+            log.error("the in-process trainer cannot start, this service will not learn: %s", exc)
+            return
+        self.trainer.start()
 
     # ----- the request path -------------------------------------------------------------------------
     def read_features(self, user_id: str | None, item_ids: Sequence[str]) -> tuple[UserItemFeatures, str | None]:
@@ -166,12 +185,28 @@ class Runtime:
             candidate_ids=candidate_ids, candidate_features=candidate_features, slots=slots, deferred=deferred,
         )  # fmt: skip
         policy = snapshot.policy
+        trainer = snapshot.config.trainer
+        if trainer.mode == "apprentice":
+            decision = baseline_decision(**arguments, degraded=degraded, baseline=trainer.apprentice_baseline)
+            if policy is not None:
+                self._observe_agreement(policy, decision)
+            return decision
         if policy is not None:
             try:
                 return policy.decide(**arguments, degraded=degraded)
             except Exception:  # a lost request is lost data: decide uniformly, log truthfully, say degraded
                 log.exception("the policy failed to decide event %s; deciding uniformly", event_id)
         return uniform_decision(**arguments, degraded=True)
+
+    def _observe_agreement(self, policy: Any, decision: Decision) -> None:
+        try:
+            pmf = policy.predict_pmf(decision.user_features, decision.context, decision.candidate_features,
+                                     candidate_ids=decision.candidate_ids)  # fmt: skip
+        except Exception:  # the baseline is served whatever the model does; agreement is only a report
+            log.exception("the policy failed to score event %s for the agreement rate", decision.event_id)
+            return
+        agreed = agrees(pmf, decision.chosen[0])
+        self.metrics.observe_agreement(agreed, self.agreement.record(agreed))
 
     # ----- readiness ----------------------------------------------------------------------------------
     def readiness(self) -> tuple[bool, dict[str, Any], list[str]]:
@@ -203,6 +238,15 @@ class Runtime:
             checks["joiner"] = "separate process"
         if self.joiner.last_error:
             checks["joiner_error"] = self.joiner.last_error
+        if self.trainer is not None:
+            checks["trainer"] = "running" if self.trainer.running else "stopped"
+            if self.trainer.last_error:
+                checks["trainer_error"] = self.trainer.last_error
+        elif self.trainer_error is not None:
+            checks["trainer"] = "failed"
+            checks["trainer_error"] = self.trainer_error
+        else:
+            checks["trainer"] = "separate process"
         return not reasons, checks, reasons
 
     # ----- lifecycle ----------------------------------------------------------------------------------
@@ -210,6 +254,8 @@ class Runtime:
         self.publisher.start()
         if self.runs_joiner:
             self.joiner.start()
+        if self.learns_in_process and self.snapshot.policy is not None:
+            self._start_trainer()
         if self.watcher is not None:
             self.watcher.start()
 
@@ -219,3 +265,8 @@ class Runtime:
             self.watcher.stop()
         self.publisher.stop()
         self.joiner.stop()
+        if self.trainer is not None:
+            # Learn what the joiner wrote last and publish it, so a restart has nothing to learn again.
+            self.trainer.stop(publish=True)
+            self.trainer.close()
+            self.trainer = None

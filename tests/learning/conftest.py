@@ -1,0 +1,45 @@
+"""Fixtures of the learning-loop tests: the real service over HTTP (tests.service.conftest) configured for
+fast learning, and the storefront's settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.service.conftest import ServedApp, deep_update, service_document, write_config
+
+# A policy that learns the storefront's click model quickly (docs/learning.md, "The demo"): SquareCB
+# explores in proportion to the estimated gaps, and a higher learning rate than the default's 0.5.
+FAST_EXPLORATION = {"algorithm": "squarecb", "gamma_scale": 20}
+
+
+def learning_document(tmp_path: Path, redis_url: str | None = None, **changes: Any) -> dict[str, Any]:
+    """configs/default.yaml for a learning test: short reward window, a model version every second."""
+    document = service_document(
+        tmp_path,
+        redis_url,
+        policy={"learning": {"learning_rate": 1.0}},
+        join={"reward_wait_time": 0.3, "flush_seconds": 0.1},
+        trainer={"model_update_interval": 1.0, "poll_seconds": 0.2},
+    )
+    document["policy"]["exploration"] = dict(FAST_EXPLORATION)  # replaced whole: other algorithms' keys go
+    return deep_update(document, changes)
+
+
+@pytest.fixture
+def serve_learning(tmp_path: Path) -> Iterator[Callable[..., ServedApp]]:
+    """``serve_learning(document)``: the real app on a real socket, watching its config file."""
+    started: list[ServedApp] = []
+
+    def start(document: dict[str, Any], **kwargs: Any) -> ServedApp:
+        path = tmp_path / f"config-{len(started)}.yaml"
+        app = ServedApp(write_config(path, document), config_path=path, **kwargs)
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        app.stop()
