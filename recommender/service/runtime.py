@@ -105,6 +105,7 @@ class Runtime:
         self.watcher: Any = None  # recommender.service.reload.ConfigWatcher, set by the app factory
         self.last_reload: dict[str, Any] = {"outcome": "none"}
         metrics.set_policy(self._snapshot.model_version, self._snapshot.exploration())
+        metrics.set_mode(config.trainer.mode)
 
     # ----- settings ---------------------------------------------------------------------------------
     @property

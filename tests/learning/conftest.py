@@ -43,3 +43,6 @@ def serve_learning(tmp_path: Path) -> Iterator[Callable[..., ServedApp]]:
     yield start
     for app in started:
         app.stop()
+
+
+from tests.service.conftest import catalog_redis  # noqa: E402,F401  (the session's sample catalog in Redis)
