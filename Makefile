@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench install clean demo
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The learning loop on embedded defaults: the service, the synthetic storefront driving it, click rate by
+# model version, and a plot of reward over time in var/demo/reward.png (about a minute).
+demo: $(STAMP)
+	$(BIN)/python -m simulators.demo --out var/demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
