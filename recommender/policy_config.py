@@ -200,7 +200,8 @@ class SquareCB(ExplorationSettings):
     gamma_exponent: NonNegative = 0.5
     elim: bool = False  # restrict to actions not eliminated by a confidence bound (RegCB-elim style)
     family: ClassVar[str] = "squarecb"
-    structural: ClassVar[tuple[str, ...]] = ("gamma_scale",)
+    # VW stores both in the model and refuses a reload with either changed ("Disagreeing option values").
+    structural: ClassVar[tuple[str, ...]] = ("gamma_scale", "gamma_exponent")
     cb_types: ClassVar[frozenset[str] | None] = frozenset({"mtr"})
 
     def vw_args(self) -> list[str]:

@@ -96,9 +96,9 @@ class JoinConfig(_Strict):
     # still join it when it comes back; also the idle time after which another joiner takes over the
     # decisions a dead joiner had claimed.
     recovery_seconds: float = Field(default=300.0, ge=5, le=7 * 86_400)
-    # Embedded default only (in-process bus): feed joined events straight to the serving policy's
-    # learn(). With Redis the trainer learns from the event log instead, so every worker serves the
-    # same published model.
+    # Embedded default only (in-process bus): this process also runs the trainer (a thread following the
+    # event log and publishing versions the config watcher swaps in). With Redis the trainer is its own
+    # process (`recommender train`), so every worker serves the same published model.
     learn_in_process: bool = True
 
     @model_validator(mode="after")

@@ -180,6 +180,7 @@ def test_exploration_change_within_bagging_keeps_its_ensemble() -> None:
         ({"algorithm": "bagging", "bags": 3}, {"algorithm": "bagging", "bags": 5}, r"exploration\.bags from 3 to 5"),
         ({"algorithm": "online_cover"}, {"algorithm": "online_cover", "psi": 0.5}, r"exploration\.psi"),
         ({"algorithm": "squarecb"}, {"algorithm": "squarecb", "gamma_scale": 50}, r"exploration\.gamma_scale"),
+        ({"algorithm": "squarecb"}, {"algorithm": "squarecb", "gamma_exponent": 0.3}, r"exploration\.gamma_exponent"),
         ({"algorithm": "explore_first", "tau": 5}, {"algorithm": "explore_first", "tau": 9}, r"exploration\.tau"),
         (
             {"algorithm": "epsilon_greedy"},
