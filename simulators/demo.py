@@ -114,8 +114,8 @@ def plot(
     ax.set_ylim(0, max(after.oracle, clicks.mean()) * 1.25)
     ax.set_xlim(0, len(outcomes))
     ax.set_title(
-        f"Learning loop on embedded defaults: served policy {before.fraction:.0%} -> {after.fraction:.0%} "
-        "of the way from uniform to oracle"
+        f"Learning loop (embedded service, SquareCB exploration): served policy {before.fraction:.0%} -> "
+        f"{after.fraction:.0%} of the way from uniform to oracle"
     )
     ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
     ax.grid(alpha=0.3)
