@@ -16,50 +16,30 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
-from recommender.records import Decision, FeatureRow
+from recommender.records import Decision
+from recommender.service.inputs import DecisionInput
 
 BASELINE_VERSION = "baseline"
 
 
-def baseline_decision(
-    *,
-    event_id: str,
-    timestamp: datetime,
-    user_id: str | None,
-    user_features: FeatureRow,
-    context: FeatureRow,
-    candidate_ids: Sequence[str],
-    candidate_features: Sequence[FeatureRow],
-    slots: int | None,
-    degraded: bool,
-    deferred: bool,
-    baseline: str = "first",
-) -> Decision:
+def baseline_decision(request: DecisionInput, *, degraded: bool, baseline: str = "first") -> Decision:
     """The baseline's decision: slot s shows candidate s with probability 1; the ranking is the caller's
     order (the baseline's own). ``baseline`` is ``trainer.apprentice_baseline``."""
     if baseline != "first":  # the config allows only "first"; a new baseline must be added here
         raise ValueError(f"unknown apprentice baseline {baseline!r}")
-    k = len(candidate_ids)
-    n_slots = slots or 1
+    k = len(request.candidate_ids)
+    n_slots = request.slots or 1
     pmfs = tuple(tuple(1.0 if i == s else 0.0 for i in range(k)) for s in range(n_slots))
     return Decision(
-        event_id=event_id,
-        timestamp=timestamp,
-        user_id=user_id,
-        user_features=user_features,
-        context=context,
-        candidate_ids=tuple(candidate_ids),
-        candidate_features=tuple(candidate_features),
+        **request.decision_fields(),
         pmfs=pmfs,
         chosen=tuple(range(n_slots)),
         ranking=tuple(range(k)),
         model_version=BASELINE_VERSION,
         exploration={"algorithm": "baseline", "baseline": baseline, "mode": "apprentice"},
         degraded=degraded,
-        deferred=deferred,
     )
 
 

@@ -21,7 +21,6 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,11 @@ from features.encoding import default_row
 from recommender.config import AppConfig
 from recommender.event_bus import EventBus, MemoryEventBus
 from recommender.joiner import Joiner
-from recommender.records import Decision, FeatureRow
+from recommender.records import Decision
 from recommender.service.apprentice import AgreementTracker, agrees, baseline_decision
 from recommender.service.breaker import CircuitBreaker
 from recommender.service.fallback import UNIFORM_EXPLORATION, UNIFORM_VERSION, uniform_decision
+from recommender.service.inputs import DecisionInput
 from recommender.service.metrics import ServiceMetrics
 from recommender.service.publisher import DecisionPublisher
 
@@ -165,39 +165,21 @@ class Runtime:
         )
         return defaults, reason
 
-    def decide(
-        self,
-        snapshot: Snapshot,
-        *,
-        event_id: str,
-        timestamp: datetime,
-        user_id: str | None,
-        user_features: FeatureRow,
-        context: FeatureRow,
-        candidate_ids: Sequence[str],
-        candidate_features: Sequence[FeatureRow],
-        slots: int | None,
-        degraded: bool,
-        deferred: bool,
-    ) -> Decision:
+    def decide(self, snapshot: Snapshot, request: DecisionInput, *, degraded: bool) -> Decision:
         """The policy's decision; uniform (and degraded) when there is no policy or it fails."""
-        arguments = dict(
-            event_id=event_id, timestamp=timestamp, user_id=user_id, user_features=user_features, context=context,
-            candidate_ids=candidate_ids, candidate_features=candidate_features, slots=slots, deferred=deferred,
-        )  # fmt: skip
         policy = snapshot.policy
         trainer = snapshot.config.trainer
         if trainer.mode == "apprentice":
-            decision = baseline_decision(**arguments, degraded=degraded, baseline=trainer.apprentice_baseline)
+            decision = baseline_decision(request, degraded=degraded, baseline=trainer.apprentice_baseline)
             if policy is not None:
                 self._observe_agreement(policy, decision)
             return decision
         if policy is not None:
             try:
-                return policy.decide(**arguments, degraded=degraded)
+                return policy.decide(**request.as_arguments(), degraded=degraded)
             except Exception:  # a lost request is lost data: decide uniformly, log truthfully, say degraded
-                log.exception("the policy failed to decide event %s; deciding uniformly", event_id)
-        return uniform_decision(**arguments, degraded=True)
+                log.exception("the policy failed to decide event %s; deciding uniformly", request.event_id)
+        return uniform_decision(request, degraded=True)
 
     def _observe_agreement(self, policy: Any, decision: Decision) -> None:
         try:

@@ -20,6 +20,7 @@ from recommender.event_bus import DuplicateEventError
 from recommender.records import Decision, new_event_id, utc_now
 from recommender.service.auth import require_key
 from recommender.service.errors import ApiError, from_validation_error, json_response
+from recommender.service.inputs import DecisionInput
 from recommender.service.runtime import Runtime
 from recommender.service.schemas import ScoreRequest
 
@@ -108,8 +109,7 @@ def score() -> Response:
     items = list(features.items)
     for position, values in inline.items():
         items[position] = {**items[position], **values}
-    decision = rt.decide(
-        snapshot,
+    request_input = DecisionInput(
         event_id=req.event_id or new_event_id(),
         timestamp=utc_now(),
         user_id=req.user_id,
@@ -118,9 +118,9 @@ def score() -> Response:
         candidate_ids=ids,
         candidate_features=items,
         slots=req.slots,
-        degraded=problem is not None,
         deferred=req.defer_activation,
     )
+    decision = rt.decide(snapshot, request_input, degraded=problem is not None)
     try:
         rt.publisher.publish(decision)
     except DuplicateEventError:
