@@ -109,7 +109,9 @@ def test_slow_redis_costs_at_most_the_budget(serve, private_redis, tmp_path):
     blocker.close()
     assert all(degraded)
     # The first request pays the feature budget (50 ms; the bus write is then skipped by the breaker);
-    # the next ones skip Redis altogether.
-    assert timings[0] < 0.2, timings
-    assert max(timings[1:]) < 0.05, timings
+    # the next ones skip Redis altogether. Bounds are far below the 1.5 s a request waiting on Redis
+    # would take, with room for a loaded CI machine (this is a behaviour test, not a benchmark).
+    assert timings[0] < 0.5, timings
+    assert max(timings[1:]) < 0.25, timings
+    assert sorted(timings[1:])[len(timings) // 2] < 0.05, timings  # typically a few ms
     wait_for(lambda: not client.post("/v1/score", body).json()["degraded"], timeout=5)
