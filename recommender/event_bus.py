@@ -21,6 +21,12 @@ which touch several keys, also run on Redis Cluster):
   through the consumer group ``bus.group``; an entry is acknowledged and deleted only once its joined
   event is in the Parquet log.
 - ``{P}:batches``        hash: batch id -> manifest JSON of the joiner's batches in flight.
+- ``{P}:row:<digest>``  string: the JSON text of one candidate feature row, named by its content digest
+  (``recommender.row_codec``); decisions refer to rows by digest. Written with the first decision that
+  names it (again at most every wait + recovery seconds per worker), TTL 2 x (wait + recovery) + 10
+  minutes, so it outlives every pending decision naming it. Redis must not evict keys
+  (``maxmemory-policy noeviction``, as for the stream); a decision whose rows were lost anyway is counted
+  as expired, with an error logged.
 
 Every call on the serving side gives up after ``bus.timeout_ms`` and raises ``BusUnavailable``. A reward
 is accepted only while its decision's window is open; ``add_reward`` returning ACCEPTED means Redis has
@@ -32,6 +38,7 @@ from __future__ import annotations
 import abc
 import enum
 import json
+import logging
 import threading
 import time
 import uuid
@@ -44,7 +51,9 @@ from typing import Any
 from recommender.config import AppConfig
 from recommender.errors import RecommenderError
 from recommender.records import Decision, Reward
-from recommender.row_codec import row_of, row_text
+from recommender.row_codec import row_of, row_text_and_digest
+
+log = logging.getLogger(__name__)
 
 
 class BusError(RecommenderError):
@@ -103,15 +112,16 @@ def _epoch(value: datetime) -> float:
 
 
 # ----- decision codec (JSON), shared with nothing else: the Parquet log has its own schema ------------
-# A decision over 200 candidates carries 200 item feature rows (~50 KB of JSON): the payload holds them
-# as JSON strings made by recommender.row_codec, which encodes each recurring row object once and decodes
-# each recurring text once (and the event log reuses the same texts).
+# A decision over 200 candidates carries 200 item feature rows (~50 KB of JSON). The payload names each
+# row by its content digest (recommender.row_codec); the Redis bus stores each distinct row's text once
+# under that digest, so a pending decision costs a few KB in Redis instead of ~50 KB, and the worker and
+# the joiner move and parse a few KB per decision.
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
-def encode_decision(decision: Decision) -> str:
-    """Compact JSON of a decision, lossless for everything the event log stores."""
+def encode_decision(decision: Decision, row_digests: Sequence[str]) -> str:
+    """Compact JSON of a decision; its candidates' feature rows appear as ``row_digests`` (in order)."""
     return _dumps(
         {
             "event_id": decision.event_id,
@@ -120,7 +130,7 @@ def encode_decision(decision: Decision) -> str:
             "user_features": dict(decision.user_features),
             "context": dict(decision.context),
             "candidate_ids": decision.candidate_ids,
-            "candidate_features": [row_text(row) for row in decision.candidate_features],
+            "candidate_rows": row_digests,
             "pmfs": decision.pmfs,
             "chosen": decision.chosen,
             "ranking": decision.ranking,
@@ -132,9 +142,9 @@ def encode_decision(decision: Decision) -> str:
     )
 
 
-def decode_decision(text: str | bytes) -> Decision:
-    """Inverse of ``encode_decision``; the Decision validates itself. Feature rows are read-only."""
-    data = json.loads(text)
+def decode_decision(data: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]) -> Decision:
+    """Inverse of ``encode_decision`` (``data`` is its parsed JSON; ``rows`` maps digests to read-only
+    rows and must hold every digest the decision names). The Decision validates itself."""
     return Decision(
         event_id=data["event_id"],
         timestamp=datetime.fromisoformat(data["timestamp"]).astimezone(UTC),
@@ -142,7 +152,7 @@ def decode_decision(text: str | bytes) -> Decision:
         user_features=data["user_features"],
         context=data["context"],
         candidate_ids=tuple(data["candidate_ids"]),
-        candidate_features=tuple(row_of(row) for row in data["candidate_features"]),
+        candidate_features=tuple(rows[digest] for digest in data["candidate_rows"]),
         pmfs=tuple(tuple(p) for p in data["pmfs"]),
         chosen=tuple(data["chosen"]),
         ranking=tuple(data["ranking"]),
@@ -357,8 +367,11 @@ class MemoryEventBus(EventBus):
 
 
 # ===================================================================================================
+# KEYS: decision, stream, then rows to (re)store. ARGV: decision JSON, slots, due, decision TTL ms, event id,
+# deferred, row TTL ms, then the rows' texts. 1 stored, 0 the event id is already pending.
 _PUT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 5], 'PX', ARGV[7]) end
 redis.call('HSET', KEYS[1], 'd', ARGV[1], 'slots', ARGV[2], 'due', ARGV[3], 'deferred', ARGV[6], 'activated', '0')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('XADD', KEYS[2], '*', 'e', ARGV[5], 'due', ARGV[3])
@@ -405,6 +418,12 @@ return 1
 """
 
 
+# Entries in the per-process caches of row digests (stored ones on the serving side, rows on the joiner's).
+ROW_CACHE_SIZE = 200_000
+# Extra lifetime of a stored feature row beyond what the decisions naming it can need.
+ROW_TTL_MARGIN_SECONDS = 600
+
+
 class RedisEventBus(EventBus):
     """Bus on Redis Streams with a consumer group of joiners (see the module docstring for keys)."""
 
@@ -431,6 +450,13 @@ class RedisEventBus(EventBus):
         self._batches_key = f"{self._tag}:batches"
         self._group = group
         self._ttl_ms = int((wait_seconds + recovery_seconds) * 1000)
+        # A row is (re)stored by a worker at most every ``_row_refresh`` seconds and lives ``_row_ttl_ms``:
+        # refresh + the longest a pending decision lives + a margin, so a row outlives every decision that
+        # names it without being rewritten.
+        self._row_refresh = wait_seconds + recovery_seconds
+        self._row_ttl_ms = int((2 * (wait_seconds + recovery_seconds) + ROW_TTL_MARGIN_SECONDS) * 1000)
+        self._rows_stored: dict[str, float] = {}  # digest -> time.monotonic() this process stored it
+        self._rows: dict[str, Mapping[str, Any]] = {}  # joiner side: digest -> row
         timeout = timeout_ms / 1000.0
         try:
             # Request path: short budget. Joiner: blocking reads and batch commits need longer.
@@ -452,6 +478,9 @@ class RedisEventBus(EventBus):
     def _rkey(self, event_id: str) -> str:
         return f"{self._tag}:r:{event_id}"
 
+    def _row_key(self, digest: str) -> str:
+        return f"{self._tag}:row:{digest}"
+
     def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
@@ -463,19 +492,33 @@ class RedisEventBus(EventBus):
     # ----- serving side ------------------------------------------------------------------------------
     def put_decision(self, decision: Decision) -> None:
         due = _epoch(decision.timestamp) + self.wait_seconds
+        now = time.monotonic()
+        digests, new_texts = [], {}  # new_texts: digest -> text of rows to (re)store with this decision
+        for row in decision.candidate_features:
+            text, digest = row_text_and_digest(row)
+            digests.append(digest)
+            stored = self._rows_stored.get(digest)
+            if stored is None or now - stored > self._row_refresh:
+                new_texts[digest] = text
         created = self._call(
             "storing a decision",
             self._put,
-            keys=[self._dkey(decision.event_id), self._stream],
+            keys=[self._dkey(decision.event_id), self._stream, *map(self._row_key, new_texts)],
             args=[
-                encode_decision(decision),
+                encode_decision(decision, digests),
                 decision.num_slots,
                 repr(due),
                 self._ttl_ms,
                 decision.event_id,
                 "1" if decision.deferred else "0",
+                self._row_ttl_ms,
+                *new_texts.values(),
             ],
         )
+        if len(self._rows_stored) > ROW_CACHE_SIZE:
+            self._rows_stored.clear()
+        for digest in new_texts:
+            self._rows_stored[digest] = now
         if not created:
             raise DuplicateEventError(f"event {decision.event_id!r} is already pending")
 
@@ -578,19 +621,39 @@ class RedisEventBus(EventBus):
                 self._close(keys=[self._dkey(item.event_id), self._rkey(item.event_id)], args=[batch_id], client=pipe)
             return pipe.execute()
 
+        replies = self._call("closing decisions", run)
+        payloads = [json.loads(reply[1]) if int(reply[0]) == 2 else None for reply in replies]
+        self._fetch_rows({digest for data in payloads if data for digest in data["candidate_rows"]})
         results = []
-        for item, reply in zip(pending, self._call("closing decisions", run), strict=True):
+        for item, reply, data in zip(pending, replies, payloads, strict=True):
             code = int(reply[0])
             if code == 0:
                 results.append(ClosedEvent(item, CloseStatus.EXPIRED))
             elif code == 1:
                 results.append(ClosedEvent(item, CloseStatus.TAKEN))
+            elif any(digest not in self._rows for digest in data["candidate_rows"]):
+                # Only if Redis lost keys (eviction, a restart without persistence): the decision cannot be
+                # rebuilt, so it is counted with the expired ones, not logged, and said loudly.
+                log.error("decision %s names feature rows Redis no longer has; counted as expired", item.event_id)
+                results.append(ClosedEvent(item, CloseStatus.EXPIRED))
             else:
                 rewards = tuple(RewardEntry(int(s), float(v), float(t)) for s, v, t in map(json.loads, reply[3]))
-                results.append(
-                    ClosedEvent(item, CloseStatus.READY, decode_decision(reply[1]), rewards, reply[2] == b"1")
-                )
+                decision = decode_decision(data, self._rows)
+                results.append(ClosedEvent(item, CloseStatus.READY, decision, rewards, reply[2] == b"1"))
         return results
+
+    def _fetch_rows(self, digests: set[str]) -> None:
+        """Bring the rows of ``digests`` not yet known to this process from Redis (one MGET per 1,000)."""
+        missing = [digest for digest in digests if digest not in self._rows]
+        if len(self._rows) + len(missing) > ROW_CACHE_SIZE:
+            self._rows.clear()
+            missing = list(digests)
+        for start in range(0, len(missing), 1000):
+            chunk = missing[start : start + 1000]
+            texts = self._call("reading feature rows", self._joiner.mget, [self._row_key(d) for d in chunk])
+            for digest, text in zip(chunk, texts, strict=True):
+                if text is not None:
+                    self._rows[digest] = row_of(text.decode())
 
     def commit_batch(self, batch_id: str, pending: Sequence[PendingDecision]) -> None:
         def run() -> None:

@@ -1,16 +1,20 @@
-"""JSON text of feature rows, shared by the event bus payloads and the Parquet event log.
+"""JSON text of feature rows, and their content digests, shared by the event bus and the Parquet event log.
 
 A decision over 200 candidates carries 200 item feature rows. The rows come from the feature store's
 decode cache, so the same read-only row object recurs across decisions; re-encoding it for the bus and
 again for the log would dominate the cost of logging. Here a read-only row (``MappingProxyType``) is
-encoded once per object, and a text is decoded once into a read-only row that remembers its text, so
-``row_text(row_of(text))`` is a dictionary hit. Both caches are bounded and emptied when full.
+encoded (and digested) once per object, and a text is decoded once into a read-only row that remembers
+its text, so ``row_text(row_of(text))`` is a dictionary hit. Both caches are bounded and emptied when full.
+
+The digest (BLAKE2b, 96 bits, hex) names a row's text: the Redis event bus stores each distinct row once
+under its digest and lets decisions refer to it, instead of copying 200 rows into every pending decision.
 
 Thread-safety: dict operations are atomic under the GIL; a race only repeats an encoding.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -19,7 +23,8 @@ from typing import Any
 import numpy as np
 
 CACHE_SIZE = 100_000
-_text_by_row: dict[int, tuple[Mapping[str, Any], str]] = {}
+DIGEST_BYTES = 12
+_by_row: dict[int, tuple[Mapping[str, Any], str, str]] = {}  # id(row) -> (row, text, digest)
 _row_by_text: dict[str, Mapping[str, Any]] = {}
 
 
@@ -36,22 +41,33 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False, default=_json_default)
 
 
-def _remember(row: Mapping[str, Any], text: str) -> None:
-    if len(_text_by_row) >= CACHE_SIZE:
-        _text_by_row.clear()
-    _text_by_row[id(row)] = (row, text)  # holds the row, so its id cannot be reused while cached
+def digest_of(text: str) -> str:
+    """The content digest of a row's JSON text: 24 hex characters."""
+    return hashlib.blake2b(text.encode(), digest_size=DIGEST_BYTES).hexdigest()
+
+
+def _remember(row: Mapping[str, Any], text: str) -> tuple[str, str]:
+    digest = digest_of(text)
+    if len(_by_row) >= CACHE_SIZE:
+        _by_row.clear()
+    _by_row[id(row)] = (row, text, digest)  # holds the row, so its id cannot be reused while cached
+    return text, digest
+
+
+def row_text_and_digest(row: Mapping[str, Any]) -> tuple[str, str]:
+    """(compact JSON text, digest) of a feature row; read-only rows are encoded once per object."""
+    if type(row) is not MappingProxyType:
+        text = dumps(dict(row))
+        return text, digest_of(text)
+    cached = _by_row.get(id(row))
+    if cached is not None and cached[0] is row:
+        return cached[1], cached[2]
+    return _remember(row, dumps(dict(row)))
 
 
 def row_text(row: Mapping[str, Any]) -> str:
     """Compact JSON object of a feature row; read-only rows are encoded once per object."""
-    if type(row) is not MappingProxyType:
-        return dumps(dict(row))
-    cached = _text_by_row.get(id(row))
-    if cached is not None and cached[0] is row:
-        return cached[1]
-    text = dumps(dict(row))
-    _remember(row, text)
-    return text
+    return row_text_and_digest(row)[0]
 
 
 def row_of(text: str) -> Mapping[str, Any]:

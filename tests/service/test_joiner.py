@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 
 import pytest
+import redis
 
 from recommender.event_bus import RedisEventBus
 from recommender.joiner import Joiner, aggregate
@@ -130,3 +133,57 @@ def test_decisions_taken_by_a_dead_joiner_are_claimed_after_their_idle_time(bus,
     events = events_in(tmp_path)
     assert sorted(events) == sorted(ids)
     assert all(e.reward_is_default == (True,) for e in events.values())
+
+
+def wide_decision(event_id: str, prices: list[float]) -> Decision:
+    k = len(prices)
+    return Decision(
+        event_id=event_id, timestamp=datetime.now(UTC), user_id="u", user_features={}, context={},
+        candidate_ids=tuple(f"sku-{i}" for i in range(k)),
+        candidate_features=tuple(MappingProxyType({"price": p, "brand": "Solis" * 20}) for p in prices),
+        pmfs=((1.0 / k,) * k,), chosen=(0,), ranking=tuple(range(k)), model_version="m", exploration={},
+    )  # fmt: skip
+
+
+def test_feature_rows_are_stored_once_and_decisions_name_them(bus, redis_server, tmp_path):
+    raw = redis.Redis.from_url(redis_server.url)
+    prefix = bus._tag
+    first = wide_decision(f"w1-{uuid.uuid4().hex[:6]}", [float(i) for i in range(200)])
+    # Same 200 rows (as the same objects, as the feature store hands them out) plus one new row.
+    new_row = MappingProxyType({"price": -1.0})
+    second = replace(first, event_id=f"w2-{uuid.uuid4().hex[:6]}",
+                     candidate_ids=(*first.candidate_ids[:199], "sku-new"),
+                     candidate_features=(*first.candidate_features[:199], new_row))  # fmt: skip
+    bus.put_decision(first)
+    rows_after_first = len(raw.keys(f"{prefix}:row:*"))
+    bus.put_decision(second)
+    assert rows_after_first == 200 and len(raw.keys(f"{prefix}:row:*")) == 201
+    # A pending decision holds digests, not 200 copies of the rows.
+    assert len(raw.hget(f"{prefix}:d:{first.event_id}", "d")) < 10_000
+    assert raw.pttl(next(iter(raw.keys(f"{prefix}:row:*")))) > (WAIT + SETTINGS.recovery_seconds) * 2 * 1000
+
+    # A joiner in another process (a fresh bus: no rows cached) rebuilds the decisions exactly.
+    time.sleep(WAIT + 0.05)
+    other = RedisEventBus(redis_server.url, wait_seconds=WAIT, recovery_seconds=SETTINGS.recovery_seconds,
+                          key_prefix=prefix.strip("{}"))  # fmt: skip
+    Joiner(other, tmp_path, lambda: SETTINGS, consumer="c").run_once()
+    events = events_in(tmp_path)
+    assert events[first.event_id].decision.candidate_features == first.candidate_features
+    assert events[second.event_id].decision.candidate_features[-1] == {"price": -1.0}
+    other.close_connections()
+
+
+def test_a_decision_whose_rows_redis_lost_is_counted_expired_not_written(bus, redis_server, tmp_path, caplog):
+    raw = redis.Redis.from_url(redis_server.url)
+    lost = wide_decision(f"lost-{uuid.uuid4().hex[:6]}", [1.0, 2.0])
+    bus.put_decision(lost)
+    raw.delete(*raw.keys(f"{bus._tag}:row:*"))  # as an evicting or restarted Redis would
+    time.sleep(WAIT + 0.05)
+    other = RedisEventBus(redis_server.url, wait_seconds=WAIT, recovery_seconds=SETTINGS.recovery_seconds,
+                          key_prefix=bus._tag.strip("{}"))  # fmt: skip
+    joiner = Joiner(other, tmp_path, lambda: SETTINGS, consumer="c")
+    joiner.run_once()
+    assert events_in(tmp_path) == {}
+    assert "names feature rows Redis no longer has" in caplog.text
+    assert other.pending_count() == 0  # acknowledged: not retried forever
+    other.close_connections()
