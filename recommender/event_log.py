@@ -65,6 +65,30 @@ EVENT_LOG_SCHEMA = pa.schema(
 _PARTITIONING = ds.partitioning(pa.schema([("date", pa.string()), ("hour", pa.int32())]), flavor="hive")
 
 
+def _candidate_features_column(decisions: Sequence[Decision]) -> pa.Array:
+    """The ``candidate_features`` column, built without a Python string object per cell.
+
+    A batch of decisions over a catalog repeats the same few hundred row objects tens of thousands of
+    times: each distinct row object is encoded once, every cell becomes an int32 code into those texts
+    (keyed by object identity: the rows are alive for the whole call), and Arrow expands the codes.
+    """
+    codes_by_row: dict[int, int] = {}
+    texts: list[str] = []
+    codes: list[int] = []
+    offsets = [0]
+    for decision in decisions:
+        for row in decision.candidate_features:
+            code = codes_by_row.get(id(row))
+            if code is None:
+                code = codes_by_row[id(row)] = len(texts)
+                texts.append(row_text(row))
+            codes.append(code)
+        offsets.append(len(codes))
+    dictionary = pa.array(texts, type=pa.string())
+    values = pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), dictionary).cast(pa.string())
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
+
+
 def events_to_table(events: Sequence[JoinedEvent]) -> pa.Table:
     """Columnar form of ``events`` under ``EVENT_LOG_SCHEMA``."""
     decisions = [e.decision for e in events]
@@ -75,7 +99,7 @@ def events_to_table(events: Sequence[JoinedEvent]) -> pa.Table:
         "user_features": [row_text(d.user_features) for d in decisions],
         "context": [dumps(dict(d.context)) for d in decisions],
         "candidate_ids": [list(d.candidate_ids) for d in decisions],
-        "candidate_features": [[row_text(f) for f in d.candidate_features] for d in decisions],
+        "candidate_features": _candidate_features_column(decisions),
         "pmfs": [[list(p) for p in d.pmfs] for d in decisions],
         "chosen": [list(d.chosen) for d in decisions],
         "ranking": [list(d.ranking) for d in decisions],

@@ -87,9 +87,10 @@ class Decision:
         for slot, (pmf, chosen) in enumerate(zip(self.pmfs, self.chosen, strict=True)):
             if len(pmf) != k:
                 raise RecordError(f"pmfs[{slot}] has {len(pmf)} entries for {k} candidates")
-            if any(not (0.0 <= p <= 1.0) or math.isnan(p) for p in pmf):
+            # Built-in min/max/fsum rather than a per-entry generator: this runs for every decision served.
+            total = math.fsum(pmf)  # NaN if any entry is NaN
+            if math.isnan(total) or min(pmf) < 0.0 or max(pmf) > 1.0:
                 raise RecordError(f"pmfs[{slot}] has a probability outside [0, 1]")
-            total = math.fsum(pmf)
             if abs(total - 1.0) > PMF_TOLERANCE:
                 raise RecordError(f"pmfs[{slot}] sums to {total}, not 1")
             if not 0 <= chosen < k or pmf[chosen] <= 0.0:
@@ -98,7 +99,7 @@ class Decision:
             raise RecordError("an item is chosen for two slots")
         if not self.ranking or self.ranking[0] != self.chosen[0]:
             raise RecordError("ranking must start with the chosen item")
-        if len(set(self.ranking)) != len(self.ranking) or not all(0 <= i < k for i in self.ranking):
+        if len(set(self.ranking)) != len(self.ranking) or min(self.ranking) < 0 or max(self.ranking) >= k:
             raise RecordError("ranking must list distinct candidate indices")
 
     @property

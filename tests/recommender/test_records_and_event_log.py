@@ -148,3 +148,9 @@ def test_a_log_directory_without_files_reads_as_empty(tmp_path):
 def test_empty_write_writes_nothing(tmp_path):
     assert write_events([], tmp_path) == []
     assert replace(joined(1)).reward == 1.0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.0 - 1e-9])
+def test_pmf_entries_that_are_not_probabilities_are_refused(bad):
+    with pytest.raises(RecordError, match=r"pmfs\[0\] has a probability outside"):
+        decision(pmfs=((1.0, bad, 0.0),))
