@@ -9,13 +9,12 @@ once and publish, the same code as ``recommender policy train``.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from recommender.config import AppConfig
+from recommender.config import AppConfig, ConfigFollower
 
 
 def _utc(text: str) -> datetime:
@@ -109,7 +108,8 @@ def run_continuous(config: AppConfig, config_path: Path, *, models: Path | None 
     from recommender.trainer import Trainer, model_store_for
 
     _configure_logging()
-    settings = _FileSettings(config_path, config)
+    # The trainer asks once per poll: check the file every time (a stat), reload only when it changed.
+    settings = ConfigFollower(config_path, config, min_interval=0.0)
     trainer = Trainer(model_store_for(config, models), config.join.event_log_dir, settings)
     try:
         if once:
@@ -126,33 +126,3 @@ def run_continuous(config: AppConfig, config_path: Path, *, models: Path | None 
         return 0
     finally:
         trainer.close()
-
-
-class _FileSettings:
-    """The configuration file, re-read when it changes (at most once a second); invalid edits are refused."""
-
-    def __init__(self, path: Path, config: AppConfig) -> None:
-        self.path = path
-        self.current = config
-        self._signature = self._stat()
-
-    def _stat(self) -> tuple[int, int] | None:
-        try:
-            stat = self.path.stat()
-        except OSError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
-
-    def __call__(self) -> AppConfig:
-        signature = self._stat()
-        if signature != self._signature:
-            self._signature = signature
-            from recommender.config import load_config
-            from recommender.errors import RecommenderError
-
-            try:
-                self.current = load_config(self.path)
-                logging.getLogger(__name__).info("trainer settings reloaded: %s", self.current.trainer)
-            except (RecommenderError, ValueError) as exc:
-                logging.getLogger(__name__).error("configuration change refused, the previous settings stay: %s", exc)
-        return self.current

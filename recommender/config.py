@@ -15,8 +15,10 @@ Environment overrides (URLs and secrets never need to live in the file):
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ from recommender.errors import ConfigError
 from recommender.policy_config import PolicyConfig
 from recommender.service_config import BusConfig, JoinConfig, ServiceConfig
 from recommender.trainer_config import TrainerConfig
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -120,3 +124,40 @@ def load_document(path: str | Path, env: Mapping[str, str] | None = None) -> dic
 def load_config(path: str | Path = DEFAULT_CONFIG_PATH, env: Mapping[str, str] | None = None) -> AppConfig:
     """Load and validate the configuration file at ``path``."""
     return parse_config(load_document(path, env), source=str(path))
+
+
+class ConfigFollower:
+    """The configuration in a file, re-read when the file changes (checked at most every
+    ``min_interval`` seconds). A call returns the current AppConfig; an invalid edit is logged and
+    refused, and the previous configuration stays. For long-running processes other than the serving
+    workers (which have their own watcher): the trainer and the separate joiner.
+    """
+
+    def __init__(self, path: str | Path, config: AppConfig, *, min_interval: float = 1.0) -> None:
+        self.path = Path(path)
+        self.current = config
+        self.min_interval = min_interval
+        self._signature = self._stat()
+        self._checked = time.monotonic()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def __call__(self) -> AppConfig:
+        now = time.monotonic()
+        if now - self._checked < self.min_interval:
+            return self.current
+        self._checked = now
+        signature = self._stat()
+        if signature != self._signature:
+            self._signature = signature
+            try:
+                self.current = load_config(self.path)
+                log.info("configuration reloaded from %s", self.path)
+            except ConfigError as exc:
+                log.error("configuration change refused, the previous settings stay: %s", exc)
+        return self.current

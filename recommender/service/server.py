@@ -31,7 +31,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from recommender.config import AppConfig
+from recommender.config import AppConfig, ConfigFollower
 from recommender.event_bus import bus_backend
 
 log = logging.getLogger(__name__)
@@ -172,41 +172,6 @@ def serve(config: AppConfig, config_path: str | Path, *, log_level: str = "info"
     return 0
 
 
-class _FileJoinSettings:
-    """The ``join`` section of a config file, re-read when the file changes (invalid edits: kept old)."""
-
-    def __init__(self, path: Path, config: AppConfig) -> None:
-        self.path = path
-        self.current = config.join
-        self._signature = self._stat()
-        self._checked = time.monotonic()
-
-    def _stat(self) -> tuple[int, int] | None:
-        try:
-            stat = self.path.stat()
-        except OSError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
-
-    def __call__(self) -> Any:
-        now = time.monotonic()
-        if now - self._checked >= 1.0:
-            self._checked = now
-            signature = self._stat()
-            if signature != self._signature:
-                self._signature = signature
-                from recommender.config import load_config
-                from recommender.errors import RecommenderError
-
-                try:
-                    self.current = load_config(self.path).join
-                    log.info("join settings reloaded: aggregation %s, default reward %s",
-                             self.current.aggregation, self.current.default_reward)  # fmt: skip
-                except (RecommenderError, ValueError) as exc:
-                    log.error("configuration change refused, the previous join settings stay: %s", exc)
-        return self.current
-
-
 def run_joiner(config: AppConfig, config_path: str | Path) -> int:
     """``recommender join``: join decisions and rewards from the Redis bus into the event log until
     SIGTERM/SIGINT. Any number may run (one per host, say); they share the work through the bus."""
@@ -223,7 +188,12 @@ def run_joiner(config: AppConfig, config_path: str | Path) -> int:
     # so every joiner thread inherits it.
     os.nice(JOINER_NICENESS)
     metrics = ServiceMetrics()
-    joiner = Joiner(open_bus(config), config.join.event_log_dir, _FileJoinSettings(Path(config_path), config),
+    follower = ConfigFollower(config_path, config)  # join settings follow edits of the file
+
+    def join_settings() -> Any:
+        return follower().join
+
+    joiner = Joiner(open_bus(config), config.join.event_log_dir, join_settings,
                     observer=metrics.observe_join)  # fmt: skip
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -92,3 +92,19 @@ def test_unparsable_files(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match=r"nope.yaml: cannot read configuration"):
         load_config(tmp_path / "nope.yaml", env={})
+
+
+def test_config_follower_applies_valid_edits_and_keeps_the_old_config_on_invalid_ones(tmp_path, default_document):
+    from recommender.config import ConfigFollower
+
+    path = write(tmp_path, default_document)
+    follower = ConfigFollower(path, load_config(path, env={}), min_interval=0.0)
+    default_document["features"]["redis"]["timeout_ms"] = 75
+    write(tmp_path, default_document)
+    assert follower().features.redis.timeout_ms == 75
+    path.write_text(path.read_text().replace("timeout_ms: 75", "timeout_ms: -1"))
+    assert follower().features.redis.timeout_ms == 75  # refused, the previous configuration stays
+    throttled = ConfigFollower(path, load_config(DEFAULT_CONFIG_PATH, env={}), min_interval=3600)
+    default_document["features"]["redis"]["timeout_ms"] = 99
+    write(tmp_path, default_document)
+    assert throttled().features.redis.timeout_ms == 50  # not re-read within min_interval
