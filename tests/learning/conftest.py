@@ -3,13 +3,10 @@ fast learning, and the storefront's settings."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.service.conftest import ServedApp, deep_update, service_document, write_config
+from tests.service.conftest import deep_update, service_document
 
 # A policy that learns the storefront's click model quickly (docs/learning.md, "The demo"): SquareCB
 # explores in proportion to the estimated gaps, and a higher learning rate than the default's 0.5.
@@ -29,20 +26,4 @@ def learning_document(tmp_path: Path, redis_url: str | None = None, **changes: A
     return deep_update(document, changes)
 
 
-@pytest.fixture
-def serve_learning(tmp_path: Path) -> Iterator[Callable[..., ServedApp]]:
-    """``serve_learning(document)``: the real app on a real socket, watching its config file."""
-    started: list[ServedApp] = []
-
-    def start(document: dict[str, Any], **kwargs: Any) -> ServedApp:
-        path = tmp_path / f"config-{len(started)}.yaml"
-        app = ServedApp(write_config(path, document), config_path=path, **kwargs)
-        started.append(app)
-        return app
-
-    yield start
-    for app in started:
-        app.stop()
-
-
-from tests.service.conftest import catalog_redis  # noqa: E402,F401  (the session's sample catalog in Redis)
+from tests.service.conftest import catalog_redis, serve  # noqa: E402,F401  (fixtures shared with the service tests)

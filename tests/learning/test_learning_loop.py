@@ -16,8 +16,8 @@ from tests.service.conftest import wait_for
 N_EVENTS = 15_000  # about 45 s over HTTP on 2 cores
 
 
-def test_served_policy_gets_80_percent_of_the_way_from_uniform_to_oracle(serve_learning, tmp_path):
-    served = serve_learning(learning_document(tmp_path))
+def test_served_policy_gets_80_percent_of_the_way_from_uniform_to_oracle(serve, tmp_path):
+    served = serve(learning_document(tmp_path))
     runtime = served.runtime
     assert runtime.trainer is not None and runtime.trainer.running
     storefront = Storefront(served.url, seed=7)

@@ -22,10 +22,10 @@ def _set(served, **trainer):
     wait_for(lambda: all(getattr(served.runtime.snapshot.config.trainer, k) == v for k, v in trainer.items()))
 
 
-def test_apprentice_then_online_then_logging_only(serve_learning, tmp_path):
+def test_apprentice_then_online_then_logging_only(serve, tmp_path):
     document = learning_document(tmp_path, trainer={"mode": "apprentice"})
     document["policy"]["exploration"] = {"algorithm": "epsilon_greedy", "epsilon": 0.1}
-    served = serve_learning(document)
+    served = serve(document)
     client = served.client()
     candidates = ["item-0007", "item-0003", "item-0042"]
     body = client.post("/v1/score", {"user_id": "user-00001", "candidates": candidates}).json()

@@ -22,8 +22,8 @@ from tests.service.conftest import wait_for
 RECOMMENDER = str(Path(sys.executable).with_name("recommender"))
 
 
-def test_separate_trainer_publishes_and_serving_follows(serve_learning, catalog_redis, tmp_path):
-    served = serve_learning(learning_document(tmp_path, catalog_redis.url))
+def test_separate_trainer_publishes_and_serving_follows(serve, catalog_redis, tmp_path):
+    served = serve(learning_document(tmp_path, catalog_redis.url))
     assert served.runtime.trainer is None  # with Redis, nothing learns inside the serving process
     config_path = served.runtime.config_path
     store = ModelStore(served.config.policy.model_dir)
