@@ -515,12 +515,12 @@ class RedisEventBus(EventBus):
                 *new_texts.values(),
             ],
         )
+        if not created:  # the script stopped before writing anything, rows included
+            raise DuplicateEventError(f"event {decision.event_id!r} is already pending")
         if len(self._rows_stored) > ROW_CACHE_SIZE:
             self._rows_stored.clear()
         for digest in new_texts:
             self._rows_stored[digest] = now
-        if not created:
-            raise DuplicateEventError(f"event {decision.event_id!r} is already pending")
 
     def add_reward(self, reward: Reward) -> RewardOutcome:
         received = _epoch(reward.received_at)

@@ -12,7 +12,7 @@ from types import MappingProxyType
 import pytest
 import redis
 
-from recommender.event_bus import RedisEventBus
+from recommender.event_bus import DuplicateEventError, RedisEventBus
 from recommender.joiner import Joiner, aggregate
 from recommender.records import Decision, Reward
 from recommender.service_config import JoinConfig
@@ -187,3 +187,21 @@ def test_a_decision_whose_rows_redis_lost_is_counted_expired_not_written(bus, re
     assert "names feature rows Redis no longer has" in caplog.text
     assert other.pending_count() == 0  # acknowledged: not retried forever
     other.close_connections()
+
+
+def test_a_refused_duplicate_does_not_count_its_rows_as_stored(bus, redis_server, tmp_path):
+    raw = redis.Redis.from_url(redis_server.url)
+    taken = wide_decision(f"dup-{uuid.uuid4().hex[:6]}", [1.0])
+    bus.put_decision(taken)
+    # Same event id again, now with a row never seen: refused before anything is written...
+    duplicate = wide_decision(taken.event_id, [7.0])
+    with pytest.raises(DuplicateEventError):
+        bus.put_decision(duplicate)
+    # ...so the next decision naming that row must still store it.
+    later = wide_decision(f"later-{uuid.uuid4().hex[:6]}", [7.0])
+    later = replace(later, candidate_features=duplicate.candidate_features)
+    bus.put_decision(later)
+    assert len(raw.keys(f"{bus._tag}:row:*")) == 2
+    time.sleep(WAIT + 0.05)
+    Joiner(bus, tmp_path, lambda: SETTINGS, consumer="c").run_once()
+    assert events_in(tmp_path)[later.event_id].decision.candidate_features == ({"price": 7.0, "brand": "Solis" * 20},)
