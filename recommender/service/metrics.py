@@ -53,6 +53,10 @@ class ServiceMetrics:
             "recommender_decision_candidates", "Candidates per decision", buckets=(1, 5, 10, 20, 50, 100, 200, 500),
             registry=r,
         )
+        self.policy_cpu = Histogram(
+            "recommender_policy_cpu_seconds", "CPU time of the policy's decision (features to pmf and pick), "
+            "per decision", buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.rewards = Counter("recommender_rewards", "Reward requests by outcome", ["outcome"], registry=r)
         self.activations = Counter("recommender_activations", "Activations by outcome", ["outcome"], registry=r)
         self.joined = Counter("recommender_joined_events", "Decisions joined and written to the event log",

@@ -77,12 +77,13 @@ class ScoreRequest(_Strict):
     @field_validator("candidates")
     @classmethod
     def _unique(cls, candidates: list[str | Candidate]) -> list[str | Candidate]:
-        seen: set[str] = set()
-        for i, candidate in enumerate(candidates):
-            cid = candidate if isinstance(candidate, str) else candidate.id
-            if cid in seen:
-                raise ValueError(f"duplicate candidate id at index {i}")
-            seen.add(cid)
+        ids = [candidate if isinstance(candidate, str) else candidate.id for candidate in candidates]
+        if len(set(ids)) != len(ids):  # checked in C first: duplicates are rare
+            seen: set[str] = set()
+            for i, cid in enumerate(ids):
+                if cid in seen:
+                    raise ValueError(f"duplicate candidate id at index {i}")
+                seen.add(cid)
         return candidates
 
 

@@ -212,6 +212,7 @@ def test_operational_endpoints(serve, catalog_redis, tmp_path):
     for name in (
         'recommender_request_seconds_bucket{endpoint="scoring.score"',
         'recommender_decisions_total{degraded="false"} 1.0',
+        "recommender_policy_cpu_seconds_count 1.0",
         'recommender_rewards_total{outcome="accepted"} 1.0',
         "recommender_joined_events_total 1.0",
         "recommender_join_rate 1.0",
