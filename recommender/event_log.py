@@ -27,9 +27,11 @@ import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -69,24 +71,21 @@ def _candidate_features_column(decisions: Sequence[Decision]) -> pa.Array:
     """The ``candidate_features`` column, built without a Python string object per cell.
 
     A batch of decisions over a catalog repeats the same few hundred row objects tens of thousands of
-    times: each distinct row object is encoded once, every cell becomes an int32 code into those texts
-    (keyed by object identity: the rows are alive for the whole call), and Arrow expands the codes.
+    times: each distinct row object is encoded once (``row_text``: a cache hit for rows the feature store or
+    the bus decoded), and Arrow turns the cells' object identities into int32 codes into those texts (the
+    rows are alive for the whole call, so an id names one row) and expands the codes. The only Python work
+    per cell is reading its id.
     """
-    codes_by_row: dict[int, int] = {}
-    texts: list[str] = []
-    codes: list[int] = []
-    offsets = [0]
-    for decision in decisions:
-        for row in decision.candidate_features:
-            code = codes_by_row.get(id(row))
-            if code is None:
-                code = codes_by_row[id(row)] = len(texts)
-                texts.append(row_text(row))
-            codes.append(code)
-        offsets.append(len(codes))
-    dictionary = pa.array(texts, type=pa.string())
-    values = pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), dictionary).cast(pa.string())
-    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
+    rows = list(chain.from_iterable(d.candidate_features for d in decisions))
+    identities = pa.array(np.fromiter(map(id, rows), dtype=np.uint64, count=len(rows)))
+    encoded = identities.dictionary_encode()  # indices: int32 codes; dictionary: the distinct ids
+    codes = encoded.indices.to_numpy()
+    cell_of_code = np.empty(len(encoded.dictionary), dtype=np.int64)
+    cell_of_code[codes] = np.arange(len(codes))  # a cell of each distinct row (any: they hold the same row)
+    dictionary = pa.array([row_text(rows[cell]) for cell in cell_of_code.tolist()], type=pa.string())
+    values = pa.DictionaryArray.from_arrays(encoded.indices, dictionary).cast(pa.string())
+    offsets = pa.array([0, *accumulate(len(d.candidate_features) for d in decisions)], type=pa.int32())
+    return pa.ListArray.from_arrays(offsets, values)
 
 
 def events_to_table(events: Sequence[JoinedEvent]) -> pa.Table:

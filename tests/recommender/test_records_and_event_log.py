@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 
 import numpy as np
 import pyarrow as pa
@@ -11,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from recommender.errors import EventLogError, RecordError
-from recommender.event_log import EVENT_LOG_SCHEMA, read_events, read_table, write_events
+from recommender.event_log import EVENT_LOG_SCHEMA, events_to_table, read_events, read_table, write_events
 from recommender.records import Decision, JoinedEvent, Reward
+from recommender.row_codec import row_text
 
 T0 = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
@@ -154,3 +156,18 @@ def test_empty_write_writes_nothing(tmp_path):
 def test_pmf_entries_that_are_not_probabilities_are_refused(bad):
     with pytest.raises(RecordError, match=r"pmfs\[0\] has a probability outside"):
         decision(pmfs=((1.0, bad, 0.0),))
+
+
+def test_candidate_features_are_logged_per_cell_whether_rows_are_shared_or_not(tmp_path):
+    shared = [MappingProxyType({"brand": f"b{i}", "price": i + 0.5}) for i in range(3)]
+    events = []
+    for i in range(5):
+        rows = (shared[i % 3], {"brand": "inline", "n": i}, shared[(i + 1) % 3])  # shared objects and fresh dicts
+        d = decision(event_id=f"e{i}", candidate_features=rows)
+        events.append(JoinedEvent(d, (1.0,), (False,), T0))
+    column = events_to_table(events).column("candidate_features").to_pylist()
+    assert column == [[row_text(row) for row in e.decision.candidate_features] for e in events]
+    write_events(events, tmp_path)
+    by_id = {e.decision.event_id: e for e in read_events(tmp_path)}
+    assert all(by_id[e.decision.event_id].decision.candidate_features == e.decision.candidate_features for e in events)
+    assert events_to_table([]).num_rows == 0

@@ -12,7 +12,7 @@ from types import MappingProxyType
 import pytest
 import redis
 
-from recommender.event_bus import DuplicateEventError, RedisEventBus
+from recommender.event_bus import CLOSE_CHUNK, CloseStatus, DuplicateEventError, RedisEventBus
 from recommender.joiner import Joiner, aggregate
 from recommender.records import Decision, Reward
 from recommender.service_config import JoinConfig
@@ -205,3 +205,41 @@ def test_a_refused_duplicate_does_not_count_its_rows_as_stored(bus, redis_server
     time.sleep(WAIT + 0.05)
     Joiner(bus, tmp_path, lambda: SETTINGS, consumer="c").run_once()
     assert events_in(tmp_path)[later.event_id].decision.candidate_features == ({"price": 7.0, "brand": "Solis" * 20},)
+
+
+def test_closing_more_decisions_than_one_script_call_keeps_each_status_in_order(bus, redis_server):
+    raw = redis.Redis.from_url(redis_server.url)
+    n = CLOSE_CHUNK * 2 + 7
+    ids = [f"c{i}-{uuid.uuid4().hex[:6]}" for i in range(n)]
+    for i, event_id in enumerate(ids):
+        bus.put_decision(wide_decision(event_id, [float(i), float(i) + 0.5]))
+        if i % 5 == 1:
+            bus.add_reward(Reward(event_id, 0.25 * (i % 4), datetime.now(UTC)))
+    pending = bus.take_new("c", n, 0)
+    assert [p.event_id for p in pending] == ids
+    bus.close([pending[i] for i in range(n) if i % 7 == 3], "other-batch")  # taken by another batch first
+    raw.delete(*(f"{bus._tag}:d:{ids[i]}" for i in range(n) if i % 11 == 4))  # gone from Redis
+    closed = bus.close(pending, "mine")
+    for i, item in enumerate(closed):
+        assert item.pending == pending[i]
+        if i % 11 == 4:
+            assert item.status is CloseStatus.EXPIRED
+        elif i % 7 == 3:
+            assert item.status is CloseStatus.TAKEN
+        else:
+            assert item.status is CloseStatus.READY and item.decision.event_id == ids[i]
+            assert item.decision.candidate_features == wide_decision("x", [float(i), float(i) + 0.5]).candidate_features
+            assert [r.value for r in item.rewards] == ([0.25 * (i % 4)] if i % 5 == 1 else [])
+    assert [c.status for c in bus.close(pending, "mine")] == [c.status for c in closed]  # idempotent per batch
+
+
+def test_a_worker_stores_its_rows_again_once_per_refresh_period(bus, redis_server):
+    raw = redis.Redis.from_url(redis_server.url)
+    rows = wide_decision("x", [1.0, 2.0]).candidate_features
+    bus.put_decision(replace(wide_decision(f"g1-{uuid.uuid4().hex[:6]}", [1.0, 2.0]), candidate_features=rows))
+    raw.delete(*raw.keys(f"{bus._tag}:row:*"))  # stands for the rows' TTL running out
+    bus.put_decision(replace(wide_decision(f"g2-{uuid.uuid4().hex[:6]}", [1.0, 2.0]), candidate_features=rows))
+    assert raw.keys(f"{bus._tag}:row:*") == []  # stored within the period: not written again
+    bus._rows_generation -= bus._row_refresh + 1  # the period is over
+    bus.put_decision(replace(wide_decision(f"g3-{uuid.uuid4().hex[:6]}", [1.0, 2.0]), candidate_features=rows))
+    assert len(raw.keys(f"{bus._tag}:row:*")) == 2
