@@ -646,25 +646,39 @@ class RedisEventBus(EventBus):
             return [reply for replies in pipe.execute() for reply in replies]
 
         replies = self._call("closing decisions", run)
-        payloads = [from_json(reply[1]) if reply[0] == 2 else None for reply in replies]
-        lost = self._fetch_rows(set().union(*(data["candidate_rows"] for data in payloads if data)))
-        results = []
-        for item, reply, data in zip(pending, replies, payloads, strict=True):
-            code = reply[0]
-            if code == 0:
+        results: list[ClosedEvent] = []
+        unseen: list[tuple[int, dict[str, Any]]] = []  # (index, payload) of decisions naming rows not cached
+        for item, reply in zip(pending, replies, strict=True):
+            if reply[0] == 0:
                 results.append(ClosedEvent(item, CloseStatus.EXPIRED))
-            elif code == 1:
+            elif reply[0] == 1:
                 results.append(ClosedEvent(item, CloseStatus.TAKEN))
-            elif lost and not lost.isdisjoint(data["candidate_rows"]):
-                # Only if Redis lost keys (eviction, a restart without persistence): the decision cannot be
-                # rebuilt, so it is counted with the expired ones, not logged, and said loudly.
-                log.error("decision %s names feature rows Redis no longer has; counted as expired", item.event_id)
-                results.append(ClosedEvent(item, CloseStatus.EXPIRED))
             else:
-                rewards = tuple(RewardEntry(int(s), float(v), float(t)) for s, v, t in map(json.loads, reply[3]))
-                decision = decode_decision(data, self._rows)
-                results.append(ClosedEvent(item, CloseStatus.READY, decision, rewards, reply[2] == b"1"))
+                # Decoded at once, so that the payload's lists die now rather than at the end of the batch (the
+                # garbage collector would scan them many times over). Rows not yet cached: one MGET below.
+                data = from_json(reply[1])
+                try:
+                    results.append(self._ready(item, reply, decode_decision(data, self._rows)))
+                except KeyError:
+                    unseen.append((len(results), data))
+                    results.append(ClosedEvent(item, CloseStatus.EXPIRED))  # unless its rows are found below
+        if unseen:
+            lost = self._fetch_rows(set().union(*(data["candidate_rows"] for _, data in unseen)))
+            for index, data in unseen:
+                item = pending[index]
+                if lost.isdisjoint(data["candidate_rows"]):
+                    results[index] = self._ready(item, replies[index], decode_decision(data, self._rows))
+                else:
+                    # Only if Redis lost keys (eviction, a restart without persistence): the decision cannot be
+                    # rebuilt, so it is counted with the expired ones, not logged, and said loudly.
+                    log.error("decision %s names feature rows Redis no longer has; counted as expired", item.event_id)
         return results
+
+    @staticmethod
+    def _ready(item: PendingDecision, reply: Sequence[Any], decision: Decision) -> ClosedEvent:
+        """The ClosedEvent of a decision this batch closed (``reply``: the close script's answer for it)."""
+        rewards = tuple(RewardEntry(int(s), float(v), float(t)) for s, v, t in map(json.loads, reply[3]))
+        return ClosedEvent(item, CloseStatus.READY, decision, rewards, reply[2] == b"1")
 
     def _fetch_rows(self, digests: set[str]) -> set[str]:
         """Make sure this process knows the rows of ``digests``, bringing the others from Redis (one MGET

@@ -91,23 +91,25 @@ def _candidate_features_column(decisions: Sequence[Decision]) -> pa.Array:
 def events_to_table(events: Sequence[JoinedEvent]) -> pa.Table:
     """Columnar form of ``events`` under ``EVENT_LOG_SCHEMA``."""
     decisions = [e.decision for e in events]
+    # The records' sequences (tuples) go to Arrow as they are: a copy of each as a list would be thousands
+    # of large containers per batch, all alive until the table is built, for the garbage collector to scan.
     columns = {
         "event_id": [d.event_id for d in decisions],
         "timestamp": [d.timestamp for d in decisions],
         "user_id": [d.user_id for d in decisions],
         "user_features": [row_text(d.user_features) for d in decisions],
         "context": [dumps(dict(d.context)) for d in decisions],
-        "candidate_ids": [list(d.candidate_ids) for d in decisions],
+        "candidate_ids": [d.candidate_ids for d in decisions],
         "candidate_features": _candidate_features_column(decisions),
-        "pmfs": [[list(p) for p in d.pmfs] for d in decisions],
-        "chosen": [list(d.chosen) for d in decisions],
-        "ranking": [list(d.ranking) for d in decisions],
+        "pmfs": [d.pmfs for d in decisions],
+        "chosen": [d.chosen for d in decisions],
+        "ranking": [d.ranking for d in decisions],
         "model_version": [d.model_version for d in decisions],
         "exploration": [dumps(dict(d.exploration)) for d in decisions],
         "degraded": [d.degraded for d in decisions],
         "deferred": [d.deferred for d in decisions],
-        "rewards": [list(e.rewards) for e in events],
-        "reward_is_default": [list(e.reward_is_default) for e in events],
+        "rewards": [e.rewards for e in events],
+        "reward_is_default": [e.reward_is_default for e in events],
         "joined_at": [e.joined_at for e in events],
     }
     try:
