@@ -95,6 +95,9 @@ class RedisSettings(_Strict):
     timeout_ms: float = Field(default=50.0, gt=0, le=60_000)
     # Batch loads write this many entities per pipelined round trip.
     write_chunk_size: int = Field(default=1000, ge=1, le=100_000)
+    # Rows per group each process keeps between reads (single server, groups without a TTL; 0: off).
+    # Valid until the group's next write: every read checks the group's change token in the same MGET.
+    row_cache_size: int = Field(default=100_000, ge=0)
 
 
 class FeatureStoreConfig(_Strict):

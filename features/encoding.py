@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -115,6 +115,10 @@ class DecodeCache:
                     self._rows.clear()
                 self._rows[raw] = row
         return row
+
+    def known(self, raws: Sequence[bytes | None]) -> list[FeatureRow | None]:
+        """The cached row of each encoded value, None where it is not cached (or the value is None)."""
+        return list(map(self._rows.get, raws))
 
     def __len__(self) -> int:
         return len(self._rows)

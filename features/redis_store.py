@@ -14,13 +14,24 @@ read is repeated with the new version (once per switch), so a read never mixes t
 
 On a single server that read is one MGET; on Redis Cluster it is one pipeline of GETs, which redis-py
 sends as one round trip per node touched (``shard_by: group`` keeps a whole catalog on one node).
+
+Row cache (single server, groups without a TTL, ``redis.row_cache_size`` > 0): each process keeps the
+rows it read, tagged with the live version and the group's *change token* ``{P:G}:changed``, a random
+value that every single-entity write (upsert, delete) replaces in the same MULTI/EXEC as the row. Each
+read fetches the live pointer and the token in its MGET beside the rows not cached; MGET is atomic, so
+when the token is the one the cache is tagged with, no write has touched the group since the cached rows
+were read, and they are exactly what Redis holds. When it differs, the cache is dropped and the read
+repeated. A batch load writes a new version (a new tag), so it needs no token. A catalog read of 200
+items is then an MGET of a few keys instead of 201: less CPU in the worker and in Redis.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -48,6 +59,15 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+@dataclass
+class _RowCache:
+    """Encoded rows of one group as they were in ``version`` while its change token was ``token``."""
+
+    version: str
+    token: bytes | None
+    rows: dict[str, bytes] = field(default_factory=dict)
+
+
 class RedisFeatureStore(FeatureStore):
     """Feature store on a Redis server or Redis Cluster (``redis.cluster: true``)."""
 
@@ -68,6 +88,13 @@ class RedisFeatureStore(FeatureStore):
             raise FeatureStoreUnavailable(f"cannot connect to Redis at {self._url}: {exc}") from exc
         self._assumed_live: dict[str, str | None] = {}
         self._assumed_lock = threading.Lock()
+        # Groups whose rows may be cached (see the module docstring); a cache object is replaced, never
+        # cleared, so a thread still filling an outdated one cannot put old rows into the current one.
+        self._cacheable = frozenset(
+            name for name, group in config.groups.items()
+            if settings.row_cache_size > 0 and not settings.cluster and group.ttl_seconds is None
+        )  # fmt: skip
+        self._caches: dict[str, _RowCache] = {}
 
     # ----- keys ---------------------------------------------------------------------------------
     def meta_key(self, group: str, name: str) -> str:
@@ -109,27 +136,70 @@ class RedisFeatureStore(FeatureStore):
 
     def _fetch_raw(self, request: ReadRequest) -> list[list[bytes | None]]:
         groups = list(dict.fromkeys(group for group, _ in request))
+        tokened = [group for group in groups if group in self._cacheable]
         for _ in range(MAX_POINTER_RETRIES):
             assumed = {group: self._assumed_live.get(group) for group in groups}
+            caches = {group: self._caches.get(group) for group in tokened}
+            caches = {g: c for g, c in caches.items() if c is not None and c.version == assumed[g]}
             keys = [self.meta_key(group, "live") for group in groups]
-            spans = []
+            keys += [self.meta_key(group, "changed") for group in tokened]
+            plans = []  # per request entry: (cached values or None, positions fetched, start in values)
+            served = set()  # groups some of whose rows come from the cache
             for group, ids in request:
                 version = assumed[group]
-                start = len(keys)
-                if version is not None:
-                    keys.extend(self.row_keys(group, version, ids))
-                spans.append((start, len(keys)))
+                cache = caches.get(group)
+                if version is None:
+                    plans.append((None, [], len(keys)))
+                    continue
+                if cache is None:
+                    cached, wanted = None, range(len(ids))
+                else:
+                    cached = list(map(cache.rows.get, ids))
+                    wanted = [i for i, raw in enumerate(cached) if raw is None] if None in cached else []
+                if len(wanted) < len(ids):
+                    served.add(group)
+                plans.append((cached, wanted, len(keys)))
+                keys.extend(self.row_keys(group, version, [ids[i] for i in wanted]))
             with self._errors("reading features"):
                 values = self._get_many(keys)
             seen = {group: None if raw is None else raw.decode() for group, raw in zip(groups, values, strict=False)}
-            if seen == assumed:
-                return [
-                    values[start:stop] if stop > start else [None] * len(ids)
-                    for (start, stop), (_, ids) in zip(spans, request, strict=True)
-                ]
-            with self._assumed_lock:
-                self._assumed_live.update(seen)
+            if seen != assumed:
+                with self._assumed_lock:
+                    self._assumed_live.update(seen)
+                continue
+            tokens = dict(zip(tokened, values[len(groups) : len(groups) + len(tokened)], strict=True))
+            stale = [g for g in served if caches[g].token != tokens[g]]
+            if stale:  # written since these rows were cached: drop them, read again
+                for group in stale:
+                    self._caches[group] = _RowCache(seen[group], tokens[group])
+                continue
+            return [
+                self._assemble(group, ids, plan, values, seen[group], tokens.get(group))
+                for (group, ids), plan in zip(request, plans, strict=True)
+            ]
         raise FeatureStoreError(f"live versions of {groups} kept changing during a read; try again")
+
+    def _assemble(self, group: str, ids: Sequence[str], plan: tuple, values: list[bytes | None],
+                  version: str | None, token: bytes | None) -> list[bytes | None]:  # fmt: skip
+        """One request entry's values in id order: cached ones and fetched ones (which are then cached)."""
+        cached, wanted, start = plan
+        if version is None:
+            return [None] * len(ids)
+        fetched = values[start : start + len(wanted)]
+        if group not in self._cacheable:
+            return fetched
+        cache = self._caches.get(group)
+        if cache is None or cache.version != version or cache.token != token:
+            cache = self._caches[group] = _RowCache(version, token)
+        elif len(cache.rows) + len(wanted) > self.config.redis.row_cache_size:
+            cache = self._caches[group] = _RowCache(version, token)  # full: start afresh (constant memory)
+        merged = list(cached) if cached is not None else fetched
+        for i, raw in zip(wanted, fetched, strict=True):
+            if raw is not None:
+                cache.rows[ids[i]] = raw
+            if cached is not None:
+                merged[i] = raw
+        return merged
 
     # ----- versions and writes ------------------------------------------------------------------
     def live_version(self, group: str) -> str | None:
@@ -159,9 +229,29 @@ class RedisFeatureStore(FeatureStore):
                 pipe.set(key, encoded, ex=ttl)
             pipe.execute()
 
+    def _write_entity(self, group: str, version: str, entity_id: str, encoded: bytes) -> None:
+        ttl = self.config.groups[group].ttl_seconds
+        with self._errors(f"writing {entity_id!r} of {group!r}"):
+            pipe = self._changing(group)
+            pipe.set(self.row_keys(group, version, [entity_id])[0], encoded, ex=ttl)
+            pipe.execute()
+
     def _delete(self, group: str, version: str, entity_id: str) -> bool:
         with self._errors(f"deleting {entity_id!r} from {group!r}"):
-            return bool(self._admin.delete(self.row_keys(group, version, [entity_id])[0]))
+            pipe = self._changing(group)
+            pipe.delete(self.row_keys(group, version, [entity_id])[0])
+            return bool(pipe.execute()[-1])
+
+    def _changing(self, group: str) -> redis.client.Pipeline:
+        """A pipeline for a write to the live version of ``group``. On a single server it is a MULTI/EXEC
+        that first replaces the group's change token, so a reader sees the token and the row change
+        together (see the module docstring). Every writer keeps the token, whatever its own cache
+        setting, because readers with a cache rely on it."""
+        if self._cluster:  # no MULTI across slots; cluster readers never cache
+            return self._admin.pipeline(transaction=False)
+        pipe = self._admin.pipeline(transaction=True)
+        pipe.set(self.meta_key(group, "changed"), uuid.uuid4().bytes)
+        return pipe
 
     def _set_live(self, group: str, version: str) -> None:
         with self._errors(f"switching {group!r} to {version!r}"):

@@ -310,3 +310,68 @@ def test_unreachable_redis_is_a_typed_error_with_password_redacted(unique_prefix
         store.read("items", ["a"])
     assert "s3cret" not in str(info.value)
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+# ----- the Redis row cache (single server): what one process caches, another's writes invalidate ----------
+def _item(price: float) -> dict:
+    return {**ITEM, "price": price}
+
+
+def test_cached_rows_are_read_with_a_few_key_lookups(redis_server, unique_prefix):
+    store = open_store(make_config("redis", redis_server.url, unique_prefix))
+    store.load_frame("items", items_frame(200))
+    ids = [f"item-{i:04d}" for i in range(1, 201)]
+    first = store.read("items", ids)
+    probe = redis.Redis.from_url(redis_server.url)
+    hits_before = probe.info("stats")["keyspace_hits"]
+    second = store.read("items", ids)
+    lookups = probe.info("stats")["keyspace_hits"] - hits_before
+    assert second.rows == first.rows and not second.missing
+    assert lookups <= 2, lookups  # the live pointer and the change token, not 200 rows
+    store.close()
+
+
+@pytest.mark.parametrize("writer_cache", [100_000, 0])
+def test_another_process_writes_are_seen_at_once(redis_server, unique_prefix, writer_cache):
+    config = make_config("redis", redis_server.url, unique_prefix)
+    reader = open_store(config)
+    writer_config = config.model_copy(update={"redis": config.redis.model_copy(update={"row_cache_size": writer_cache})})
+    writer = open_store(writer_config)
+    writer.upsert("items", "a", _item(1.0))
+    writer.upsert("items", "b", _item(2.0))
+    assert [row["price"] for row in reader.read("items", ["a", "b"]).rows] == [1.0, 2.0]
+    writer.upsert("items", "a", _item(1.5))
+    assert [row["price"] for row in reader.read("items", ["a", "b"]).rows] == [1.5, 2.0]
+    assert writer.delete("items", "b")
+    assert reader.read("items", ["a", "b"]).missing == ("b",)
+    writer.load_frame("items", items_with_marker("fresh", 5))
+    found = reader.read("items", ["a", "item-0001"])
+    assert found.missing == ("a",) and found.rows[1]["brand"] == "fresh"
+    reader.close()
+    writer.close()
+
+
+def test_a_cached_reader_never_goes_back_in_time(redis_server, unique_prefix):
+    """A writer raises one item's price 1..N while another store reads it with its cache: the prices seen
+    never decrease, and the last read after the writer stops sees N."""
+    config = make_config("redis", redis_server.url, unique_prefix)
+    writer, reader = open_store(config), open_store(config)
+    ids = [f"item-{i:04d}" for i in range(1, 51)]
+    writer.load_frame("items", items_frame(50))
+    writer.upsert("items", "item-0007", _item(0.0))
+    seen, stop = [], threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.append(reader.read("items", ids).rows[6]["price"])
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    for price in range(1, 201):
+        writer.upsert("items", "item-0007", _item(float(price)))
+    stop.set()
+    thread.join()
+    assert len(seen) > 10 and seen == sorted(seen)
+    assert reader.read("items", ids).rows[6]["price"] == 200.0
+    writer.close()
+    reader.close()
