@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,10 @@ EVENT_LOG_SCHEMA = pa.schema(
         pa.field("joined_at", _TS, nullable=False),
     ]
 )
+
+# Row-group statistics (min/max) only for the scalar columns, where a reader's filter could use them; over the
+# list columns (200 feature texts per event) they cost an eighth of the write and would never prune anything.
+_STATISTICS_COLUMNS = [f.name for f in EVENT_LOG_SCHEMA if not pa.types.is_list(f.type)]
 
 _PARTITIONING = ds.partitioning(pa.schema([("date", pa.string()), ("hour", pa.int32())]), flavor="hive")
 
@@ -125,17 +129,17 @@ def write_events(events: Iterable[JoinedEvent], root: str | Path) -> list[Path]:
     Returns the paths written (empty when ``events`` is empty).
     """
     root = Path(root)
-    by_partition: dict[tuple[str, int], list[JoinedEvent]] = {}
+    by_partition: dict[tuple[date, int], list[JoinedEvent]] = {}
     for event in events:
         ts = event.decision.timestamp.astimezone(UTC)
-        by_partition.setdefault((ts.strftime("%Y-%m-%d"), ts.hour), []).append(event)
+        by_partition.setdefault((ts.date(), ts.hour), []).append(event)  # formatted once per partition
     written = []
-    for (date, hour), group in sorted(by_partition.items()):
-        directory = root / f"date={date}" / f"hour={hour:02d}"
+    for (day, hour), group in sorted(by_partition.items()):
+        directory = root / f"date={day:%Y-%m-%d}" / f"hour={hour:02d}"
         directory.mkdir(parents=True, exist_ok=True)
         name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = directory / f".{name}.tmp"
-        pq.write_table(events_to_table(group), tmp)
+        pq.write_table(events_to_table(group), tmp, write_statistics=_STATISTICS_COLUMNS)
         final = directory / name
         tmp.rename(final)
         written.append(final)

@@ -46,9 +46,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"feature value of type {type(value).__name__} is not JSON-serializable")
 
 
+# One encoder for every call: json.dumps with non-default options builds a new JSONEncoder each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_json_default)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON (no NaN/infinity; numpy values as plain numbers and lists)."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, default=_json_default)
+    return _ENCODER.encode(value)
 
 
 def to_json(value: Any) -> bytes:
