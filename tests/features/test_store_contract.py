@@ -335,8 +335,8 @@ def test_cached_rows_are_read_with_a_few_key_lookups(redis_server, unique_prefix
 def test_another_process_writes_are_seen_at_once(redis_server, unique_prefix, writer_cache):
     config = make_config("redis", redis_server.url, unique_prefix)
     reader = open_store(config)
-    writer_config = config.model_copy(update={"redis": config.redis.model_copy(update={"row_cache_size": writer_cache})})
-    writer = open_store(writer_config)
+    writer_redis = config.redis.model_copy(update={"row_cache_size": writer_cache})
+    writer = open_store(config.model_copy(update={"redis": writer_redis}))
     writer.upsert("items", "a", _item(1.0))
     writer.upsert("items", "b", _item(2.0))
     assert [row["price"] for row in reader.read("items", ["a", "b"]).rows] == [1.0, 2.0]
