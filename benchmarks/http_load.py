@@ -99,7 +99,9 @@ def _client(port: int, requests: Sequence[bytes], connections: int, rate: float 
         busy = connections - len(idle)
         if busy == 0 and (sent >= max_requests or now >= deadline):
             break
-        timeout = None if rate is None or sent >= max_requests else max(0.0, next_due - now)
+        # Wait for an answer, or until the next request is due if a connection is free to send it (never
+        # spin: a due request with every connection busy waits for an answer).
+        timeout = None if rate is None or sent >= max_requests or not idle else max(0.0, next_due - now)
         for key, _ in selector.select(timeout):
             connection = key.data
             if connection.receive():
