@@ -9,14 +9,13 @@ last one answers 500 and logs the traceback, and is a bug by definition (no inpu
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-import pydantic_core
 from flask import Flask, Response
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
+
+from recommender.row_codec import to_json
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +42,10 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def _plain(value: Any) -> Any:
-    """What pydantic-core cannot serialise itself: read-only mappings and numpy values."""
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, np.ndarray | np.generic):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
-
-
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A compact JSON response. Serialised by pydantic-core (Rust; about 5x faster than the json module
-    on a 200-item ranking), without Flask's provider machinery. Floats are written in their shortest
-    round-trip form; a non-finite float (never produced by the service) would be written as null."""
-    text = pydantic_core.to_json(body, inf_nan_mode="null", fallback=_plain)
-    return Response(text, status=status, mimetype="application/json", headers=headers)
+    """A compact JSON response, written by ``row_codec.to_json`` (pydantic-core: about 5x faster than the
+    json module on a 200-item ranking), without Flask's provider machinery."""
+    return Response(to_json(body), status=status, mimetype="application/json", headers=headers)
 
 
 def error_body(code: str, message: str, field: str | None = None, details: list | None = None) -> dict[str, Any]:
