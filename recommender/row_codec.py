@@ -10,10 +10,10 @@ The digest (BLAKE2b, 96 bits, hex) names a row's text: the Redis event bus store
 under its digest and lets decisions refer to it, instead of copying 200 rows into every pending decision.
 
 Row texts are written by the ``json`` module (``dumps``), so a row's text and digest never change with the
-encoder's version. Larger documents made of many numbers and short strings (the bus's decision payloads)
-go through ``to_json``/``from_json`` instead: the same JSON, by pydantic_core's Rust codec, two to three
-times faster (more on lists of floats); floats round-trip exactly either way (shortest repr, correctly
-rounded parse).
+encoder's version. Larger documents made of many numbers and short strings (the bus's decision payloads,
+the service's HTTP responses) go through ``to_json``/``from_json`` instead: the same JSON, by
+pydantic_core's Rust codec, two to three times faster (more on lists of floats); floats round-trip
+exactly either way (shortest repr, correctly rounded parse).
 
 Thread-safety: dict operations are atomic under the GIL; a race only repeats an encoding.
 """
@@ -119,12 +119,6 @@ def encoded_rows(rows: Sequence[Mapping[str, Any]]) -> list[EncodedRow]:
     if not all(entries):  # a miss (None); an entry is a non-empty tuple
         return [_encoded(row) if entry is None else entry for row, entry in zip(rows, entries, strict=True)]
     return entries  # type: ignore[return-value]  # no None left
-
-
-def row_text_and_digest(row: Mapping[str, Any]) -> tuple[str, str]:
-    """(compact JSON text, digest) of a feature row; read-only rows are encoded once per object."""
-    _, text, digest = _encoded(row)
-    return text, digest
 
 
 def row_text(row: Mapping[str, Any]) -> str:

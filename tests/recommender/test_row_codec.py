@@ -13,7 +13,7 @@ import pytest
 
 from recommender.event_bus import decode_decision, encode_decision
 from recommender.records import Decision
-from recommender.row_codec import dumps, encoded_rows, from_json, row_of, row_text, row_text_and_digest, to_json
+from recommender.row_codec import digest_of, dumps, encoded_rows, from_json, row_of, row_text, to_json
 
 
 def awkward_floats() -> list[float]:
@@ -61,7 +61,7 @@ def test_read_only_rows_are_encoded_once_and_mutable_rows_every_time():
     first = encoded_rows([shared, mutable, shared])
     assert [text for _, text, _ in first] == ['{"brand":"x","price":1.5}', '{"brand":"y"}', '{"brand":"x","price":1.5}']
     assert first[0] is first[2] and first[0] is encoded_rows([shared])[0]  # one cache entry per object
-    assert [digest for _, _, digest in first] == [row_text_and_digest(r)[1] for r in (shared, mutable, shared)]
+    assert [digest for _, _, digest in first] == [digest_of(row_text(r)) for r in (shared, mutable, shared)]
     mutable["brand"] = "z"
     assert encoded_rows([mutable])[0][1] == '{"brand":"z"}'
     assert row_text(row_of('{"a":1}')) == '{"a":1}'
@@ -77,7 +77,7 @@ def test_a_decision_round_trips_exactly_through_the_bus_payload():
         ranking=(0, 2, 1), model_version="m1", exploration={"algorithm": "epsilon_greedy", "epsilon": 0.1},
         degraded=True, deferred=True,
     )  # fmt: skip
-    digests = [row_text_and_digest(row)[1] for row in rows]
+    digests = [digest_of(row_text(row)) for row in rows]
     payload = encode_decision(decision, digests)
     back = decode_decision(from_json(payload), dict(zip(digests, rows, strict=True)))
     assert back.pmfs == decision.pmfs and [p.hex() for p in back.pmfs[0]] == [p.hex() for p in pmf]
