@@ -135,8 +135,10 @@ class Joiner:
         self.on_joined = on_joined
         self.observer = observer
         self.clock = clock
-        self._held: list[tuple[float, str, PendingDecision]] = []
-        self._held_ids: set[str] = set()
+        self._held: list[tuple[float, str, PendingDecision]] = []  # heap by due time: windows still open
+        self._ready: list[PendingDecision] = []  # windows closed, waiting for the next batch
+        self._held_ids: set[str] = set()  # entry ids in _held or _ready
+        self._last_batch = -math.inf
         self._last_recovery = -math.inf
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -147,10 +149,14 @@ class Joiner:
     def grace_seconds(self) -> float:
         return self.settings().recovery_seconds / 3
 
-    def run_once(self, block_seconds: float = 0.0) -> int:
-        """Take new decisions, recover abandoned work, join every decision whose window has closed.
+    def run_once(self, block_seconds: float = 0.0, *, flush: bool = False) -> int:
+        """Take new decisions, recover abandoned work, join the decisions whose window has closed.
 
-        Returns the number of joined events written to the log.
+        Due decisions are written in batches (``join.flush_seconds``, ``join.flush_max_events``): at
+        most once per ``flush_seconds``, sooner when ``flush_max_events`` are due, and at once with
+        ``flush``. Few large batches instead of one per decision: a batch's Redis round trips, Parquet
+        file and fsyncs cost the same for one event as for a thousand. Returns the number of joined
+        events written to the log.
         """
         settings = self.settings()
         now = self.clock()
@@ -159,19 +165,31 @@ class Joiner:
             self._recover_batches(now)
             self._hold(self.bus.take_stale(self.consumer, settings.reward_wait_time + self.grace_seconds, 1000))
         self._hold(self.bus.take_new(self.consumer, 10_000, block_seconds))
+        now = self.clock()
+        while self._held and self._held[0][0] <= now:
+            self._ready.append(heapq.heappop(self._held)[2])
         written = 0
-        while self._held and self._held[0][0] <= self.clock():
-            due = []
-            now = self.clock()
-            while self._held and self._held[0][0] <= now and len(due) < settings.flush_max_events:
-                _, entry_id, entry = heapq.heappop(self._held)
-                self._held_ids.discard(entry_id)
-                due.append(entry)
+        while self._ready and (
+            flush or len(self._ready) >= settings.flush_max_events or now - self._last_batch >= settings.flush_seconds
+        ):
+            due, self._ready = self._ready[: settings.flush_max_events], self._ready[settings.flush_max_events :]
+            self._held_ids.difference_update(entry.entry_id for entry in due)
+            self._last_batch = now
             written += self._run_batch(due)
         return written
 
-    def seconds_to_next_due(self) -> float:
-        return self._held[0][0] - self.clock() if self._held else math.inf
+    def seconds_to_next_batch(self) -> float:
+        """Seconds until ``run_once`` would write a batch (0 if it would now; at most ``flush_seconds``, so
+        that new decisions are taken at least that often)."""
+        settings = self.settings()
+        now = self.clock()
+        if self._ready:
+            next_batch = self._last_batch + settings.flush_seconds
+        elif self._held:
+            next_batch = max(self._held[0][0], self._last_batch + settings.flush_seconds)
+        else:
+            next_batch = math.inf
+        return max(0.0, min(settings.flush_seconds, next_batch - now))
 
     def _hold(self, entries: Sequence[PendingDecision]) -> None:
         for entry in entries:
@@ -272,8 +290,10 @@ class Joiner:
             entries = _entries_of(manifest)
             for entry in entries:  # it is this batch's now, not to be joined again from the heap
                 self._held_ids.discard(entry.entry_id)
-            self._held = [h for h in self._held if h[1] not in {e.entry_id for e in entries}]
+            adopted = {e.entry_id for e in entries}
+            self._held = [h for h in self._held if h[1] not in adopted]
             heapq.heapify(self._held)
+            self._ready = [e for e in self._ready if e.entry_id not in adopted]
             if manifest.get("files") is None:
                 self._finish(batch_id, manifest, entries)
             else:
@@ -294,10 +314,12 @@ class Joiner:
         backoff = 0.1
         while not self._stop.is_set():
             try:
-                wait = min(self.settings().flush_seconds, max(0.0, self.seconds_to_next_due()))
-                self.run_once(block_seconds=wait)
+                # No need to block on the stream for new decisions: they are due only after the reward
+                # window, and are taken by the next cycle, at most flush_seconds from now.
+                self.run_once()
                 self.last_error = None
                 backoff = 0.1
+                self._stop.wait(self.seconds_to_next_batch())
             except (BusError, OSError, ValueError) as exc:
                 # Redis away or the disk refusing: nothing is acknowledged, so nothing is lost; retry.
                 self.last_error = str(exc)
@@ -309,6 +331,10 @@ class Joiner:
                 log.exception("joiner cycle failed unexpectedly")
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+        try:  # decisions already due are written now rather than left to another joiner's recovery
+            self.run_once(flush=True)
+        except Exception:
+            log.exception("joiner could not write the due decisions on stop; they stay pending on the bus")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread after its current cycle. Decisions not yet due stay pending on the bus."""
@@ -320,10 +346,6 @@ class Joiner:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
-
-    @property
-    def held(self) -> int:
-        return len(self._held)
 
 
 __all__ = ["Joiner", "JoinStats", "RewardEntry", "aggregate", "join_event"]

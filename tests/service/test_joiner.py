@@ -119,6 +119,47 @@ def test_a_batch_abandoned_after_publishing_is_not_written_again(bus, tmp_path):
     assert bus.open_batches() == {}
 
 
+def test_due_decisions_are_batched_at_most_once_per_flush_interval_or_when_enough_are_due(bus, tmp_path):
+    settings = JoinConfig(reward_wait_time=WAIT, recovery_seconds=5, flush_seconds=30, flush_max_events=4)
+    offset = [0.0]
+    joiner = Joiner(bus, tmp_path, lambda: settings, consumer="a", clock=lambda: time.time() + offset[0])
+
+    def files() -> int:
+        return len(list(tmp_path.glob("date=*/hour=*/*.parquet")))
+
+    first = publish(bus, 3)
+    assert joiner.run_once() == 3 and files() == 1  # no batch yet: written at once
+    second = publish(bus, 2)
+    assert joiner.run_once() == 0 and files() == 1  # due, but the last batch was under 30 s ago
+    assert 0 < joiner.seconds_to_next_batch() <= 30
+    third = publish(bus, 2)
+    assert joiner.run_once() == 4 and files() == 2  # 4 due = flush_max_events: written without waiting
+    fourth = publish(bus, 1)
+    assert joiner.run_once() == 0
+    offset[0] = 30.0
+    assert joiner.seconds_to_next_batch() == 0
+    assert joiner.run_once() == 1 and files() == 3
+    fifth = publish(bus, 1)
+    assert joiner.run_once() == 0
+    assert joiner.run_once(flush=True) == 1  # e.g. on stop
+    assert sorted(events_in(tmp_path)) == sorted(first + second + third + fourth + fifth)
+    assert bus.pending_count() == 0
+
+
+def test_the_background_loop_writes_due_decisions_when_stopped(bus, tmp_path):
+    settings = JoinConfig(reward_wait_time=WAIT, recovery_seconds=5, flush_seconds=60)
+    joiner = Joiner(bus, tmp_path, lambda: settings, consumer="a")
+    early = publish(bus, 2)
+    joiner.start()
+    deadline = time.monotonic() + 10
+    while len(events_in(tmp_path)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    late = publish(bus, 2)  # due now, but the next batch is a minute away...
+    time.sleep(0.2)
+    joiner.stop()  # ...so stopping writes them
+    assert sorted(events_in(tmp_path)) == sorted(early + late)
+
+
 def test_decisions_taken_by_a_dead_joiner_are_claimed_after_their_idle_time(bus, tmp_path):
     ids = [f"d{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
     for event_id in ids:
