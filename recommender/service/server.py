@@ -2,7 +2,8 @@
 
 gunicorn's master forks the workers first and each worker then calls ``create_app`` (no preloading), so
 every worker process builds its own VW workspace, Redis connections and background threads after fork.
-Workers are ``gthread`` workers: ``service.workers`` processes x ``service.threads`` threads.
+Workers are ``recommender.service.worker.InlineWorker`` (gthread with a fast path for kept-alive
+connections): ``service.workers`` processes x ``service.threads`` threads.
 
 While the feature store or the event bus is in-process (the embedded default), the state cannot be
 shared between processes, so one worker is started whatever ``service.workers`` says, and it also runs
@@ -53,7 +54,7 @@ def gunicorn_options(config: AppConfig, *, log_level: str = "info", access_log: 
         "bind": f"{service.host}:{service.port}",
         "workers": effective_workers(config),
         "threads": service.threads,
-        "worker_class": "gthread",
+        "worker_class": "recommender.service.worker.InlineWorker",
         "timeout": service.timeout_seconds,
         "graceful_timeout": service.timeout_seconds,
         # The storefront keeps connections open; gunicorn's default of 2 s would make it reconnect often.

@@ -1,0 +1,176 @@
+"""The gunicorn worker class (recommender.service.worker) under real gunicorn, on raw sockets: complete
+requests of kept-alive connections are served on the event loop's thread, everything else by the pool,
+and every request gets its own right answer whichever path it took."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recommender.service.worker import request_is_complete
+from tests.redis_harness import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def echo_app(environ, start_response):
+    """Answers ``<thread name>|<method> <path>|<body>``: which path served the request, and what it got."""
+    body = environ["wsgi.input"].read()
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(0.5)
+    answer = f"{threading.current_thread().name}|{environ['REQUEST_METHOD']} {environ['PATH_INFO']}|".encode() + body
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(answer)))])
+    return [answer]
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", "2",
+         "-k", "recommender.service.worker.InlineWorker", "--keep-alive", "30", "--log-level", "warning",
+         "tests.service.test_worker:echo_app"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("gunicorn did not start") from None
+            time.sleep(0.1)
+    yield port
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def request(path: str, body: bytes = b"", extra: str = "") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """(status, body) of one Content-Length response."""
+    data = b""
+    while True:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed before a response"
+            data += chunk
+        head, data = data.split(b"\r\n\r\n", 1)
+        if not head.startswith(b"HTTP/1.1 1"):  # an interim answer (100 Continue) comes first
+            break
+    rest = data
+    lines = head.split(b"\r\n")
+    length = int(next(line.split(b":")[1] for line in lines if line.lower().startswith(b"content-length")))
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    assert len(rest) == length, "more bytes than the response declared"
+    return int(head.split(b" ")[1]), rest
+
+
+def served_by(body: bytes) -> str:
+    return body.split(b"|")[0].decode()
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def test_complete_requests_on_a_kept_alive_connection_are_served_inline(port):
+    with connect(port) as sock:
+        threads = []
+        for i in range(50):
+            payload = f'{{"i": {i}}}'.encode() * 100
+            sock.sendall(request(f"/r{i}", payload))
+            status, body = read_response(sock)
+            assert status == 200 and body.split(b"|", 2)[1:] == [f"POST /r{i}".encode(), payload]
+            threads.append(served_by(body))
+    assert threads[0] != "MainThread"  # a new connection: the pool waits for its first request
+    assert set(threads[1:]) == {"MainThread"}
+
+
+def test_a_request_arriving_in_parts_goes_to_the_pool_and_does_not_hold_up_other_connections(port):
+    with connect(port) as slow, connect(port) as other:
+        slow.sendall(request("/warm"))
+        read_response(slow)
+        body = b"x" * 5000
+        whole = request("/parts", body)
+        slow.sendall(whole[:60])  # headers unfinished: not a complete request
+        time.sleep(0.2)
+        started = time.monotonic()
+        other.sendall(request("/other", b"o"))
+        status, answer = read_response(other)
+        assert status == 200 and time.monotonic() - started < 0.15  # the loop was not waiting for `slow`
+        slow.sendall(whole[60:])
+        status, answer = read_response(slow)
+        assert status == 200 and answer.split(b"|", 2)[2] == body
+        assert served_by(answer) != "MainThread"
+
+
+def test_pipelined_requests_are_answered_in_order(port):
+    with connect(port) as sock:
+        sock.sendall(request("/warm"))
+        read_response(sock)
+        sock.sendall(request("/a", b"1") + request("/b", b"22") + request("/c", b"333"))
+        answers = [read_response(sock)[1].split(b"|", 1)[1] for _ in range(3)]
+        assert answers == [b"POST /a|1", b"POST /b|22", b"POST /c|333"]
+        sock.sendall(request("/after", b"4"))  # and the connection goes on
+        assert read_response(sock)[1].split(b"|", 1)[1] == b"POST /after|4"
+
+
+def test_chunked_and_expect_requests_are_served_by_the_pool(port):
+    with connect(port) as sock:
+        sock.sendall(request("/warm"))
+        read_response(sock)
+        sock.sendall(b"POST /chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        status, body = read_response(sock)
+        assert status == 200 and body.split(b"|", 1)[1] == b"POST /chunked|abc" and served_by(body) != "MainThread"
+        sock.sendall(request("/expect", b"", extra="Expect: 100-continue\r\n"))
+        status, body = read_response(sock)
+        assert status == 200 and served_by(body) != "MainThread"
+
+
+def test_a_client_closing_after_its_request_costs_nothing_else(port):
+    sock = connect(port)
+    sock.sendall(request("/warm"))
+    read_response(sock)
+    sock.sendall(request("/bye", b"z"))
+    sock.close()  # gone before the answer
+    with connect(port) as other:
+        other.sendall(request("/still-alive"))
+        assert read_response(other)[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("data", "complete"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", True),
+        (b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", True),
+        (b"POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\nab", False),  # body not all there
+        (b"POST / HTTP/1.1\r\nContent-Length: 3\r\n", False),  # headers not finished
+        (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na", False),  # ambiguous
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", False),
+        (b"", False),  # nothing to read
+    ],
+)
+def test_request_is_complete(data, complete):
+    left, right = socket.socketpair()
+    with left, right:
+        if data:
+            left.sendall(data)
+        assert request_is_complete(right) is complete
+        if data:
+            assert right.recv(65536) == data  # peeked, not consumed
