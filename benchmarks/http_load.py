@@ -13,6 +13,10 @@ request in flight per connection (no pipelining):
   next request is counted against the service (no coordinated omission, as in wrk2). A request waits
   for the first free connection.
 
+Both modes also report the response time from each request's *send* to its answer (``p50_sent_ms``,
+``p99_sent_ms``): what a paced closed-loop client (a connection sends when it is free and its request is
+due) sees. In closed loop the two are the same.
+
 Responses are read by Content-Length (the service always sends it); anything else is a protocol error.
 """
 
@@ -49,9 +53,11 @@ class _Connection:
         self.expected = -1  # total bytes of the response once its header is read
         self.status = 0
         self.started = 0.0  # when the request in flight was scheduled (open loop) or sent (closed loop)
+        self.sent = 0.0  # when it was sent
 
     def send(self, request: bytes, started: float) -> None:
         self.started = started
+        self.sent = time.perf_counter()
         self.buffer.clear()
         self.expected = -1
         self.sock.sendall(request)
@@ -77,10 +83,11 @@ class _Connection:
 
 def _client(port: int, requests: Sequence[bytes], connections: int, rate: float | None, max_requests: int,
             seconds: float, offset: float, out: Any) -> None:  # fmt: skip
-    """One client process; puts (latencies in s, errors, elapsed s) on ``out``."""
+    """One client process; puts (latencies in s, response times in s, errors, elapsed s) on ``out``."""
     selector = selectors.DefaultSelector()
     idle = deque(_Connection(port) for _ in range(connections))
     latencies: list[float] = []
+    response_times: list[float] = []
     errors = 0
     sent = 0
     start = time.perf_counter()
@@ -105,14 +112,16 @@ def _client(port: int, requests: Sequence[bytes], connections: int, rate: float 
         for key, _ in selector.select(timeout):
             connection = key.data
             if connection.receive():
-                latencies.append(time.perf_counter() - connection.started)
+                answered = time.perf_counter()
+                latencies.append(answered - connection.started)
+                response_times.append(answered - connection.sent)
                 errors += connection.status != 200
                 selector.unregister(connection.sock)
                 idle.append(connection)
     elapsed = time.perf_counter() - start
     for connection in idle:
         connection.sock.close()
-    out.put((latencies, errors, elapsed))
+    out.put((latencies, response_times, errors, elapsed))
 
 
 def run_load(port: int, requests: Sequence[bytes], *, processes: int, connections: int, rate: float | None,
@@ -120,7 +129,8 @@ def run_load(port: int, requests: Sequence[bytes], *, processes: int, connection
     """Drive the service from ``processes`` client processes x ``connections`` each.
 
     ``rate``: total requests/s (open loop), or None (closed loop). Stops after ``max_requests`` in all or
-    ``seconds``, whichever comes first. Returns requests, errors, rps, p50_ms, p99_ms.
+    ``seconds``, whichever comes first. Returns requests, errors, rps, p50_ms, p99_ms (latency from the
+    scheduled time in open loop) and p50_sent_ms, p99_sent_ms (from the send).
     """
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
@@ -136,11 +146,19 @@ def run_load(port: int, requests: Sequence[bytes], *, processes: int, connection
     for worker in workers:
         worker.join()
     latencies = sorted(x for r in results for x in r[0])
-    elapsed = max(r[2] for r in results)
+    response_times = sorted(x for r in results for x in r[1])
+    elapsed = max(r[3] for r in results)
     return {
         "requests": len(latencies),
-        "errors": sum(r[1] for r in results),
+        "errors": sum(r[2] for r in results),
         "rps": len(latencies) / elapsed,
-        "p50_ms": 1000 * latencies[len(latencies) // 2],
-        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "p50_ms": 1000 * _quantile(latencies, 0.5),
+        "p99_ms": 1000 * _quantile(latencies, 0.99),
+        "p50_sent_ms": 1000 * _quantile(response_times, 0.5),
+        "p99_sent_ms": 1000 * _quantile(response_times, 0.99),
     }
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of sorted values (nearest rank)."""
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]

@@ -8,6 +8,7 @@ Redis is away), answer. Nothing here waits on disk; a broken Redis costs at most
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import repeat
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -22,7 +23,7 @@ from recommender.service.auth import require_key
 from recommender.service.errors import ApiError, from_validation_error, json_response
 from recommender.service.inputs import DecisionInput
 from recommender.service.runtime import Runtime
-from recommender.service.schemas import ScoreRequest
+from recommender.service.schemas import Candidate, ScoreRequest
 
 bp = Blueprint("scoring", __name__)
 
@@ -45,6 +46,22 @@ def _inline_features(group: FeatureGroup, index: int, values: Mapping[str, Any])
         except FeatureSchemaError as exc:
             raise ApiError(400, "invalid_request", str(exc), field=field) from None
     return clean
+
+
+def _collect_candidates(
+    req: ScoreRequest, excluded: set[str], item_group: FeatureGroup
+) -> tuple[list[str], dict[int, dict[str, Any]]]:
+    """(ids of the candidates not excluded, in order; request-time features by position in those ids)."""
+    ids: list[str] = []
+    inline: dict[int, dict[str, Any]] = {}
+    for index, candidate in enumerate(req.candidates):
+        cid = candidate if isinstance(candidate, str) else candidate.id
+        if cid in excluded:
+            continue
+        if not isinstance(candidate, str) and candidate.features:
+            inline[len(ids)] = _inline_features(item_group, index, candidate.features)
+        ids.append(cid)
+    return ids, inline
 
 
 def render(decision: Decision, with_slots: bool) -> dict[str, Any]:
@@ -86,15 +103,10 @@ def score() -> Response:
                        "allowed (service.max_candidates)", field="candidates")  # fmt: skip
     excluded = set(req.excluded)
     item_group = config.features.groups[config.features.item_group]
-    ids: list[str] = []
-    inline: dict[int, dict[str, Any]] = {}  # position in ids -> request-time features
-    for index, candidate in enumerate(req.candidates):
-        cid = candidate if isinstance(candidate, str) else candidate.id
-        if cid in excluded:
-            continue
-        if not isinstance(candidate, str) and candidate.features:
-            inline[len(ids)] = _inline_features(item_group, index, candidate.features)
-        ids.append(cid)
+    if not excluded and not any(map(isinstance, req.candidates, repeat(Candidate))):
+        ids, inline = list(req.candidates), {}  # the usual request, plain ids: checked in C, not item by item
+    else:
+        ids, inline = _collect_candidates(req, excluded, item_group)
     if not ids:
         raise ApiError(400, "invalid_request", "excluded: every candidate is excluded; nothing to rank",
                        field="excluded")  # fmt: skip
