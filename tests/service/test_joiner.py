@@ -12,7 +12,7 @@ from types import MappingProxyType
 import pytest
 import redis
 
-from recommender.event_bus import CLOSE_CHUNK, CloseStatus, DuplicateEventError, RedisEventBus
+from recommender.event_bus import CLOSE_CHUNK, COMMIT_CHUNK, CloseStatus, DuplicateEventError, RedisEventBus
 from recommender.joiner import Joiner, aggregate
 from recommender.records import Decision, Reward
 from recommender.service_config import JoinConfig
@@ -158,6 +158,31 @@ def test_the_background_loop_writes_due_decisions_when_stopped(bus, tmp_path):
     time.sleep(0.2)
     joiner.stop()  # ...so stopping writes them
     assert sorted(events_in(tmp_path)) == sorted(early + late)
+
+
+def test_a_joiner_dying_between_commit_chunks_leaves_the_batch_for_another_to_finish(bus, tmp_path):
+    ids = publish(bus, COMMIT_CHUNK + 20)
+    original_call = bus._call
+    commits = []
+
+    def dies_on_the_second_chunk(action, fn, *args, **kwargs):
+        if action == "committing a batch":
+            commits.append(args)
+            if len(commits) == 2:
+                raise Crash
+        return original_call(action, fn, *args, **kwargs)
+
+    bus._call = dies_on_the_second_chunk
+    with pytest.raises(Crash):
+        Joiner(bus, tmp_path, lambda: SETTINGS, consumer="a").run_once()
+    bus._call = original_call
+    assert len(commits[0][0]) == COMMIT_CHUNK  # the first chunk was committed, the manifest kept
+    assert bus.pending_count() == 20 and len(bus.open_batches()) == 1
+
+    later = time.time() + SETTINGS.recovery_seconds
+    Joiner(bus, tmp_path, lambda: SETTINGS, consumer="b", clock=lambda: later).run_once()
+    assert sorted(events_in(tmp_path)) == sorted(ids)  # each once
+    assert bus.pending_count() == 0 and bus.open_batches() == {}
 
 
 def test_decisions_taken_by_a_dead_joiner_are_claimed_after_their_idle_time(bus, tmp_path):
