@@ -2,7 +2,8 @@
 
 Two backends behind one interface (``EventBus``):
 
-- ``MemoryEventBus``: in-process, the embedded default (one worker process; lost on exit).
+- ``MemoryEventBus``: in-process, the embedded default (one worker process; ends with it, so a stopping
+  service joins its open decisions early).
 - ``RedisEventBus``: Redis Streams, shared by every worker on every host. With ``redis``, this module
   and ``features.redis_store`` are the only places importing ``redis``.
 

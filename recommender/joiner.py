@@ -140,6 +140,7 @@ class Joiner:
         self._ready: list[PendingDecision] = []  # windows closed, waiting for the next batch
         self._held_ids: set[str] = set()  # entry ids in _held or _ready
         self._last_batch = -math.inf
+        self._close_early_on_stop = False
         self._last_recovery = -math.inf
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -150,14 +151,15 @@ class Joiner:
     def grace_seconds(self) -> float:
         return self.settings().recovery_seconds / 3
 
-    def run_once(self, block_seconds: float = 0.0, *, flush: bool = False) -> int:
+    def run_once(self, block_seconds: float = 0.0, *, flush: bool = False, close_early: bool = False) -> int:
         """Take new decisions, recover abandoned work, join the decisions whose window has closed.
 
         Due decisions are written in batches (``join.flush_seconds``, ``join.flush_max_events``): at
         most once per ``flush_seconds``, sooner when ``flush_max_events`` are due, and at once with
         ``flush``. Few large batches instead of one per decision: a batch's Redis round trips, Parquet
-        file and fsyncs cost the same for one event as for a thousand. Returns the number of joined
-        events written to the log.
+        file and fsyncs cost the same for one event as for a thousand. ``close_early`` (with ``flush``):
+        join the decisions whose window is still open too, with the rewards they have so far. Returns the
+        number of joined events written to the log.
         """
         settings = self.settings()
         now = self.clock()
@@ -167,7 +169,7 @@ class Joiner:
             self._hold(self.bus.take_stale(self.consumer, settings.reward_wait_time + self.grace_seconds, 1000))
         self._hold(self.bus.take_new(self.consumer, 10_000, block_seconds))
         now = self.clock()
-        while self._held and self._held[0][0] <= now:
+        while self._held and (close_early or self._held[0][0] <= now):
             self._ready.append(heapq.heappop(self._held)[2])
         written = 0
         while self._ready and (
@@ -333,12 +335,19 @@ class Joiner:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         try:  # decisions already due are written now rather than left to another joiner's recovery
-            self.run_once(flush=True)
+            held = len(self._held)
+            written = self.run_once(flush=True, close_early=self._close_early_on_stop)
+            if self._close_early_on_stop and held:
+                log.warning("stopping: joined %d events, %d of them before their reward window ended (the "
+                            "in-process bus ends with this process)", written, held)  # fmt: skip
         except Exception:
             log.exception("joiner could not write the due decisions on stop; they stay pending on the bus")
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread after its current cycle. Decisions not yet due stay pending on the bus."""
+    def stop(self, timeout: float = 10.0, *, close_early: bool = False) -> None:
+        """Stop the thread after its current cycle, writing the decisions already due. Decisions not yet
+        due stay pending on the bus, unless ``close_early``: then they are joined now with the rewards they
+        have (for an in-process bus, which ends with the process: cut short rather than lost)."""
+        self._close_early_on_stop = close_early
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -251,7 +251,8 @@ class Runtime:
         if self.watcher is not None:
             self.watcher.stop()
         self.publisher.stop()
-        self.joiner.stop()
+        # An in-process bus ends with this process: its open windows are closed now rather than lost.
+        self.joiner.stop(close_early=isinstance(self.bus, MemoryEventBus))
         if self.trainer is not None:
             # Learn what the joiner wrote last and publish it, so a restart has nothing to learn again.
             self.trainer.stop(publish=True)

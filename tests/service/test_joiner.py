@@ -12,7 +12,15 @@ from types import MappingProxyType
 import pytest
 import redis
 
-from recommender.event_bus import CLOSE_CHUNK, COMMIT_CHUNK, CloseStatus, DuplicateEventError, RedisEventBus
+from recommender.event_bus import (
+    CLOSE_CHUNK,
+    COMMIT_CHUNK,
+    CloseStatus,
+    DuplicateEventError,
+    MemoryEventBus,
+    RedisEventBus,
+    RewardOutcome,
+)
 from recommender.joiner import Joiner, aggregate
 from recommender.records import Decision, Reward
 from recommender.service_config import JoinConfig
@@ -158,6 +166,23 @@ def test_the_background_loop_writes_due_decisions_when_stopped(bus, tmp_path):
     time.sleep(0.2)
     joiner.stop()  # ...so stopping writes them
     assert sorted(events_in(tmp_path)) == sorted(early + late)
+
+
+def test_stopping_with_an_in_process_bus_joins_the_open_windows_instead_of_losing_them(tmp_path):
+    bus = MemoryEventBus(wait_seconds=60, recovery_seconds=5)
+    settings = JoinConfig(reward_wait_time=60, recovery_seconds=5, flush_seconds=0.1)
+    joiner = Joiner(bus, tmp_path, lambda: settings, consumer="a")
+    joiner.start()
+    rewarded, silent = decision(f"r-{uuid.uuid4().hex[:6]}"), decision(f"s-{uuid.uuid4().hex[:6]}")
+    for d in (rewarded, silent):
+        bus.put_decision(d)
+    bus.add_reward(Reward(rewarded.event_id, 0.5, datetime.now(UTC)))
+    time.sleep(0.3)  # taken by the joiner, windows open for another minute
+    joiner.stop(close_early=True)
+    events = events_in(tmp_path)
+    assert events[rewarded.event_id].rewards == (0.5,) and events[rewarded.event_id].reward_is_default == (False,)
+    assert events[silent.event_id].reward_is_default == (True,)
+    assert bus.add_reward(Reward(silent.event_id, 1.0, datetime.now(UTC))) is RewardOutcome.UNKNOWN  # closed
 
 
 def test_a_joiner_dying_between_commit_chunks_leaves_the_batch_for_another_to_finish(bus, tmp_path):
