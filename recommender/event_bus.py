@@ -438,7 +438,7 @@ ROW_CACHE_SIZE = 200_000
 # per-command work. A script holds Redis for its whole run: 25 decisions of 200 candidates take ~0.35 ms
 # (100 took ~2 ms, and more Redis CPU per decision), so workers' writes never queue behind a long one.
 COMMIT_CHUNK = 100  # decisions acknowledged and deleted per transaction (see commit_batch)
-CLOSE_CHUNK = 10  # per script call; a call blocks Redis (~70 us per decision), the pipeline does not
+CLOSE_CHUNK = 10  # decisions per script call (and round trip): a call blocks Redis ~70 us per decision
 # Extra lifetime of a stored feature row beyond what the decisions naming it can need.
 ROW_TTL_MARGIN_SECONDS = 600
 
@@ -643,12 +643,15 @@ class RedisEventBus(EventBus):
             return []
 
         def run() -> list[Any]:
-            pipe = self._joiner.pipeline(transaction=False)
+            # One script call per round trip, not one pipeline: Redis runs a client's pipelined commands back
+            # to back, so a pipeline closing a whole batch would hold off every serving worker for all of it
+            # (tens of ms at a few hundred decisions), and their requests' p99 with them.
+            replies: list[Any] = []
             for start in range(0, len(pending), CLOSE_CHUNK):
                 chunk = pending[start : start + CLOSE_CHUNK]
                 keys = [key for item in chunk for key in (self._dkey(item.event_id), self._rkey(item.event_id))]
-                self._close(keys=keys, args=[batch_id], client=pipe)
-            return [reply for replies in pipe.execute() for reply in replies]
+                replies += self._close(keys=keys, args=[batch_id])
+            return replies
 
         replies = self._call("closing decisions", run)
         results: list[ClosedEvent] = []
