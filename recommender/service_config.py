@@ -33,8 +33,9 @@ class ServiceConfig(_Strict):
     # gunicorn worker processes; each holds its own VW workspace. Forced to 1 when the feature store or
     # the event bus is in-process, because in-process state cannot be shared between processes.
     workers: int = Field(default=2, ge=1, le=256)
-    # Threads per worker (gthread). A VW workspace is locked per predict, so threads mostly overlap I/O
-    # (Redis round trips, HTTP parsing) rather than model arithmetic.
+    # Threads per worker (gunicorn gthread pool; InlineWorker serves complete requests of kept-alive
+    # connections on the event loop and leaves new connections and slow requests to the pool). A VW
+    # workspace is locked per predict, so threads mostly overlap I/O rather than model arithmetic.
     threads: int = Field(default=4, ge=1, le=256)
     max_candidates: int = Field(default=500, ge=1, le=10_000)
     # 500 candidates with a few inline features each fit well within 1 MiB.
