@@ -335,11 +335,10 @@ class Joiner:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         try:  # decisions already due are written now rather than left to another joiner's recovery
-            held = len(self._held)
             written = self.run_once(flush=True, close_early=self._close_early_on_stop)
-            if self._close_early_on_stop and held:
-                log.warning("stopping: joined %d events, %d of them before their reward window ended (the "
-                            "in-process bus ends with this process)", written, held)  # fmt: skip
+            if self._close_early_on_stop and written:
+                log.warning("stopping: joined %d events, closing the reward windows still open (the in-process "
+                            "bus ends with this process)", written)  # fmt: skip
         except Exception:
             log.exception("joiner could not write the due decisions on stop; they stay pending on the bus")
 
