@@ -198,8 +198,9 @@ class EventBus(abc.ABC):
 
     # ----- joiner side ----------------------------------------------------------------------------
     @abc.abstractmethod
-    def take_new(self, consumer: str, count: int, block_seconds: float) -> list[PendingDecision]:
-        """Up to ``count`` decisions no joiner has taken yet, now assigned to ``consumer``."""
+    def take_new(self, consumer: str, count: int) -> list[PendingDecision]:
+        """Up to ``count`` decisions no joiner has taken yet, now assigned to ``consumer`` (without waiting:
+        a decision is due only after its reward window, so the joiner polls)."""
 
     @abc.abstractmethod
     def take_stale(self, consumer: str, min_idle_seconds: float, count: int) -> list[PendingDecision]:
@@ -253,7 +254,7 @@ class MemoryEventBus(EventBus):
 
     def __init__(self, wait_seconds: float, recovery_seconds: float) -> None:
         super().__init__(wait_seconds, recovery_seconds)
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._pending: dict[str, MemoryEventBus._Pending] = {}
         self._new: deque[PendingDecision] = deque()
         self._taken: dict[str, tuple[str, float, PendingDecision]] = {}  # entry id -> consumer, since, entry
@@ -268,7 +269,6 @@ class MemoryEventBus(EventBus):
             self._pending[decision.event_id] = self._Pending(decision, due, rewards=[])
             self._sequence += 1
             self._new.append(PendingDecision(str(self._sequence), decision.event_id, due))
-            self._lock.notify_all()
 
     def _open(self, event_id: str, now: float) -> _Pending | None:
         entry = self._pending.get(event_id)
@@ -299,10 +299,8 @@ class MemoryEventBus(EventBus):
     def ping(self) -> None:
         return None
 
-    def take_new(self, consumer: str, count: int, block_seconds: float) -> list[PendingDecision]:
+    def take_new(self, consumer: str, count: int) -> list[PendingDecision]:
         with self._lock:
-            if not self._new and block_seconds > 0:
-                self._lock.wait(block_seconds)
             taken = []
             now = time.monotonic()
             while self._new and len(taken) < count:
@@ -481,7 +479,7 @@ class RedisEventBus(EventBus):
         self._rows: dict[str, Mapping[str, Any]] = {}  # joiner side: digest -> row
         timeout = timeout_ms / 1000.0
         try:
-            # Request path: short budget. Joiner: blocking reads and batch commits need longer.
+            # Request path: short budget. Joiner: batch commits and large reads need longer.
             self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
             self._joiner = redis.Redis.from_url(url, socket_timeout=30.0, socket_connect_timeout=5.0)
         except (redis.RedisError, ValueError) as exc:
@@ -609,16 +607,9 @@ class RedisEventBus(EventBus):
             )
         return entries
 
-    def take_new(self, consumer: str, count: int, block_seconds: float) -> list[PendingDecision]:
-        block_ms = max(1, int(block_seconds * 1000)) if block_seconds > 0 else None
+    def take_new(self, consumer: str, count: int) -> list[PendingDecision]:
         reply = self._joiner_call(
-            "reading decisions",
-            self._joiner.xreadgroup,
-            self._group,
-            consumer,
-            {self._stream: ">"},
-            count=count,
-            block=block_ms,
+            "reading decisions", self._joiner.xreadgroup, self._group, consumer, {self._stream: ">"}, count=count
         )
         return self._entries(reply[0][1]) if reply else []
 

@@ -151,7 +151,7 @@ class Joiner:
     def grace_seconds(self) -> float:
         return self.settings().recovery_seconds / 3
 
-    def run_once(self, block_seconds: float = 0.0, *, flush: bool = False, close_early: bool = False) -> int:
+    def run_once(self, *, flush: bool = False, close_early: bool = False) -> int:
         """Take new decisions, recover abandoned work, join the decisions whose window has closed.
 
         Due decisions are written in batches (``join.flush_seconds``, ``join.flush_max_events``): at
@@ -167,7 +167,7 @@ class Joiner:
             self._last_recovery = now
             self._recover_batches(now)
             self._hold(self.bus.take_stale(self.consumer, settings.reward_wait_time + self.grace_seconds, 1000))
-        self._hold(self.bus.take_new(self.consumer, 10_000, block_seconds))
+        self._hold(self.bus.take_new(self.consumer, 10_000))
         now = self.clock()
         while self._held and (close_early or self._held[0][0] <= now):
             self._ready.append(heapq.heappop(self._held)[2])
@@ -317,9 +317,7 @@ class Joiner:
         backoff = 0.1
         while not self._stop.is_set():
             try:
-                # No need to block on the stream for new decisions: they are due only after the reward
-                # window, and are taken by the next cycle, at most flush_seconds from now.
-                self.run_once()
+                self.run_once()  # new decisions are taken at the next cycle, at most flush_seconds away
                 self.last_error = None
                 backoff = 0.1
                 self._stop.wait(self.seconds_to_next_batch())

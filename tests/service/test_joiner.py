@@ -214,7 +214,7 @@ def test_decisions_taken_by_a_dead_joiner_are_claimed_after_their_idle_time(bus,
     ids = [f"d{i}-{uuid.uuid4().hex[:6]}" for i in range(3)]
     for event_id in ids:
         bus.put_decision(decision(event_id))
-    assert len(bus.take_new("dead", 100, 0)) == 3  # taken, then the joiner died holding them
+    assert len(bus.take_new("dead", 100)) == 3  # taken, then the joiner died holding them
     survivor = Joiner(bus, tmp_path, lambda: SETTINGS, consumer="b")
     survivor.run_once()
     assert events_in(tmp_path) == {}  # not yet: the dead joiner might only be slow
@@ -306,7 +306,7 @@ def test_closing_more_decisions_than_one_script_call_keeps_each_status_in_order(
         bus.put_decision(wide_decision(event_id, [float(i), float(i) + 0.5]))
         if i % 5 == 1:
             bus.add_reward(Reward(event_id, 0.25 * (i % 4), datetime.now(UTC)))
-    pending = bus.take_new("c", n, 0)
+    pending = bus.take_new("c", n)
     assert [p.event_id for p in pending] == ids
     bus.close([pending[i] for i in range(n) if i % 7 == 3], "other-batch")  # taken by another batch first
     raw.delete(*(f"{bus._tag}:d:{ids[i]}" for i in range(n) if i % 11 == 4))  # gone from Redis
