@@ -39,6 +39,7 @@ from redis.cluster import RedisCluster
 
 from features.config import FeatureStoreConfig
 from features.errors import FeatureStoreError, FeatureStoreUnavailable
+from features.redis_direct import DirectCommands
 from features.store import FeatureStore, ReadRequest
 
 # Batch writes and version drops may take far longer than the read budget.
@@ -86,6 +87,8 @@ class RedisFeatureStore(FeatureStore):
             )
         except (redis.RedisError, ValueError) as exc:
             raise FeatureStoreUnavailable(f"cannot connect to Redis at {self._url}: {exc}") from exc
+        # The request path's MGET skips redis-py's client layer (features.redis_direct); a cluster routes by slot.
+        self._direct = None if settings.cluster else DirectCommands(self._reader)
         self._assumed_live: dict[str, str | None] = {}
         self._assumed_lock = threading.Lock()
         # Groups whose rows may be cached (see the module docstring); a cache object is replaced, never
@@ -127,8 +130,8 @@ class RedisFeatureStore(FeatureStore):
         """Values of ``keys``: one MGET on a single server; on a cluster, where MGET may not cross
         slots and redis-py refuses MGET in cluster pipelines, one pipeline of GETs (one round trip
         per node touched)."""
-        if not self._cluster:
-            return self._reader.mget(keys)
+        if self._direct is not None:
+            return self._direct.execute("MGET", *keys)
         pipe = self._reader.pipeline(transaction=False)
         for key in keys:
             pipe.get(key)
@@ -286,5 +289,7 @@ class RedisFeatureStore(FeatureStore):
             self._reader.ping()
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         self._reader.close()
         self._admin.close()

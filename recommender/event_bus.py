@@ -460,6 +460,7 @@ class RedisEventBus(EventBus):
         super().__init__(wait_seconds, recovery_seconds)
         import redis  # the Redis backend is imported only when chosen
 
+        from features.redis_direct import DirectCommands
         from features.redis_store import redact_url
 
         self._redis = redis
@@ -484,6 +485,9 @@ class RedisEventBus(EventBus):
             self._joiner = redis.Redis.from_url(url, socket_timeout=30.0, socket_connect_timeout=5.0)
         except (redis.RedisError, ValueError) as exc:
             raise BusUnavailable(f"cannot connect to Redis at {self._url}: {exc}") from exc
+        # The request path's scripts (decision, reward, activation) skip redis-py's client layer
+        # (features.redis_direct).
+        self._direct = DirectCommands(self._client)
         self._put = self._client.register_script(_PUT)
         self._reward = self._client.register_script(_REWARD)
         self._activate = self._client.register_script(_ACTIVATE)
@@ -519,6 +523,7 @@ class RedisEventBus(EventBus):
         new_texts = {} if stored.issuperset(digests) else {d: text for _, text, d in rows if d not in stored}
         created = self._call(
             "storing a decision",
+            self._direct.run_script,
             self._put,
             keys=[self._dkey(decision.event_id), self._stream, *map(self._row_key, new_texts)],
             args=[
@@ -554,6 +559,7 @@ class RedisEventBus(EventBus):
         entry = json.dumps([reward.slot, float(reward.value), received])
         result = self._call(
             "storing a reward",
+            self._direct.run_script,
             self._reward,
             keys=[self._dkey(reward.event_id), self._rkey(reward.event_id)],
             args=[entry, reward.slot, repr(received)],
@@ -562,7 +568,10 @@ class RedisEventBus(EventBus):
 
     def activate(self, event_id: str, now: float | None = None) -> bool:
         now = time.time() if now is None else now
-        return bool(self._call("activating", self._activate, keys=[self._dkey(event_id)], args=[repr(now)]))
+        activated = self._call(
+            "activating", self._direct.run_script, self._activate, keys=[self._dkey(event_id)], args=[repr(now)]
+        )
+        return bool(activated)
 
     def ping(self) -> None:
         self._call("pinging", self._client.ping)
@@ -739,6 +748,7 @@ class RedisEventBus(EventBus):
         return int(self._call("counting", self._joiner.xlen, self._stream))
 
     def close_connections(self) -> None:
+        self._direct.close()
         self._client.close()
         self._joiner.close()
 

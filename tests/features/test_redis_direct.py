@@ -1,0 +1,102 @@
+"""DirectCommands against a real redis-server: replies, threads, scripts, dropped connections, timeouts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from features.redis_direct import DirectCommands
+from tests.redis_harness import RedisServer
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    yield client
+    client.close()
+
+
+def test_raw_replies_as_the_client_would_read_them(client: redis.Redis, unique_prefix: str) -> None:
+    direct = DirectCommands(client)
+    client.set(f"{unique_prefix}:a", b"1")
+    assert direct.execute("MGET", f"{unique_prefix}:a", f"{unique_prefix}:missing") == [b"1", None]
+    assert direct.execute("SET", f"{unique_prefix}:b", "x") == b"OK"
+    with pytest.raises(redis.ResponseError):
+        direct.execute("INCR", f"{unique_prefix}:b")  # not an integer: an error reply
+    assert direct.execute("GET", f"{unique_prefix}:b") == b"x"  # the connection stays usable
+    direct.close()
+
+
+def test_one_connection_per_thread(client: redis.Redis, unique_prefix: str) -> None:
+    direct = DirectCommands(client)
+    seen: list[int] = []
+
+    def work() -> None:
+        for _ in range(3):
+            seen.append(direct.execute("CLIENT", "ID"))
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 9 and len(set(seen)) == 3
+    direct.close()
+
+
+def test_script_loaded_again_after_the_server_forgot_it(client: redis.Redis, unique_prefix: str) -> None:
+    direct = DirectCommands(client)
+    script = client.register_script("return redis.call('SET', KEYS[1], ARGV[1])")
+    client.script_flush()
+    assert direct.run_script(script, [f"{unique_prefix}:s"], ["v"]) == b"OK"
+    client.script_flush()
+    assert direct.run_script(script, [f"{unique_prefix}:s"], ["w"]) == b"OK"
+    assert client.get(f"{unique_prefix}:s") == b"w"
+    direct.close()
+
+
+def test_killed_connection_raises_then_reconnects(client: redis.Redis, unique_prefix: str) -> None:
+    direct = DirectCommands(client)
+    mine = direct.execute("CLIENT", "ID")
+    client.client_kill_filter(_id=mine)
+    with pytest.raises(redis.ConnectionError):
+        direct.execute("PING")
+    assert direct.execute("PING") == b"PONG"
+    assert direct.execute("CLIENT", "ID") != mine
+    direct.close()
+
+
+def test_a_timed_out_reply_is_never_read_as_the_next_one(
+    redis_server: RedisServer, client: redis.Redis, unique_prefix: str
+) -> None:
+    slow = redis.Redis.from_url(redis_server.url, socket_timeout=0.05, socket_connect_timeout=2.0)
+    direct = DirectCommands(slow)
+    key = f"{unique_prefix}:list"
+    with pytest.raises(redis.TimeoutError):
+        direct.execute("BLPOP", key, 5)  # blocks this connection only, beyond its 50 ms budget
+    deadline = time.monotonic() + 5
+    while any(c.get("cmd") == "blpop" for c in client.client_list()) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the server sees the close a moment after the client made it
+    client.rpush(key, "late")  # a connection still waiting in BLPOP would now get ["list", "late"]
+    assert direct.execute("ECHO", "now") == b"now"
+    assert client.lrange(key, 0, -1) == [b"late"]  # nobody popped it: the timed-out connection was closed
+    direct.close()
+    slow.close()
+
+
+def test_close_disconnects_every_thread_connection(client: redis.Redis, unique_prefix: str) -> None:
+    direct = DirectCommands(client)
+    ids = []
+    thread = threading.Thread(target=lambda: ids.append(direct.execute("CLIENT", "ID")))
+    thread.start()
+    thread.join()
+    ids.append(direct.execute("CLIENT", "ID"))
+    live = {int(c["id"]) for c in client.client_list()}
+    assert set(ids) <= live
+    direct.close()
+    live = {int(c["id"]) for c in client.client_list()}
+    assert not set(ids) & live
