@@ -253,8 +253,7 @@ class Policy:
         # validated against the row's content.
         if candidate_ids is None:
             return [self._model.action(self._item_features(row, i)) for i, row in enumerate(rows)]
-        get = self._cache.get
-        actions = [get(key, row) for key, row in zip(candidate_ids, rows, strict=True)]
+        actions = self._cache.get_many(candidate_ids, rows)
         for i, action in enumerate(actions):
             if action is None:
                 key, row = candidate_ids[i], rows[i]

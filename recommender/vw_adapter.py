@@ -30,6 +30,7 @@ Thread-safety: a VW workspace is not thread-safe and neither is a ``VWModel``. U
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,10 @@ class ActionExample:
     def __init__(self, example: pyvw.Example, owner: VWModel) -> None:
         self._example = example
         self._owner = owner
+
+
+_OWNER = attrgetter("_owner")
+_EXAMPLE = attrgetter("_example")
 
 
 class VWModel:
@@ -109,12 +114,10 @@ class VWModel:
         return ActionExample(self._example(features, self._action_label), self)
 
     def _actions(self, actions: Sequence[ActionExample]) -> list[pyvw.Example]:
-        examples = []
-        for action in actions:
-            if action._owner is not self:
-                raise PolicyError("an action example built by another VW model was passed in")
-            examples.append(action._example)
-        return examples
+        # In C (attrgetter, set): 200 actions per decision.
+        if any(owner is not self for owner in set(map(_OWNER, actions))):
+            raise PolicyError("an action example built by another VW model was passed in")
+        return list(map(_EXAMPLE, actions))
 
     def _slots_for_prediction(self, slots: Sequence[ExampleFeatures], seeds: Sequence[str]) -> list[pyvw.Example]:
         # The example API cannot set tags, so slot examples (tiny: one feature) are parsed from text,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -232,3 +233,20 @@ def test_item_cache_validates_content_and_evicts_least_recently_used() -> None:
     assert cache.get("i9", np.array([1])) is None  # unknown key
     cache.put("np", {"v": np.array([1.0, 2.0])}, "x")
     assert cache.get("np", {"v": np.array([1.0, 2.0])}) is None  # numpy rows never compare equal: rebuilt
+
+
+def test_item_cache_get_many_is_get_item_by_item() -> None:
+    cache: ItemCache[str] = ItemCache(3)
+    read_only = {key: MappingProxyType({"brand": key}) for key in ("i1", "i2", "i3")}
+    for key, row in read_only.items():
+        cache.put(key, row, f"example-{key}")
+    # The fast path: every key cached from these very read-only rows. It marks them used, in order.
+    assert cache.get_many(["i2", "i1"], [read_only["i2"], read_only["i1"]]) == ["example-i2", "example-i1"]
+    cache.put("i4", {}, "example-i4")  # evicts the least recently used: i3
+    assert cache.get("i3", read_only["i3"]) is None and len(cache) == 3
+    # The item-by-item path: an equal copy, a changed row and an unknown key in one call.
+    hits, misses = cache.hits, cache.misses
+    assert cache.get_many(["i1", "i2", "i9"], [{"brand": "i1"}, {"brand": "other"}, {}]) == ["example-i1", None, None]
+    assert (cache.hits - hits, cache.misses - misses) == (1, 2)
+    with pytest.raises(ValueError, match="2 keys but 1 rows"):
+        cache.get_many(["i1", "i2"], [read_only["i1"]])
