@@ -35,6 +35,7 @@ from gunicorn.app.base import BaseApplication
 
 from recommender.config import AppConfig, ConfigFollower
 from recommender.event_bus import bus_backend
+from recommender.service.worker import InlineWorker
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ def _worker_exit(server: Any, worker: Any) -> None:
 
 
 def _child_exit(server: Any, worker: Any) -> None:
+    InlineWorker.forget(worker)  # its connections are gone: other workers may take new ones
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

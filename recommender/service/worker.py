@@ -15,14 +15,23 @@ it), pipelined bytes already read, TLS, HTTP/2, and a worker that is stopping.
 The price: while the loop serves a request, this worker accepts nothing else, as a single-threaded
 worker would. Requests that wait on Redis are bounded by ``features.redis.timeout_ms`` and the bus's
 budget, and more workers (``service.workers``) keep the cores busy meanwhile.
+
+Connections are spread evenly over the workers. gunicorn leaves that to the kernel: whichever worker
+wakes first accepts, and a client opening its pool of keep-alive connections at once typically lands
+7 of 8 on one worker (measured), which then queues while the other idles. Every request of a kept-alive
+connection goes to the worker that accepted it, so the imbalance lasts as long as the connections.
+``InlineWorker`` accepts only while no other worker of its master holds fewer open connections (a
+``ConnectionBoard`` in memory shared by the master's forks), so a pool opened at once splits 4 and 4.
 """
 
 from __future__ import annotations
 
+import mmap
 import re
 import socket
+import time
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, ClassVar
 
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -58,8 +67,108 @@ def request_is_complete(sock: socket.socket) -> bool:
     return len(data) >= end + 4 + body
 
 
+class ConnectionBoard:
+    """The open connections of each worker of one gunicorn master, in memory its forks share.
+
+    Made in the master before it forks a worker (the worker object is built there), so every worker,
+    respawned ones included, maps the same pages. One slot per worker, its ``age`` modulo ``SLOTS``:
+    (pid, open connections, last heartbeat in ``time.monotonic`` seconds, a clock all processes of the
+    host share). A worker writes only its own slot. A slot whose heartbeat is older than
+    ``STALE_SECONDS`` is ignored: a dead worker's, or a worker stuck in one request (gunicorn's timeout
+    will replace it); ``forget`` clears an exited worker's slot at once (gunicorn's ``child_exit``).
+    Reads are not atomic with writes; a torn read only misjudges one accept decision.
+    """
+
+    SLOTS = 64
+    STALE_SECONDS = 3.0
+    _FIELDS = 3  # pid, connections, heartbeat
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, self.SLOTS * self._FIELDS * 8)  # anonymous, shared: inherited by forks
+        self._cells = memoryview(self._map).cast("d")
+
+    def publish(self, slot: int, pid: int, connections: int, now: float) -> None:
+        """Write ``slot``: this worker's pid, open connections and heartbeat."""
+        base = slot * self._FIELDS
+        self._cells[base + 1] = connections
+        self._cells[base + 2] = now
+        self._cells[base] = pid
+
+    def forget(self, slot: int, pid: int) -> None:
+        """Clear ``slot`` if it still belongs to ``pid`` (a newer worker may have taken it)."""
+        base = slot * self._FIELDS
+        if self._cells[base] == pid:
+            self._cells[base : base + self._FIELDS] = memoryview(bytes(self._FIELDS * 8)).cast("d")
+
+    def fewest_elsewhere(self, slot: int, now: float) -> float | None:
+        """The fewest open connections of any other live worker; None when there is none."""
+        cells = self._cells.tolist()
+        oldest = now - self.STALE_SECONDS
+        counts = [
+            cells[base + 1]
+            for base in range(0, len(cells), self._FIELDS)
+            if cells[base] and cells[base + 2] >= oldest and base != slot * self._FIELDS
+        ]
+        return min(counts) if counts else None
+
+
 class InlineWorker(ThreadWorker):
-    """gthread, serving complete requests of kept-alive connections on the event loop's thread."""
+    """gthread, serving complete requests of kept-alive connections on the event loop's thread, and
+    accepting connections only while no other worker holds fewer (see the module docstring)."""
+
+    # Made by the master at its first worker, before forking it; shared with every worker it forks.
+    board: ClassVar[ConnectionBoard | None] = None
+    # While declining connections, look at the board this often (the worker's event loop would
+    # otherwise sleep up to a second with nothing to do).
+    RECHECK_SECONDS = 0.01
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if InlineWorker.board is None:
+            InlineWorker.board = ConnectionBoard()
+        self.slot = self.age % ConnectionBoard.SLOTS
+        self._declining = False  # not accepting only because another worker holds fewer connections
+        self._checked_conns = -1
+        self._checked_at = 0.0
+
+    @classmethod
+    def forget(cls, worker: Any) -> None:
+        """For the master's ``child_exit`` hook: the exited ``worker`` holds no connections any more."""
+        if cls.board is not None and isinstance(worker, InlineWorker):
+            cls.board.forget(worker.slot, worker.pid)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        # gthread asks for accepting whenever it is below worker_connections and not accepting; while this
+        # worker declines for fairness, _balance alone decides when to accept again.
+        if enabled and self._declining:
+            return
+        if not enabled:
+            self._declining = False  # gthread's own reasons (the connection limit, stopping) take over
+        super().set_accept_enabled(enabled)
+
+    def _balance(self) -> None:
+        """Publish this worker's connections; accept only while no other worker holds fewer."""
+        now = time.monotonic()
+        self.board.publish(self.slot, self.pid, self.nr_conns, now)
+        if not (self._accepting or self._declining) or not self.alive:
+            return
+        # Look at the others after each change of our own count, else every RECHECK_SECONDS.
+        if self.nr_conns == self._checked_conns and now - self._checked_at < self.RECHECK_SECONDS:
+            return
+        self._checked_conns, self._checked_at = self.nr_conns, now
+        fewest = self.board.fewest_elsewhere(self.slot, now)
+        fair = fewest is None or self.nr_conns <= fewest
+        if self._accepting and not fair:
+            super().set_accept_enabled(False)
+            self._declining = True
+        elif self._declining and fair:
+            self._declining = False
+            super().set_accept_enabled(self.nr_conns < self.worker_connections)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        if self.board is not None:
+            self._balance()
+        super().wait_for_and_dispatch_events(min(timeout, self.RECHECK_SECONDS) if self._declining else timeout)
 
     def on_client_socket_readable(self, conn: Any, client: socket.socket) -> None:
         if (

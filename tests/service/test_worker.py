@@ -10,12 +10,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from recommender.service.worker import request_is_complete
+from recommender.service.worker import ConnectionBoard, request_is_complete
 from tests.redis_harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,28 +32,35 @@ def echo_app(environ, start_response):
     return [answer]
 
 
-@pytest.fixture(scope="module")
-def port() -> Iterator[int]:
+def start_gunicorn(workers: int, app: str = "tests.service.test_worker:echo_app") -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", "2",
-         "-k", "recommender.service.worker.InlineWorker", "--keep-alive", "30", "--log-level", "warning",
-         "tests.service.test_worker:echo_app"],
+        [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", str(workers), "--threads", "2",
+         "-k", "recommender.service.worker.InlineWorker", "--keep-alive", "30", "--log-level", "warning", app],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return process, port
         except OSError:
             if time.monotonic() > deadline or process.poll() is not None:
                 process.kill()
                 raise RuntimeError("gunicorn did not start") from None
             time.sleep(0.1)
-    yield port
+
+
+def stop_gunicorn(process: subprocess.Popen) -> None:
     process.terminate()
     process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    process, port = start_gunicorn(workers=1)
+    yield port
+    stop_gunicorn(process)
 
 
 def request(path: str, body: bytes = b"", extra: str = "") -> bytes:
@@ -174,3 +182,54 @@ def test_request_is_complete(data, complete):
         assert request_is_complete(right) is complete
         if data:
             assert right.recv(65536) == data  # peeked, not consumed
+
+
+def pid_app(environ, start_response):
+    answer = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(answer)))])
+    return [answer]
+
+
+def serving_pid(sock: socket.socket) -> str:
+    sock.sendall(request("/pid"))
+    status, body = read_response(sock)
+    assert status == 200
+    return body.decode()
+
+
+def test_a_pool_opened_at_once_is_spread_evenly_over_the_workers():
+    process, port = start_gunicorn(workers=2, app="tests.service.test_worker:pid_app")
+    try:
+        seen: set[str] = set()
+        deadline = time.monotonic() + 30
+        while len(seen) < 2:  # both workers booted and on the board (a connection at a time, closed after)
+            assert time.monotonic() < deadline, "the second worker never answered"
+            with connect(port) as sock:
+                seen.add(serving_pid(sock))
+        time.sleep(0.2)  # the closed connections are counted out
+        for _ in range(2):  # twice: the second pool opens where the first one closed
+            pool = [connect(port) for _ in range(8)]  # a client opening its keep-alive pool at once
+            pids = [serving_pid(sock) for sock in pool]
+            assert sorted(Counter(pids).values()) == [4, 4], Counter(pids)
+            for _ in range(3):  # and each connection stays with its worker
+                assert [serving_pid(sock) for sock in pool] == pids
+            for sock in pool:
+                sock.close()
+            time.sleep(0.2)
+    finally:
+        stop_gunicorn(process)
+
+
+def test_connection_board_counts_live_workers_other_than_the_asking_one():
+    board = ConnectionBoard()
+    now = time.monotonic()
+    assert board.fewest_elsewhere(0, now) is None  # alone
+    board.publish(0, pid=100, connections=5, now=now)
+    board.publish(1, pid=101, connections=3, now=now)
+    board.publish(2, pid=102, connections=1, now=now - ConnectionBoard.STALE_SECONDS - 1)  # silent too long
+    assert board.fewest_elsewhere(0, now) == 3
+    assert board.fewest_elsewhere(1, now) == 5
+    board.forget(1, pid=999)  # the slot went to another worker since: kept
+    assert board.fewest_elsewhere(0, now) == 3
+    board.forget(1, pid=101)
+    assert board.fewest_elsewhere(0, now) is None
