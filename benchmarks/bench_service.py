@@ -298,8 +298,9 @@ def _report(rows: list[tuple], floor_ms: float, floor_rps: float, repeats: int) 
         "Policy in service: the CPU the workers' policy spent per decision. Bare decide: one "
         "`Policy.decide` on the same requests in a hot loop (the ratio, the target's, is against it), and cold: "
         f"after {SWEEP_BYTES >> 20} MB of other memory written between decisions, as a busy machine leaves "
-        "the caches. Inside the service the policy runs between the two; the last column compares the "
-        "request with the policy measured there.",
+        "the caches. Inside the service the policy usually costs more than either: the other processes on the "
+        "cores compete for the caches and memory bandwidth it needs; the last column compares the request "
+        "with the policy measured there.",
         "",
         "| candidates | saturation req/s | at 70%: req/s | response time p50 / p99 ms | latency p50 / p99 ms "
         "| errors | service CPU/req ms (workers + joiner) | at saturation | policy in service ms "
