@@ -25,7 +25,8 @@ from redis.exceptions import NoScriptError
 
 
 class DirectCommands:
-    """Thread-safe: one connection per thread (and per process: a forked child never uses its parent's)."""
+    """Thread-safe: one connection per thread (and per process: a forked child never uses its parent's;
+    and per ``close()``: a thread's connection made before it is replaced, so ``close()`` reaches all)."""
 
     def __init__(self, client: redis.Redis) -> None:
         pool = client.connection_pool
@@ -33,16 +34,17 @@ class DirectCommands:
         self._connection_kwargs = dict(pool.connection_kwargs)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[Any] = []  # every connection made, for close()
+        self._connections: list[Any] = []  # every connection made since the last close(), for close()
+        self._generation = 0  # bumped by close(): threads then make (and register) new connections
 
     def _connection(self) -> Any:
-        pid = os.getpid()
+        owner = (os.getpid(), self._generation)
         mine = getattr(self._local, "connection", None)
-        if mine is None or mine[0] != pid:
+        if mine is None or mine[0] != owner:
             connection = self._connection_class(**self._connection_kwargs)
             with self._lock:
                 self._connections.append(connection)
-            mine = self._local.connection = (pid, connection)
+            mine = self._local.connection = (owner, connection)
         return mine[1]
 
     def execute(self, *args: Any) -> Any:
@@ -63,8 +65,9 @@ class DirectCommands:
             return self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def close(self) -> None:
-        """Disconnect every connection made so far (a thread's next command reconnects)."""
+        """Disconnect every connection made so far (a thread's next command makes a new one)."""
         with self._lock:
             connections, self._connections = self._connections, []
+            self._generation += 1
         for connection in connections:
             connection.disconnect()

@@ -100,3 +100,14 @@ def test_close_disconnects_every_thread_connection(client: redis.Redis, unique_p
     direct.close()
     live = {int(c["id"]) for c in client.client_list()}
     assert not set(ids) & live
+
+
+def test_connections_made_after_close_are_closed_by_the_next_close(client: redis.Redis) -> None:
+    direct = DirectCommands(client)
+    first = direct.execute("CLIENT", "ID")
+    direct.close()
+    second = direct.execute("CLIENT", "ID")  # a new connection, known to the next close()
+    assert second != first
+    assert second in {int(c["id"]) for c in client.client_list()}
+    direct.close()
+    assert second not in {int(c["id"]) for c in client.client_list()}
