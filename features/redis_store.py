@@ -13,7 +13,9 @@ saw for each group and fetches the live pointers in the same MGET as the rows. I
 read is repeated with the new version (once per switch), so a read never mixes two versions.
 
 On a single server that read is one MGET; on Redis Cluster it is one pipeline of GETs, which redis-py
-sends as one round trip per node touched (``shard_by: group`` keeps a whole catalog on one node).
+sends as one round trip per node touched (``shard_by: group`` keeps a whole catalog on one node). The
+pipeline is not atomic across nodes, so on a cluster a read that finds a row missing reads the pointers
+once more before trusting it (a version's rows only vanish when it is dropped, after a switch).
 
 Row cache (single server, groups without a TTL, ``redis.row_cache_size`` > 0): each process keeps the
 rows it read, tagged with the live version and the group's *change token* ``{P:G}:changed``, a random
@@ -166,6 +168,14 @@ class RedisFeatureStore(FeatureStore):
             with self._errors("reading features"):
                 values = self._get_many(keys)
             seen = {group: None if raw is None else raw.decode() for group, raw in zip(groups, values, strict=False)}
+            if self._cluster and seen == assumed and None in values[len(groups) :]:
+                # A cluster pipeline is not atomic: the pointers may have been read before a switch and the
+                # rows after the old version was dropped. A version's rows vanish only that way (a drop), so
+                # a read missing a row is confirmed by the pointers read again after it: unchanged, nothing
+                # was dropped before the rows were read.
+                with self._errors("reading features"):
+                    again = self._get_many(keys[: len(groups)])
+                seen = {group: None if raw is None else raw.decode() for group, raw in zip(groups, again, strict=True)}
             if seen != assumed:
                 with self._assumed_lock:
                     self._assumed_live.update(seen)
