@@ -76,7 +76,9 @@ class ConnectionBoard:
     host share). A worker writes only its own slot. A slot whose heartbeat is older than
     ``STALE_SECONDS`` is ignored: a dead worker's, or a worker stuck in one request (gunicorn's timeout
     will replace it); ``forget`` clears an exited worker's slot at once (gunicorn's ``child_exit``).
-    Reads are not atomic with writes; a torn read only misjudges one accept decision.
+    Reads are not atomic with writes; a torn read only misjudges one accept decision. Two live workers
+    whose ages differ by a multiple of ``SLOTS`` (after many respawns) share a slot and do not see each
+    other: they accept as plain gthread would.
     """
 
     SLOTS = 64
