@@ -31,20 +31,38 @@ def test_raw_replies_as_the_client_would_read_them(client: redis.Redis, unique_p
     direct.close()
 
 
-def test_one_connection_per_thread(client: redis.Redis, unique_prefix: str) -> None:
+def test_concurrent_threads_each_get_their_own_replies(client: redis.Redis) -> None:
     direct = DirectCommands(client)
-    seen: list[int] = []
+    wrong: list[tuple[str, bytes]] = []
+    ids: set[int] = set()
 
-    def work() -> None:
-        for _ in range(3):
-            seen.append(direct.execute("CLIENT", "ID"))
+    def work(name: str) -> None:
+        for i in range(200):
+            reply = direct.execute("ECHO", f"{name}-{i}")
+            if reply != f"{name}-{i}".encode():
+                wrong.append((f"{name}-{i}", reply))
+        ids.add(direct.execute("CLIENT", "ID"))
 
-    threads = [threading.Thread(target=work) for _ in range(3)]
+    threads = [threading.Thread(target=work, args=(f"t{n}",)) for n in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(seen) == 9 and len(set(seen)) == 3
+    assert wrong == []
+    assert 1 <= len(ids) <= 4  # no more connections than commands ever ran at once
+    direct.close()
+
+
+def test_a_thread_per_request_reuses_connections(client: redis.Redis) -> None:
+    # A server that starts a thread per request (werkzeug's threaded server) must not open a connection
+    # per request, nor keep one per thread that ever ran.
+    direct = DirectCommands(client)
+    ids = set()
+    for _ in range(50):
+        thread = threading.Thread(target=lambda: ids.add(direct.execute("CLIENT", "ID")))
+        thread.start()
+        thread.join()
+    assert len(ids) == 1
     direct.close()
 
 
@@ -88,26 +106,15 @@ def test_a_timed_out_reply_is_never_read_as_the_next_one(
     slow.close()
 
 
-def test_close_disconnects_every_thread_connection(client: redis.Redis, unique_prefix: str) -> None:
+def test_close_disconnects_idle_connections_and_those_in_use_when_they_return(client: redis.Redis) -> None:
     direct = DirectCommands(client)
-    ids = []
-    thread = threading.Thread(target=lambda: ids.append(direct.execute("CLIENT", "ID")))
-    thread.start()
-    thread.join()
-    ids.append(direct.execute("CLIENT", "ID"))
-    live = {int(c["id"]) for c in client.client_list()}
-    assert set(ids) <= live
+    in_use = direct.execute("CLIENT", "ID")
+    connection, generation = direct._take()  # what execute does: this connection is now in use
+    idle = direct.execute("CLIENT", "ID")  # so this command needs a second one, left idle
+    assert idle != in_use
     direct.close()
     live = {int(c["id"]) for c in client.client_list()}
-    assert not set(ids) & live
-
-
-def test_connections_made_after_close_are_closed_by_the_next_close(client: redis.Redis) -> None:
-    direct = DirectCommands(client)
-    first = direct.execute("CLIENT", "ID")
-    direct.close()
-    second = direct.execute("CLIENT", "ID")  # a new connection, known to the next close()
-    assert second != first
-    assert second in {int(c["id"]) for c in client.client_list()}
-    direct.close()
-    assert second not in {int(c["id"]) for c in client.client_list()}
+    assert idle not in live and in_use in live
+    direct._give_back(connection, generation)  # the command in flight during close() ends
+    live = {int(c["id"]) for c in client.client_list()}
+    assert in_use not in live
