@@ -460,8 +460,7 @@ class RedisEventBus(EventBus):
         super().__init__(wait_seconds, recovery_seconds)
         import redis  # the Redis backend is imported only when chosen
 
-        from features.redis_direct import DirectCommands
-        from features.redis_store import redact_url
+        from features.redis_store import DirectCommands, redact_url
 
         self._redis = redis
         self._url = redact_url(url)
@@ -486,7 +485,7 @@ class RedisEventBus(EventBus):
         except (redis.RedisError, ValueError) as exc:
             raise BusUnavailable(f"cannot connect to Redis at {self._url}: {exc}") from exc
         # The request path's scripts (decision, reward, activation) skip redis-py's client layer
-        # (features.redis_direct).
+        # (features.redis_store.DirectCommands).
         self._direct = DirectCommands(self._client)
         self._put = self._client.register_script(_PUT)
         self._reward = self._client.register_script(_REWARD)

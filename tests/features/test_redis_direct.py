@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from features.redis_direct import DirectCommands
+from features.redis_store import DirectCommands
 from tests.redis_harness import RedisServer
 
 
