@@ -42,12 +42,11 @@ import collections
 import hashlib
 import json
 import math
-import operator
 import re
 import types
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from operator import itemgetter
+from operator import is_, itemgetter
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -374,7 +373,7 @@ class ItemCache(Generic[T]):
         if len(keys) != len(rows):
             raise ValueError(f"{len(keys)} keys but {len(rows)} rows")
         entries = list(map(self._entries.get, keys))
-        if None not in entries and all(map(operator.is_, map(itemgetter(1), entries), rows)):
+        if None not in entries and all(map(is_, map(itemgetter(1), entries), rows)):
             collections.deque(map(self._entries.move_to_end, keys), maxlen=0)  # mark used, in C
             self.hits += len(entries)
             return list(map(itemgetter(2), entries))

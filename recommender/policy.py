@@ -254,6 +254,8 @@ class Policy:
         if candidate_ids is None:
             return [self._model.action(self._item_features(row, i)) for i, row in enumerate(rows)]
         actions = self._cache.get_many(candidate_ids, rows)
+        if None not in actions:  # the usual decision: every item cached
+            return actions
         for i, action in enumerate(actions):
             if action is None:
                 key, row = candidate_ids[i], rows[i]
