@@ -148,15 +148,11 @@ def _bare_decide_cpu(config: Any, bodies: list[bytes], iterations: int, sweep_by
 
     for i in range(len(prepared) * 2):  # warm the item cache like the service's
         decide(i)
-    if not sweep_bytes:
-        started = time.process_time()
-        for i in range(iterations):
-            decide(i)
-        return (time.process_time() - started) / iterations
     other = np.zeros(sweep_bytes // 8)
     total = 0.0
     for i in range(iterations):
-        other += 1.0
+        if sweep_bytes:
+            other += 1.0
         started = time.thread_time()
         decide(i)
         total += time.thread_time() - started

@@ -171,6 +171,9 @@ def decode_decision(data: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any
 class EventBus(abc.ABC):
     """Pending decisions and their rewards, shared by the serving workers and the joiners."""
 
+    # True when the pending decisions live in this process and end with it (nothing else can join them).
+    in_process: bool = False
+
     def __init__(self, wait_seconds: float, recovery_seconds: float) -> None:
         self.wait_seconds = wait_seconds
         self.recovery_seconds = recovery_seconds
@@ -243,6 +246,8 @@ class EventBus(abc.ABC):
 # ===================================================================================================
 class MemoryEventBus(EventBus):
     """In-process bus: the embedded default. Thread-safe; one process only; nothing survives exit."""
+
+    in_process = True
 
     @dataclass
     class _Pending:

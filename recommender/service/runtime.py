@@ -28,7 +28,7 @@ from typing import Any
 from features import FeatureStore, FeatureStoreError, FeatureStoreUnavailable, UserItemFeatures
 from features.encoding import default_row
 from recommender.config import AppConfig
-from recommender.event_bus import EventBus, MemoryEventBus
+from recommender.event_bus import EventBus
 from recommender.joiner import Joiner
 from recommender.records import Decision
 from recommender.service.apprentice import AgreementTracker, agrees, baseline_decision
@@ -126,7 +126,7 @@ class Runtime:
     @property
     def learns_in_process(self) -> bool:
         """True when this process runs the trainer: in-process bus and ``join.learn_in_process``."""
-        return isinstance(self.bus, MemoryEventBus) and self._snapshot.config.join.learn_in_process
+        return self.bus.in_process and self._snapshot.config.join.learn_in_process
 
     def _start_trainer(self) -> None:
         # The trainer has its own VW workspace and follows the event log this process's joiner writes; every
@@ -252,7 +252,7 @@ class Runtime:
             self.watcher.stop()
         self.publisher.stop()
         # An in-process bus ends with this process: its open windows are closed now rather than lost.
-        self.joiner.stop(close_early=isinstance(self.bus, MemoryEventBus))
+        self.joiner.stop(close_early=self.bus.in_process)
         if self.trainer is not None:
             # Learn what the joiner wrote last and publish it, so a restart has nothing to learn again.
             self.trainer.stop(publish=True)
