@@ -57,6 +57,10 @@ CONNECTIONS = 4  # per client process
 REWARD_WAIT_SECONDS = 1.0
 LIGHTER_LOADS = (0.3, 0.5)  # shares of saturation also measured (one run each)
 SWEEP_BYTES = 16 * 2**20  # other memory written between the cold bare decisions
+OVERLOAD = 1.3  # offered load of the overload runs, as a multiple of saturation (200 candidates)
+# Per client process in the overload runs: a storefront fleet holds many connections, so that the backlog
+# waits in the service's receive buffers (where the service can see it), not in the client's pool.
+OVERLOAD_CONNECTIONS = 32
 
 
 def _bodies(n_candidates: int, count: int, seed: int) -> list[bytes]:
@@ -176,6 +180,46 @@ def _measure(port: int, roles: dict[str, list[int]], requests: list[bytes], rate
     return result
 
 
+def _shed_decisions(port: int) -> float:
+    text = _get(port, "/metrics")[1].decode()
+    match = re.search(r"^recommender_shed_decisions_total (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def _overload(port: int, roles: dict[str, list[int]], requests: list[bytes], rate: float, seconds: float,
+              budget: int, config_path: Path, document: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """One open-loop run at ``rate`` (beyond saturation) over ``OVERLOAD_CONNECTIONS`` per client process,
+    under ``document`` (written to the service's config file, which it reloads), with the share of
+    decisions shed."""
+    config_path.write_text(yaml.safe_dump(document))
+    time.sleep(3.0)  # the workers check the file every second
+    _wait_for_joiner(roles["joiner"], 1.0)
+    shed_before = _shed_decisions(port)
+    result = run_load(port, requests, processes=CLIENT_PROCESSES, connections=OVERLOAD_CONNECTIONS, rate=rate,
+                      max_requests=budget, seconds=seconds)  # fmt: skip
+    result["offered"] = rate
+    result["shed"] = (_shed_decisions(port) - shed_before) / max(1, result["requests"])
+    time.sleep(2.0)  # what the client left behind drains before the next run
+    return result
+
+
+def _overload_report(runs: dict[float, dict[str, Any]]) -> str:
+    lines = [
+        "",
+        "",
+        f"Overload: 200 candidates offered at {OVERLOAD:g}x saturation, open loop, over {CLIENT_PROCESSES} x "
+        f"{OVERLOAD_CONNECTIONS} connections (one run each), with shedding off and at the default "
+        "`service.queue_budget_ms`:",
+        "",
+        "| service.queue_budget_ms | offered req/s | served req/s | latency p50 / p99 ms | shed | errors |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for budget_ms, run in runs.items():
+        lines.append(f"| {budget_ms:g} | {run['offered']:.0f} | {run['rps']:.0f} | {run['p50_ms']:.1f} / "
+                     f"{run['p99_ms']:.1f} | {run['shed']:.0%} | {run['errors']:.0f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _wait_for_joiner(joiner: list[int], settle: float, limit: float = 60.0) -> float:
     """Seconds until the joiner process had used under 20 ms of CPU in ``settle`` seconds (at most
     ``limit``): its backlog is joined."""
@@ -231,7 +275,10 @@ def run(quick: bool) -> str:
     document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     document["features"].update(backend="redis", redis={**document["features"]["redis"], "url": redis.url})
     document["policy"]["model_dir"] = str(workdir / "models")
-    document["service"].update(port=port, workers=2, threads=2)
+    # Shedding off (queue_budget_ms 0): the figures are those of the model's decisions; the overload runs
+    # turn it on.
+    default_budget_ms = document["service"]["queue_budget_ms"]
+    document["service"].update(port=port, workers=2, threads=2, queue_budget_ms=0)
     document["join"].update(event_log_dir=str(workdir / "events"), reward_wait_time=REWARD_WAIT_SECONDS,
                             flush_seconds=1.0)
     config_path = workdir / "config.yaml"
@@ -272,11 +319,16 @@ def run(quick: bool) -> str:
             bare = _bare_decide_cpu(config, bodies, 300 if quick else 2000)
             cold = _bare_decide_cpu(config, bodies, 100 if quick else 500, sweep_bytes=SWEEP_BYTES)
             rows.append((n_candidates, saturation, target, paced, (bare, cold), lighter))
+        overload = {
+            budget_ms: _overload(port, roles, requests, OVERLOAD * saturation["rps"], seconds, budget, config_path,
+                                 {**document, "service": {**document["service"], "queue_budget_ms": budget_ms}})
+            for budget_ms in (0, default_budget_ms)
+        }  # fmt: skip
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
         redis.stop()
-    return _report(rows, floor_ms, floor["rps"], repeats)
+    return _report(rows, floor_ms, floor["rps"], repeats) + _overload_report(overload)
 
 
 def _report(rows: list[tuple], floor_ms: float, floor_rps: float, repeats: int) -> str:
@@ -286,7 +338,8 @@ def _report(rows: list[tuple], floor_ms: float, floor_rps: float, repeats: int) 
         f"2 gunicorn workers x 2 threads (`InlineWorker`), features and event bus in one local redis-server, "
         f"{os.cpu_count()} cores shared with the load generator ({CLIENT_PROCESSES} client processes x "
         f"{CONNECTIONS} raw keep-alive sockets). Requests: a random user and context, candidates drawn from "
-        "the 1,000-item sample catalog. Saturation: closed loop, joining included (median of "
+        "the 1,000-item sample catalog; no shedding (`service.queue_budget_ms` 0) except in the overload "
+        "runs at the end. Saturation: closed loop, joining included (median of "
         f"{repeats} runs). At 70% of it (median of {repeats} runs), requests are scheduled evenly and sent on "
         "the first free connection: *response time* runs from the send (a paced closed-loop client's view), "
         "*latency* from the scheduled time (open loop, no coordinated omission). Service CPU: gunicorn "

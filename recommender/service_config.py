@@ -54,6 +54,10 @@ class ServiceConfig(_Strict):
     # Decisions that could not be written to the bus while Redis was down are kept in memory, up to this
     # many per worker, and written when Redis returns. Beyond it the oldest are dropped and counted.
     decision_buffer_size: int = Field(default=10_000, ge=0, le=10_000_000)
+    # Overload: a /v1/score request that waited in its connection's receive buffer longer than this before
+    # a worker took it up gets a uniform decision (degraded, logged as such) instead of the policy's, which
+    # costs a fraction of the CPU, so that a backlog drains instead of growing. 0: never.
+    queue_budget_ms: float = Field(default=50.0, ge=0, le=60_000)
     # gunicorn: seconds a worker may take on one request before it is restarted, and for graceful stop.
     timeout_seconds: int = Field(default=30, ge=1, le=3600)
 
@@ -131,6 +135,6 @@ class BusConfig(_Strict):
 # Settings a running service applies on a config-file change (everything else needs a restart).
 HOT_RELOADABLE: dict[str, tuple[str, ...]] = {
     "policy": ("exploration",),
-    "service": ("api_keys", "protect_score", "redis_retry_seconds"),
+    "service": ("api_keys", "protect_score", "redis_retry_seconds", "queue_budget_ms"),
     "join": ("aggregation", "default_reward", "reward_range"),
 }

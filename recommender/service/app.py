@@ -23,6 +23,7 @@ from recommender.service.metrics import ServiceMetrics
 from recommender.service.openapi import build_openapi
 from recommender.service.reload import ConfigWatcher
 from recommender.service.runtime import PolicyLoader, Runtime
+from recommender.service.worker import ARRIVED_AT
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,10 @@ def _measure_requests(app: Flask, runtime: Runtime) -> None:
     @app.before_request
     def _start_clock() -> None:
         g.started = time.perf_counter()
+        arrived = request.environ.get(ARRIVED_AT)  # set by the gunicorn worker when the kernel said
+        if arrived is not None:
+            g.queued = queued = max(0.0, time.time() - arrived)
+            metrics.queue_wait.observe(queued)
 
     @app.after_request
     def _observe(response: Response) -> Response:

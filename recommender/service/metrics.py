@@ -49,6 +49,12 @@ class ServiceMetrics:
         self.responses = Counter("recommender_responses", "Responses by endpoint and status", ["endpoint", "status"],
                                  registry=r)
         self.decisions = Counter("recommender_decisions", "Decisions made", ["degraded"], registry=r)
+        self.queue_wait = Histogram(
+            "recommender_request_queue_seconds", "Time a request waited for a worker after it had arrived "
+            "(requests of kept-alive connections, the storefront's steady state)", buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.shed = Counter("recommender_shed_decisions", "/v1/score requests that waited longer than "
+                            "service.queue_budget_ms and were answered without the model", registry=r)  # fmt: skip
         self.candidates = Histogram(
             "recommender_decision_candidates", "Candidates per decision", buckets=(1, 5, 10, 20, 50, 100, 200, 500),
             registry=r,

@@ -166,12 +166,15 @@ class Runtime:
         )
         return defaults, reason
 
-    def decide(self, snapshot: Snapshot, request: DecisionInput, *, degraded: bool) -> Decision:
-        """The policy's decision; uniform (and degraded) when there is no policy or it fails."""
-        policy = snapshot.policy
+    def decide(self, snapshot: Snapshot, request: DecisionInput, *, degraded: bool, shed: bool = False) -> Decision:
+        """The policy's decision; uniform (and degraded) when there is no policy or it fails.
+
+        ``shed`` (the request waited too long for this worker): the model is not asked, the decision is
+        uniform (the baseline in apprentice mode) and degraded."""
+        policy = None if shed else snapshot.policy
         trainer = snapshot.config.trainer
         if trainer.mode == "apprentice":
-            decision = baseline_decision(request, degraded=degraded, baseline=trainer.apprentice_baseline)
+            decision = baseline_decision(request, degraded=degraded or shed, baseline=trainer.apprentice_baseline)
             if policy is not None:
                 self._observe_agreement(policy, decision)
             return decision

@@ -2,7 +2,9 @@
 
 Parse and validate once (pydantic, from the raw bytes), read the user's and candidates' features in one
 round trip, let the policy decide, hand the decision to the bus (one Redis write, or the buffer when
-Redis is away), answer. Nothing here waits on disk; a broken Redis costs at most its budget.
+Redis is away), answer. Nothing here waits on disk; a broken Redis costs at most its budget. A request that
+already waited longer than ``service.queue_budget_ms`` for this worker (overload) is decided without the
+model (docs/service.md, Overload).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Mapping
 from itertools import repeat
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from pydantic import ValidationError
 
 from features.config import FeatureGroup
@@ -132,7 +134,14 @@ def score() -> Response:
         slots=req.slots,
         deferred=req.defer_activation,
     )
-    decision = rt.decide(snapshot, request_input, degraded=problem is not None)
+    # Overload: the request already waited longer than the budget for this worker. The model's decision is
+    # most of a request's CPU; without it the backlog drains, and the uniform decision is logged as such.
+    queued = g.get("queued")
+    budget_ms = config.service.queue_budget_ms
+    shed = budget_ms > 0 and queued is not None and queued * 1000.0 > budget_ms
+    if shed:
+        rt.metrics.shed.inc()
+    decision = rt.decide(snapshot, request_input, degraded=problem is not None, shed=shed)
     try:
         rt.publisher.publish(decision)
     except DuplicateEventError:

@@ -22,14 +22,25 @@ wakes first accepts, and a client opening its pool of keep-alive connections at 
 connection goes to the worker that accepted it, so the imbalance lasts as long as the connections.
 ``InlineWorker`` accepts only while no other worker of its master holds fewer open connections (a
 ``ConnectionBoard`` in memory shared by the master's forks), so a pool opened at once splits 4 and 4.
+
+How long a request waited for this worker is known: connections ask the kernel to stamp what they receive
+(Linux's ``SO_TIMESTAMPNS``), the peek that finds a complete request also reads when its last byte
+arrived, and the app gets that time in the WSGI environ under ``ARRIVED_AT`` (requests the pool reads
+themselves carry none). The app measures its queueing with it and sheds load
+(``service.queue_budget_ms``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import re
 import socket
+import struct
+import sys
+import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
@@ -43,28 +54,72 @@ _TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
 _EXPECT = re.compile(rb"\r\nexpect:", re.IGNORECASE)
 
 
-def request_is_complete(sock: socket.socket) -> bool:
-    """Whether a whole HTTP/1.x request with a known length is waiting in ``sock``'s receive buffer.
+# The WSGI environ key of the time a request finished arriving (epoch seconds, float), when known.
+ARRIVED_AT = "recommender.arrived_at"
+# Linux stamps each received segment for a socket that set SO_TIMESTAMPNS (Python's socket module does
+# not name it), and a recvmsg, a peek included, returns the stamp of the last segment it read as a
+# struct timespec (two C longs).
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35) if sys.platform.startswith("linux") else None
+_TIMESPEC = struct.Struct("@ll")
+_ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPEC.size)
 
-    Peeks without consuming or blocking. False when unsure (chunked or ``Expect`` requests, several
-    Content-Length headers, a request beyond ``PEEK_BYTES``, nothing to read, a closed socket): such a
-    request takes the thread pool's path, which is always correct, only slower.
+
+def stamp_arrivals(sock: socket.socket) -> None:
+    """Ask the kernel to stamp what ``sock`` receives (a no-op where it cannot)."""
+    if SO_TIMESTAMPNS is not None:
+        with contextlib.suppress(OSError):  # e.g. a socket type without stamps: the app sees "now"
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+
+def _arrival(ancillary: Iterable[tuple[int, int, bytes]]) -> float:
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+            if seconds > 0:  # 0: a segment that arrived before any socket of the host asked for stamps
+                return seconds + nanoseconds * 1e-9
+    return time.time()
+
+
+def complete_request_arrival(sock: socket.socket) -> float | None:
+    """When the whole HTTP/1.x request with a known length waiting in ``sock``'s receive buffer finished
+    arriving (epoch seconds), or None when no such request is waiting.
+
+    The time is the kernel's stamp of the request's last segment if ``stamp_arrivals`` was called before
+    it arrived, else now. Peeks without consuming or blocking. None also when unsure (chunked or
+    ``Expect`` requests, several Content-Length headers, a request beyond ``PEEK_BYTES``, nothing to read,
+    a closed socket): such a request takes the thread pool's path, which is always correct, only slower.
     """
     try:
-        data = sock.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        data, ancillary, _, _ = sock.recvmsg(PEEK_BYTES, _ANCILLARY_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except OSError:  # nothing yet (EAGAIN), or a reset: the pool's path reports it properly
-        return False
+        return None
     end = data.find(b"\r\n\r\n")
     if end < 0:
-        return False
+        return None
     head = data[: end + 2]  # keep the last header's CRLF for the Content-Length pattern
     if _TRANSFER_ENCODING.search(head) or _EXPECT.search(head):
-        return False
+        return None
     lengths = _CONTENT_LENGTH.findall(head)
     if len(lengths) > 1:
-        return False
+        return None
     body = int(lengths[0]) if lengths else 0
-    return len(data) >= end + 4 + body
+    if len(data) < end + 4 + body:
+        return None
+    return _arrival(ancillary)
+
+
+# The arrival time of the request the current thread is handling, for the WSGI wrapper below.
+_handling = threading.local()
+
+
+def _with_arrival(app: Callable[..., Any]) -> Callable[..., Any]:
+    def app_with_arrival(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        arrived = getattr(_handling, "arrived_at", None)
+        if arrived is not None:
+            environ[ARRIVED_AT] = arrived
+        return app(environ, start_response)
+
+    return app_with_arrival
 
 
 class ConnectionBoard:
@@ -167,6 +222,24 @@ class InlineWorker(ThreadWorker):
             self._declining = False
             super().set_accept_enabled(self.nr_conns < self.worker_connections)
 
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        self.wsgi = _with_arrival(self.wsgi)
+
+    def enqueue_req(self, conn: Any) -> None:
+        # Every connection passes here first (gthread hands new ones to the pool): stamp from then on.
+        if not getattr(conn, "stamped", False):
+            stamp_arrivals(conn.sock)
+            conn.stamped = True
+        super().enqueue_req(conn)
+
+    def handle_request(self, req: Any, conn: Any) -> Any:
+        _handling.arrived_at = conn.__dict__.pop("arrived_at", None)  # one request's, not the next one's
+        try:
+            return super().handle_request(req, conn)
+        finally:
+            _handling.arrived_at = None
+
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         if self.board is not None:
             self._balance()
@@ -178,10 +251,11 @@ class InlineWorker(ThreadWorker):
             or conn.is_http2
             or self.cfg.is_ssl
             or conn.parser.unreader.buf.getvalue()  # bytes read ahead by the last request: the pool's path
-            or not request_is_complete(client)
+            or (arrived := complete_request_arrival(client)) is None
         ):
             super().on_client_socket_readable(conn, client)
             return
+        conn.arrived_at = arrived
         self.keepalived_conns.remove(conn)
         keep_alive = self.handle(conn)  # gthread's own request handling, errors included
         if keep_alive is True and self.alive and not conn.parser.unreader.buf.getvalue():

@@ -5,6 +5,7 @@ and every request gets its own right answer whichever path it took."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,15 +17,21 @@ from pathlib import Path
 
 import pytest
 
-from recommender.service.worker import ConnectionBoard, request_is_complete
+from recommender.service.worker import ARRIVED_AT, ConnectionBoard, complete_request_arrival, stamp_arrivals
 from tests.redis_harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def echo_app(environ, start_response):
-    """Answers ``<thread name>|<method> <path>|<body>``: which path served the request, and what it got."""
+    """Answers ``<thread name>|<method> <path>|<body>``: which path served the request, and what it got.
+    ``/arrival`` answers ``<pid>|<seconds since the request arrived, or none>``."""
     body = environ["wsgi.input"].read()
+    if environ["PATH_INFO"] == "/arrival":
+        arrived = environ.get(ARRIVED_AT)
+        answer = f"{os.getpid()}|{'none' if arrived is None else time.time() - arrived}".encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(answer)))])
+        return [answer]
     if environ["PATH_INFO"] == "/slow":
         time.sleep(0.5)
     answer = f"{threading.current_thread().name}|{environ['REQUEST_METHOD']} {environ['PATH_INFO']}|".encode() + body
@@ -174,14 +181,54 @@ def test_a_client_closing_after_its_request_costs_nothing_else(port):
         (b"", False),  # nothing to read
     ],
 )
-def test_request_is_complete(data, complete):
+def test_complete_request_arrival(data, complete):
     left, right = socket.socketpair()
     with left, right:
         if data:
             left.sendall(data)
-        assert request_is_complete(right) is complete
+        before = time.time()
+        arrived = complete_request_arrival(right)
+        assert (arrived is not None) is complete
+        if complete:  # a Unix socket carries no stamps: "now"
+            assert before <= arrived <= time.time()
         if data:
             assert right.recv(65536) == data  # peeked, not consumed
+
+
+def test_the_arrival_of_a_request_is_the_kernels_stamp_of_its_last_byte():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+        with client, accepted:
+            stamp_arrivals(accepted)
+            client.sendall(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\na")
+            time.sleep(0.2)
+            assert complete_request_arrival(accepted) is None  # its body is not all there
+            client.sendall(b"b")
+            sent = time.time()
+            time.sleep(0.3)
+            arrived = complete_request_arrival(accepted)
+            assert arrived is not None
+            assert abs(arrived - sent) < 0.1  # when the last byte came, not the first, and not now
+            assert time.time() - arrived >= 0.25
+
+
+def test_the_app_learns_how_long_a_request_waited_for_the_worker(port):
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(request("/arrival"))
+        status, body = read_response(sock)
+        assert status == 200
+        pid, first = body.decode().split("|")
+        assert first == "none"  # a new connection's first request is read by the pool: no stamp
+        sock.sendall(request("/arrival"))
+        assert float(read_response(sock)[1].decode().split("|")[1]) < 0.25  # served on arrival
+        os.kill(int(pid), signal.SIGSTOP)  # the worker is busy elsewhere, as far as this request can tell
+        try:
+            sock.sendall(request("/arrival"))
+            time.sleep(0.3)
+        finally:
+            os.kill(int(pid), signal.SIGCONT)
+        assert float(read_response(sock)[1].decode().split("|")[1]) >= 0.25
 
 
 def pid_app(environ, start_response):
