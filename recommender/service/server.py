@@ -105,7 +105,7 @@ class JoinerSupervisor:
 
 def _worker_exit(server: Any, worker: Any) -> None:
     # Stop the joiner and write buffered decisions out before the process goes.
-    app = getattr(worker, "wsgi", None)
+    app = getattr(worker, "served_app", None)  # set by InlineWorker.load_wsgi; absent if the app failed to load
     runtime = getattr(app, "extensions", {}).get("recommender") if app is not None else None
     if runtime is not None:
         runtime.stop()

@@ -224,7 +224,8 @@ class InlineWorker(ThreadWorker):
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
-        self.wsgi = _with_arrival(self.wsgi)
+        self.served_app = self.wsgi  # the application itself, for hooks (``self.wsgi`` is the wrapper)
+        self.wsgi = _with_arrival(self.served_app)
 
     def enqueue_req(self, conn: Any) -> None:
         # Every connection passes here first (gthread hands new ones to the pool): stamp from then on.

@@ -159,3 +159,27 @@ def test_a_request_that_waited_too_long_for_its_worker_gets_no_model_decision(ca
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0, output.decode()
+
+
+def test_stopping_the_embedded_service_joins_its_open_decisions_and_publishes_the_model(tmp_path):
+    """``make run``'s setup: one worker, in-process store and bus. SIGTERM must not lose the pending
+    decisions: the worker's exit hook stops the runtime, which closes the open reward windows early."""
+    port = free_port()
+    document = service_document(tmp_path, None, service={"port": port}, join={"reward_wait_time": 600})
+    config_path = tmp_path / "config.yaml"
+    config = write_config(config_path, document)
+    process = start_serve(config_path, tmp_path)
+    try:
+        client = Client(f"http://127.0.0.1:{port}")
+        wait_until_ready(client)
+        event_id = client.post("/v1/score", {"user_id": "user-00001", "candidates": CANDIDATES_20}).json()["event_id"]
+        assert client.post("/v1/reward", {"event_id": event_id, "reward": 1.0}).status == 204
+        assert events_in(config.join.event_log_dir) == {}  # its window is open for ten minutes
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    log = output.decode()
+    assert process.returncode == 0, log
+    events = events_in(config.join.event_log_dir)
+    assert set(events) == {event_id} and events[event_id].rewards == (1.0,), log
+    assert "published model version" in log, log
