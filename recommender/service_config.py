@@ -55,8 +55,9 @@ class ServiceConfig(_Strict):
     # many per worker, and written when Redis returns. Beyond it the oldest are dropped and counted.
     decision_buffer_size: int = Field(default=10_000, ge=0, le=10_000_000)
     # Overload: a /v1/score request that waited in its connection's receive buffer longer than this before
-    # a worker took it up gets a uniform decision (degraded, logged as such) instead of the policy's, which
-    # costs a fraction of the CPU, so that a backlog drains instead of growing. 0: never.
+    # a worker took it up gets a uniform decision (the baseline in apprentice mode; degraded, logged as such)
+    # instead of the policy's, which costs a fraction of the CPU, so that a backlog drains instead of
+    # growing. 0: never.
     queue_budget_ms: float = Field(default=50.0, ge=0, le=60_000)
     # gunicorn: seconds a worker may take on one request before it is restarted, and for graceful stop.
     timeout_seconds: int = Field(default=30, ge=1, le=3600)

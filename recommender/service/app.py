@@ -111,7 +111,7 @@ def _measure_requests(app: Flask, runtime: Runtime) -> None:
     @app.before_request
     def _start_clock() -> None:
         g.started = time.perf_counter()
-        arrived = request.environ.get(ARRIVED_AT)  # set by the gunicorn worker when the kernel said
+        arrived = request.environ.get(ARRIVED_AT)  # from InlineWorker, when the kernel stamped the request
         if arrived is not None:
             g.queued = queued = max(0.0, time.time() - arrived)
             metrics.queue_wait.observe(queued)

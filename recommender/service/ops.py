@@ -51,6 +51,7 @@ def settings() -> Response:
             "join": config.join.model_dump(mode="json", include={"aggregation", "default_reward", "reward_range",
                                                                  "reward_wait_time"}),
             "service": {"max_candidates": config.service.max_candidates, "protect_score": config.service.protect_score,
+                        "queue_budget_ms": config.service.queue_budget_ms,
                         "api_keys_configured": len(snapshot.api_keys)},
             "config_file": None if rt.config_path is None else str(rt.config_path),
             "last_reload": rt.last_reload,
