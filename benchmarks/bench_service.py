@@ -120,11 +120,15 @@ def _wait_ready(port: int, timeout: float = 60.0) -> None:
     raise RuntimeError("the service did not become ready")
 
 
+def _metrics(port: int, *names: str) -> list[float]:
+    """The values of unlabelled series ``names`` in ``/metrics`` (summed over the workers), 0 when absent."""
+    text = _get(port, "/metrics")[1].decode()
+    return [float(m.group(1)) if (m := re.search(rf"^{name} (\S+)$", text, re.M)) else 0.0 for name in names]
+
+
 def _policy_cpu(port: int) -> tuple[float, float]:
     """(sum of seconds, count) of ``recommender_policy_cpu_seconds`` over all workers."""
-    text = _get(port, "/metrics")[1].decode()
-    total = float(re.search(r"^recommender_policy_cpu_seconds_sum (\S+)$", text, re.M).group(1))
-    count = float(re.search(r"^recommender_policy_cpu_seconds_count (\S+)$", text, re.M).group(1))
+    total, count = _metrics(port, "recommender_policy_cpu_seconds_sum", "recommender_policy_cpu_seconds_count")
     return total, count
 
 
@@ -180,12 +184,6 @@ def _measure(port: int, roles: dict[str, list[int]], requests: list[bytes], rate
     return result
 
 
-def _shed_decisions(port: int) -> float:
-    text = _get(port, "/metrics")[1].decode()
-    match = re.search(r"^recommender_shed_decisions_total (\S+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
-
-
 def _overload(port: int, roles: dict[str, list[int]], requests: list[bytes], rate: float, seconds: float,
               budget: int, config_path: Path, document: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """One open-loop run at ``rate`` (beyond saturation) over ``OVERLOAD_CONNECTIONS`` per client process,
@@ -194,11 +192,12 @@ def _overload(port: int, roles: dict[str, list[int]], requests: list[bytes], rat
     config_path.write_text(yaml.safe_dump(document))
     time.sleep(3.0)  # the workers check the file every second
     _wait_for_joiner(roles["joiner"], 1.0)
-    shed_before = _shed_decisions(port)
+    (shed_before,) = _metrics(port, "recommender_shed_decisions_total")
     result = run_load(port, requests, processes=CLIENT_PROCESSES, connections=OVERLOAD_CONNECTIONS, rate=rate,
                       max_requests=budget, seconds=seconds)  # fmt: skip
     result["offered"] = rate
-    result["shed"] = (_shed_decisions(port) - shed_before) / max(1, result["requests"])
+    (shed_after,) = _metrics(port, "recommender_shed_decisions_total")
+    result["shed"] = (shed_after - shed_before) / max(1, result["requests"])
     time.sleep(2.0)  # what the client left behind drains before the next run
     return result
 
@@ -319,8 +318,10 @@ def run(quick: bool) -> str:
             bare = _bare_decide_cpu(config, bodies, 300 if quick else 2000)
             cold = _bare_decide_cpu(config, bodies, 100 if quick else 500, sweep_bytes=SWEEP_BYTES)
             rows.append((n_candidates, saturation, target, paced, (bare, cold), lighter))
+            if n_candidates == 200:
+                overload_requests, overload_rate = requests, OVERLOAD * saturation["rps"]
         overload = {
-            budget_ms: _overload(port, roles, requests, OVERLOAD * saturation["rps"], seconds, budget, config_path,
+            budget_ms: _overload(port, roles, overload_requests, overload_rate, seconds, budget, config_path,
                                  {**document, "service": {**document["service"], "queue_budget_ms": budget_ms}})
             for budget_ms in (0, default_budget_ms)
         }  # fmt: skip
