@@ -16,7 +16,7 @@ import redis
 
 from features import open_store
 from features.sample_catalog import load_sample_catalog
-from recommender.config import load_config
+from recommender.settings.loading import load_config
 from tests.redis_harness import RedisServer
 
 N_ITEMS = 200

@@ -29,11 +29,11 @@ import numpy as np
 
 from features import open_store
 from features.sample_catalog import load_sample_catalog
-from recommender.config import load_config
-from recommender.examples import cb_text
-from recommender.policy import Policy
+from recommender.policy.examples import cb_text
+from recommender.policy.policy import Policy
+from recommender.policy.vw import VWModel
 from recommender.records import JoinedEvent, utc_now
-from recommender.vw_adapter import VWModel
+from recommender.settings.loading import load_config
 
 N_ITEMS = 1000
 N_USERS = 10_000

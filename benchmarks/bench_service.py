@@ -140,7 +140,7 @@ def _bare_decide_cpu(config: Any, bodies: list[bytes], iterations: int, sweep_by
     import numpy as np
 
     from features import open_store
-    from recommender.policy import Policy
+    from recommender.policy.policy import Policy
 
     features = config.features
     policy = Policy.create(config.policy, features.groups[features.user_group], features.groups[features.item_group])
@@ -265,7 +265,7 @@ def run(quick: bool) -> str:
     sys.path.insert(0, str(ROOT))
     from features import open_store
     from features.sample_catalog import load_sample_catalog
-    from recommender.config import DEFAULT_CONFIG_PATH, load_config
+    from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_config
     from tests.redis_harness import RedisServer, free_port
 
     redis = RedisServer().start()
@@ -289,7 +289,7 @@ def run(quick: bool) -> str:
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    server = subprocess.Popen([sys.executable, "-m", "recommender.cli", "--config", str(config_path), "serve",
+    server = subprocess.Popen([sys.executable, "-m", "recommender.cli.main", "--config", str(config_path), "serve",
                                "--log-level", "warning"], env=env, cwd=workdir,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     rows = []

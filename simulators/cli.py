@@ -114,7 +114,7 @@ def run_evaluate(args: argparse.Namespace, config: Any) -> int:
 def run_simulate(args: argparse.Namespace, config: Any) -> int:
     import numpy as np
 
-    from recommender.event_log import write_events
+    from recommender.events.log import write_events
     from simulators.synthetic import (
         EpsilonGreedyPolicy,
         SoftmaxPolicy,

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from recommender.config import DEFAULT_CONFIG_PATH
+from recommender.settings.loading import DEFAULT_CONFIG_PATH
 from simulators.storefront import ClickRates, EventOutcome, Storefront
 
 DEMO_SETTINGS = {
@@ -134,7 +134,7 @@ def run_demo(out: Path, n_events: int, seed: int) -> int:
     print(f"demo settings: {DEMO_SETTINGS}")
     print(f"starting the service on {url} (config {config})")
     log_file = (out / "service.log").open("w")
-    command = [sys.executable, "-m", "recommender.cli", "--config", str(config), "serve"]
+    command = [sys.executable, "-m", "recommender.cli.main", "--config", str(config), "serve"]
     service = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ})
     try:
         _wait_ready(url, service)

@@ -226,7 +226,7 @@ class SoftmaxPolicy:
 
 def to_joined_events(env: SyntheticEnvironment, log: SyntheticLog, model_version: str = "synthetic") -> list:
     """The log as ``recommender.records.JoinedEvent`` records (single-position logs only), so it can be
-    written with ``recommender.event_log.write_events`` and read back like production data."""
+    written with ``recommender.events.log.write_events`` and read back like production data."""
     from recommender.records import Decision, JoinedEvent
 
     bandit = log.bandit

@@ -220,7 +220,7 @@ class DistributionFile:
 def parse_target(spec: str, app_config: Any = None) -> Target:
     """The target named by ``spec`` (see the module docstring). Raises TargetSpecError.
 
-    ``app_config`` (a ``recommender.config.AppConfig``) supplies what VW targets need: the policy section
+    ``app_config`` (a ``recommender.settings.loading.AppConfig``) supplies what VW targets need: the policy section
     that ``vw:`` overrides, the feature groups, and the model store of ``model:@VERSION``.
     """
     text = spec.strip()

@@ -1,4 +1,4 @@
-"""Target policies backed by Vowpal Wabbit, through the project's policy module (``recommender.policy``).
+"""Target policies backed by Vowpal Wabbit, through the project's policy module (``recommender.policy.policy``).
 
 - ``SavedModelTarget`` (``model:STORE[@VERSION]``): a model version from a model store (the current one
   when VERSION is left out), scored on each logged decision's context and candidates with
@@ -76,7 +76,7 @@ class SavedModelTarget:
 
     def apply(self, log: LoggedBandit) -> AppliedTarget:
         from recommender.errors import ModelStoreError
-        from recommender.model_store import ModelStore
+        from recommender.policy.model_store import ModelStore
 
         rows = _slot_zero(log, self.name)
         try:
@@ -152,10 +152,10 @@ class TrainedVWTarget:
     def _build_policy(self) -> Any:
         from pydantic import ValidationError
 
-        from recommender.config import DEFAULT_CONFIG_PATH, format_validation_error, load_config
         from recommender.errors import PolicyError
-        from recommender.policy import Policy
-        from recommender.policy_config import PolicyConfig
+        from recommender.policy.policy import Policy
+        from recommender.settings.loading import DEFAULT_CONFIG_PATH, format_validation_error, load_config
+        from recommender.settings.policy import PolicyConfig
 
         base = self.policy_config
         users, items = self.user_group, self.item_group

@@ -3,7 +3,7 @@
 ``flask`` is imported only inside this package. See docs/service.md for the contract and operations.
 
 ``create_app`` is imported on first use, not with the package: ``recommender serve`` imports
-``recommender.service.server`` in gunicorn's master, which must not import ``prometheus_client`` before
+``recommender.service.gunicorn.server`` in gunicorn's master, which must not import ``prometheus_client`` before
 it has set ``PROMETHEUS_MULTIPROC_DIR`` for the workers.
 """
 

@@ -15,15 +15,15 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from features import FeatureStore, open_store
-from recommender.config import AppConfig
-from recommender.event_bus import EventBus, open_bus
+from recommender.events.bus import EventBus, open_bus
 from recommender.service import ops, rewards, scoring
 from recommender.service.errors import register_error_handlers
+from recommender.service.gunicorn.worker import ARRIVED_AT
 from recommender.service.metrics import ServiceMetrics
 from recommender.service.openapi import build_openapi
 from recommender.service.reload import ConfigWatcher
 from recommender.service.runtime import PolicyLoader, Runtime
-from recommender.service.worker import ARRIVED_AT
+from recommender.settings.loading import AppConfig
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ def load_serving_policy(config: AppConfig) -> Any:
     fresh model of ``config.policy``. A stored model that cannot be loaded is logged and replaced by a
     fresh one: serving must start."""
     from recommender.errors import ExplorationChangeError, ModelStoreError, PolicyError
-    from recommender.model_store import ModelStore
-    from recommender.policy import Policy
+    from recommender.policy.model_store import ModelStore
+    from recommender.policy.policy import Policy
 
     features = config.features
     user_group = features.groups[features.user_group]

@@ -15,7 +15,7 @@ from flask import Flask, Response
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from recommender.row_codec import to_json
+from recommender.events.codec import to_json
 
 log = logging.getLogger(__name__)
 

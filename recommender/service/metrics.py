@@ -23,7 +23,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from recommender.joiner import JoinStats
+from recommender.events.joiner import JoinStats
 
 # The *_created series double the exposition for no use here.
 disable_created_metrics()

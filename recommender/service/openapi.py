@@ -12,7 +12,6 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from features.config import FeatureGroup, FeatureType
-from recommender.config import AppConfig
 from recommender.service.schemas import (
     MAX_LIST,
     MAX_STRING,
@@ -23,6 +22,7 @@ from recommender.service.schemas import (
     ScoreRequest,
     ScoreResponse,
 )
+from recommender.settings.loading import AppConfig
 
 REF = "#/components/schemas/{model}"
 

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from recommender.event_bus import BusError, DuplicateEventError, EventBus
+from recommender.events.bus import BusError, DuplicateEventError, EventBus
 from recommender.records import Decision
 from recommender.service.breaker import CircuitBreaker
 

@@ -4,7 +4,7 @@ Every ``service.config_reload_seconds`` a thread looks at the file's (mtime, siz
 loads and validates the whole file with ``load_config``:
 
 - invalid: the error (file and key path) is logged and the settings in force stay;
-- valid: the settings listed in ``recommender.service_config.HOT_RELOADABLE`` are taken over. A new
+- valid: the settings listed in ``recommender.settings.service.HOT_RELOADABLE`` are taken over. A new
   exploration setting becomes ``policy.with_exploration(...)`` (same learned weights; a change VW cannot
   make on a trained model is refused and logged). Everything is installed as one new snapshot, so no
   request sees half of it. Changes to other settings are logged as needing a restart and ignored.
@@ -23,11 +23,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from recommender.config import AppConfig, load_config
 from recommender.errors import RecommenderError
 from recommender.service.runtime import Runtime, Snapshot
-from recommender.service_config import HOT_RELOADABLE
-from recommender.trainer_config import TRAINER_HOT_RELOADABLE
+from recommender.settings.loading import AppConfig, load_config
+from recommender.settings.service import HOT_RELOADABLE
+from recommender.settings.trainer import TRAINER_HOT_RELOADABLE
 
 # What a worker applies live: the service's own list plus the learning mode (and, for the trainer this
 # process may run, its interval and polling).
@@ -99,7 +99,7 @@ class ConfigWatcher:
             return None
 
     def _model_store(self) -> Any:
-        from recommender.model_store import ModelStore
+        from recommender.policy.model_store import ModelStore
 
         features = self.runtime.snapshot.config.features
         return ModelStore(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 from pydantic import TypeAdapter, ValidationError
 
-from recommender.event_bus import BusError, RewardOutcome
+from recommender.events.bus import BusError, RewardOutcome
 from recommender.records import Reward, utc_now
 from recommender.service.auth import require_key
 from recommender.service.errors import ApiError, from_validation_error

@@ -27,9 +27,8 @@ from typing import Any
 
 from features import FeatureStore, FeatureStoreError, FeatureStoreUnavailable, UserItemFeatures
 from features.encoding import default_row
-from recommender.config import AppConfig
-from recommender.event_bus import EventBus
-from recommender.joiner import Joiner
+from recommender.events.bus import EventBus
+from recommender.events.joiner import Joiner
 from recommender.records import Decision
 from recommender.service.apprentice import AgreementTracker, agrees, baseline_decision
 from recommender.service.breaker import CircuitBreaker
@@ -37,6 +36,7 @@ from recommender.service.fallback import UNIFORM_EXPLORATION, UNIFORM_VERSION, u
 from recommender.service.inputs import DecisionInput
 from recommender.service.metrics import ServiceMetrics
 from recommender.service.publisher import DecisionPublisher
+from recommender.settings.loading import AppConfig
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Runtime:
             bus, config.join.event_log_dir, lambda: self.snapshot.config.join, observer=metrics.observe_join,
         )  # fmt: skip
         self.agreement = AgreementTracker(config.trainer.agreement_window)
-        self.trainer: Any = None  # recommender.trainer.Trainer when this process learns (embedded default)
+        self.trainer: Any = None  # recommender.learning.trainer.Trainer when this process learns (embedded default)
         self.trainer_error: str | None = None
         # False when a separate joiner process does the joining (``recommender serve`` on Redis).
         self.runs_joiner = True
@@ -131,7 +131,7 @@ class Runtime:
     def _start_trainer(self) -> None:
         # The trainer has its own VW workspace and follows the event log this process's joiner writes; every
         # event it learns is valid bandit data (uniform, degraded and baseline ones included: exact pmfs).
-        from recommender.trainer import Trainer, model_store_for
+        from recommender.learning.trainer import Trainer, model_store_for
 
         config = self.snapshot.config
         try:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from features.config import FeatureGroup
 from features.encoding import normalize_value
 from features.errors import FeatureSchemaError
-from recommender.event_bus import DuplicateEventError
+from recommender.events.bus import DuplicateEventError
 from recommender.records import Decision, new_event_id, utc_now
 from recommender.service.auth import require_key
 from recommender.service.errors import ApiError, from_validation_error, json_response

@@ -1,6 +1,6 @@
 """Reading our own Parquet event log (one file, a partition directory, or the whole root).
 
-The table comes from ``recommender.event_log.read_table`` (the one place that knows the schema). Each
+The table comes from ``recommender.events.log.read_table`` (the one place that knows the schema). Each
 joined decision becomes one row per slot: the slot's pmf is the logging distribution, ``chosen[s]`` the
 action, ``rewards[s]`` the reward. The candidates available at slot s are those not shown in slots
 0..s-1 (the pmf of a later slot gives the earlier items probability 0 by construction). Context features
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from recommender.errors import EventLogError, RecordError
-from recommender.event_log import event_from_row, read_table
+from recommender.events.log import event_from_row, read_table
 from recommender.records import JoinedEvent
 from simulators.errors import LogReadError
 from simulators.readers.common import ParsedDecision, ParsedSlot, build_bandit, check_slot

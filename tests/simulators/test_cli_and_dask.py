@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from recommender.cli import main
+from recommender.cli.main import main
 from simulators.dask_backend import evaluate_on_cluster, list_event_log_partitions
 from simulators.data import LoggedBandit
 from simulators.evaluate import EvaluationConfig, evaluate_partitioned, evaluate_policy

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.event_log import write_events
+from recommender.events.log import write_events
 from recommender.records import Decision, JoinedEvent
 from simulators.errors import LogReadError
 from simulators.readers import detect_format, read_log

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recommender.cli import main
+from recommender.cli.main import main
 
 
 def test_report_with_a_target_equal_to_the_logging_policy(tmp_path):

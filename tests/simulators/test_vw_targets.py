@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from recommender.cli import main
-from recommender.config import DEFAULT_CONFIG_PATH, load_config
-from recommender.event_log import write_events
-from recommender.model_store import ModelStore
-from recommender.policy import Policy
+from recommender.cli.main import main
+from recommender.events.log import write_events
+from recommender.policy.model_store import ModelStore
+from recommender.policy.policy import Policy
 from recommender.records import JoinedEvent
+from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_config
 from simulators.errors import TargetSpecError, TargetUnavailableError
 from simulators.evaluate import EvaluationConfig
 from simulators.readers import read_log

@@ -1,0 +1,222 @@
+"""The Parquet event log of joined events: its one schema, and writing and reading it.
+
+This is the only module that imports ``pyarrow``. Layout on disk (hive partitioning):
+
+    <root>/date=YYYY-MM-DD/hour=HH/<part>.parquet
+
+Columns (``EVENT_LOG_SCHEMA``), one row per joined decision:
+
+- ``event_id`` string, ``timestamp`` timestamp[us, UTC] (decision time), ``user_id`` string or null
+- ``user_features``, ``context`` string: JSON objects of the features exactly as used
+- ``candidate_ids`` list<string>, in the order the policy saw them
+- ``candidate_features`` list<string>: one JSON object per candidate
+- ``pmfs`` list<list<double>>: one distribution per slot over all candidates
+- ``chosen`` list<int32>: candidate index per slot; ``ranking`` list<int32>
+- ``model_version`` string, ``exploration`` string (JSON of the settings in force)
+- ``degraded``, ``deferred`` bool
+- ``rewards`` list<double> and ``reward_is_default`` list<bool>: one per slot
+- ``joined_at`` timestamp[us, UTC]
+
+The partition columns ``date`` and ``hour`` are derived from ``timestamp`` and are not part of the file
+schema. Every write and read is checked against the schema; a mismatch raises ``EventLogError``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
+from itertools import accumulate, chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from recommender.errors import EventLogError, RecordError
+from recommender.events.codec import dumps, row_of, row_text
+from recommender.records import Decision, JoinedEvent
+
+_TS = pa.timestamp("us", tz="UTC")
+
+EVENT_LOG_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("timestamp", _TS, nullable=False),
+        pa.field("user_id", pa.string()),
+        pa.field("user_features", pa.string(), nullable=False),
+        pa.field("context", pa.string(), nullable=False),
+        pa.field("candidate_ids", pa.list_(pa.string()), nullable=False),
+        pa.field("candidate_features", pa.list_(pa.string()), nullable=False),
+        pa.field("pmfs", pa.list_(pa.list_(pa.float64())), nullable=False),
+        pa.field("chosen", pa.list_(pa.int32()), nullable=False),
+        pa.field("ranking", pa.list_(pa.int32()), nullable=False),
+        pa.field("model_version", pa.string(), nullable=False),
+        pa.field("exploration", pa.string(), nullable=False),
+        pa.field("degraded", pa.bool_(), nullable=False),
+        pa.field("deferred", pa.bool_(), nullable=False),
+        pa.field("rewards", pa.list_(pa.float64()), nullable=False),
+        pa.field("reward_is_default", pa.list_(pa.bool_()), nullable=False),
+        pa.field("joined_at", _TS, nullable=False),
+    ]
+)
+
+# Row-group statistics (min/max) only for the scalar columns, where a reader's filter could use them; over the
+# list columns (200 feature texts per event) they cost an eighth of the write and would never prune anything.
+_STATISTICS_COLUMNS = [f.name for f in EVENT_LOG_SCHEMA if not pa.types.is_list(f.type)]
+
+_PARTITIONING = ds.partitioning(pa.schema([("date", pa.string()), ("hour", pa.int32())]), flavor="hive")
+
+
+def _candidate_features_column(decisions: Sequence[Decision]) -> pa.Array:
+    """The ``candidate_features`` column, built without a Python string object per cell.
+
+    A batch of decisions over a catalog repeats the same few hundred row objects tens of thousands of
+    times: each distinct row object is encoded once (``row_text``: a cache hit for rows the feature store or
+    the bus decoded), and Arrow turns the cells' object identities into int32 codes into those texts (the
+    rows are alive for the whole call, so an id names one row) and expands the codes. The only Python work
+    per cell is reading its id.
+    """
+    rows = list(chain.from_iterable(d.candidate_features for d in decisions))
+    identities = pa.array(np.fromiter(map(id, rows), dtype=np.uint64, count=len(rows)))
+    encoded = identities.dictionary_encode()  # indices: int32 codes; dictionary: the distinct ids
+    codes = encoded.indices.to_numpy()
+    cell_of_code = np.empty(len(encoded.dictionary), dtype=np.int64)
+    cell_of_code[codes] = np.arange(len(codes))  # a cell of each distinct row (any: they hold the same row)
+    dictionary = pa.array([row_text(rows[cell]) for cell in cell_of_code.tolist()], type=pa.string())
+    values = pa.DictionaryArray.from_arrays(encoded.indices, dictionary).cast(pa.string())
+    offsets = pa.array([0, *accumulate(len(d.candidate_features) for d in decisions)], type=pa.int32())
+    return pa.ListArray.from_arrays(offsets, values)
+
+
+def events_to_table(events: Sequence[JoinedEvent]) -> pa.Table:
+    """Columnar form of ``events`` under ``EVENT_LOG_SCHEMA``."""
+    decisions = [e.decision for e in events]
+    # The records' sequences (tuples) go to Arrow as they are: a copy of each as a list would be thousands
+    # of large containers per batch, all alive until the table is built, for the garbage collector to scan.
+    columns = {
+        "event_id": [d.event_id for d in decisions],
+        "timestamp": [d.timestamp for d in decisions],
+        "user_id": [d.user_id for d in decisions],
+        "user_features": [row_text(d.user_features) for d in decisions],
+        "context": [dumps(dict(d.context)) for d in decisions],
+        "candidate_ids": [d.candidate_ids for d in decisions],
+        "candidate_features": _candidate_features_column(decisions),
+        "pmfs": [d.pmfs for d in decisions],
+        "chosen": [d.chosen for d in decisions],
+        "ranking": [d.ranking for d in decisions],
+        "model_version": [d.model_version for d in decisions],
+        "exploration": [dumps(dict(d.exploration)) for d in decisions],
+        "degraded": [d.degraded for d in decisions],
+        "deferred": [d.deferred for d in decisions],
+        "rewards": [e.rewards for e in events],
+        "reward_is_default": [e.reward_is_default for e in events],
+        "joined_at": [e.joined_at for e in events],
+    }
+    try:
+        return pa.Table.from_pydict(columns, schema=EVENT_LOG_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        raise EventLogError(f"joined events do not fit the event log schema: {exc}") from exc
+
+
+def write_events(events: Iterable[JoinedEvent], root: str | Path) -> list[Path]:
+    """Append ``events`` to the log under ``root``, one new file per (date, hour) partition touched.
+
+    Files are written under a temporary name and renamed, so a reader never sees a partial file.
+    Returns the paths written (empty when ``events`` is empty).
+    """
+    root = Path(root)
+    by_partition: dict[tuple[date, int], list[JoinedEvent]] = {}
+    for event in events:
+        ts = event.decision.timestamp.astimezone(UTC)
+        by_partition.setdefault((ts.date(), ts.hour), []).append(event)  # formatted once per partition
+    written = []
+    for (day, hour), group in sorted(by_partition.items()):
+        directory = root / f"date={day:%Y-%m-%d}" / f"hour={hour:02d}"
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = directory / f".{name}.tmp"
+        pq.write_table(events_to_table(group), tmp, write_statistics=_STATISTICS_COLUMNS)
+        final = directory / name
+        tmp.rename(final)
+        written.append(final)
+    return written
+
+
+def read_table(path: str | Path, *, filter_expression: Any = None) -> pa.Table:
+    """Read a log (a root directory, a partition directory, or one file) as a table sorted by timestamp.
+
+    A directory holding no log files yet gives an empty table. Files and directories whose names start
+    with ``.`` or ``_`` (temporary and staging files) are not read. Raises EventLogError when the path
+    does not exist or a file does not carry the log's columns.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise EventLogError(f"event log {path} does not exist")
+    try:
+        dataset = ds.dataset(
+            path,
+            format="parquet",
+            partitioning=_PARTITIONING if path.is_dir() else None,
+            exclude_invalid_files=False,
+        )
+        if not dataset.files:  # a log directory nothing was written to yet (or only staging files)
+            return EVENT_LOG_SCHEMA.empty_table()
+        table = dataset.to_table(filter=filter_expression)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise EventLogError(f"cannot read event log {path}: {exc}") from exc
+    missing = [f.name for f in EVENT_LOG_SCHEMA if f.name not in table.column_names]
+    if missing:
+        raise EventLogError(f"event log {path} lacks columns {missing}")
+    try:
+        table = table.select(EVENT_LOG_SCHEMA.names).cast(EVENT_LOG_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise EventLogError(f"event log {path} does not match the log schema: {exc}") from exc
+    return table.sort_by([("timestamp", "ascending"), ("event_id", "ascending")])
+
+
+def event_from_row(row: Mapping[str, Any]) -> JoinedEvent:
+    """The validated JoinedEvent of one log row (a dict of the schema's columns, as ``to_pylist`` gives).
+
+    Raises RecordError (an invariant of the records fails), ValueError (feature JSON does not parse) or
+    TypeError/KeyError (a column is missing or of the wrong type).
+    """
+    decision = Decision(
+        event_id=row["event_id"],
+        timestamp=row["timestamp"],
+        user_id=row["user_id"],
+        user_features=json.loads(row["user_features"]),
+        context=json.loads(row["context"]),
+        candidate_ids=tuple(row["candidate_ids"]),
+        candidate_features=tuple(row_of(f) for f in row["candidate_features"]),
+        pmfs=tuple(tuple(p) for p in row["pmfs"]),
+        chosen=tuple(row["chosen"]),
+        ranking=tuple(row["ranking"]),
+        model_version=row["model_version"],
+        exploration=json.loads(row["exploration"]),
+        degraded=row["degraded"],
+        deferred=row["deferred"],
+    )
+    return JoinedEvent(
+        decision=decision,
+        rewards=tuple(row["rewards"]),
+        reward_is_default=tuple(row["reward_is_default"]),
+        joined_at=row["joined_at"],
+    )
+
+
+def table_to_events(table: pa.Table) -> Iterator[JoinedEvent]:
+    """Rebuild validated JoinedEvent records from a log table. Raises EventLogError naming the row."""
+    for i, row in enumerate(table.to_pylist()):
+        try:
+            yield event_from_row(row)
+        except (RecordError, ValueError, TypeError, KeyError) as exc:
+            raise EventLogError(f"event log row {i} (event_id={row.get('event_id')!r}) is invalid: {exc}") from exc
+
+
+def read_events(path: str | Path) -> list[JoinedEvent]:
+    """All joined events under ``path``, in timestamp order."""
+    return list(table_to_events(read_table(path)))

@@ -1,0 +1,536 @@
+"""The contextual-bandit policy: decide (score, explore, sample), learn, change exploration, save.
+
+``Policy`` ties together the example builder (``recommender.policy.examples``), one VW model
+(``recommender.policy.vw``), the deterministic sampler (``recommender.policy.sampling``) and a per-item cache of
+built VW examples.
+
+Decisions
+    ``decide`` scores the candidates with VW's exploration reduction, which returns the full pmf; the
+    chosen item is drawn from exactly that pmf with a uniform derived from the event id, so the same event
+    id always gives the same choice. The ranking is the chosen item, then the others by descending
+    probability (ties in the caller's order). In ``mode: ccb`` each slot gets its own item and pmf from
+    VW's conditional contextual bandit (earlier slots' items get probability 0), seeded per slot from the
+    event id. Excluded candidates are the caller's business: whatever is passed in is a candidate.
+
+Learning
+    ``learn(events)`` replays logged ``JoinedEvent`` records (cost = ``cost_from_reward(reward)``, the
+    logged probability of the chosen item). A ``cb`` policy learns slot 0 of multi-slot records (its pmf
+    is over all candidates: a valid single-slot record); lower slots depend on position and earlier picks,
+    which only a ``ccb`` policy models. ``learn_from_log`` does the same from the Parquet event log.
+
+Versions
+    ``model_version`` is the content hash of the model file the policy was created, loaded or last saved
+    as; after learning in memory it reads ``<version>+<n>`` (n examples learned since). Saving and loading
+    with metadata (feature schema, VW arguments, events seen) is ``recommender.policy.model_store``'s job;
+    ``save``/``load`` here are shortcuts to it.
+
+Thread-safety
+    A VW workspace is not thread-safe. Each ``Policy`` owns one workspace and guards it, and its item
+    cache, with a lock: concurrent ``decide`` calls from threads are safe and serialised on the VW part
+    (features are built and the pick is sampled outside the lock). For parallelism use one Policy per
+    worker *process*, created or loaded after fork (gunicorn: in the app factory or ``post_fork``, never
+    in the master before forking). ``with_exploration`` returns a new Policy with its own workspace;
+    swap the reference atomically and let the old one be garbage-collected (or ``close`` it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+import types
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from features.config import FeatureGroup
+from recommender.errors import ExampleError, ExplorationChangeError, PolicyError
+from recommender.policy.examples import ExampleBuilder, ExampleFeatures, ItemCache, cost_from_reward
+from recommender.policy.sampling import ccb_seed, ranking_from, sample_from_event_id
+from recommender.policy.vw import ActionExample, VWModel
+from recommender.records import Decision, JoinedEvent, utc_now
+from recommender.settings.policy import EXPLORATION_ALGORITHMS, ExplorationSettings, PolicyConfig, parse_exploration
+
+if TYPE_CHECKING:
+    from recommender.policy.model_store import ModelVersion
+
+# predict_pmf in ccb mode asks VW for one slot with this fixed seed: VW's sampler then neither depends
+# on nor advances its random state, so scoring has no side effects.
+_PMF_SEED = "pmf"
+
+
+def content_id(model_bytes: bytes) -> str:
+    """A model version id: the first 20 hex digits of the sha256 of the model file."""
+    return hashlib.sha256(model_bytes).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class EventRange:
+    """Which logged events a model has learned from (timestamps are decision times, UTC)."""
+
+    count: int
+    first_event_id: str
+    last_event_id: str
+    first_timestamp: datetime
+    last_timestamp: datetime
+
+    def merged(self, other: EventRange | None) -> EventRange:
+        """The range covering both ``self`` and ``other`` (counts add up)."""
+        if other is None:
+            return self
+        first = self if self.first_timestamp <= other.first_timestamp else other
+        last = self if self.last_timestamp >= other.last_timestamp else other
+        return EventRange(
+            count=self.count + other.count,
+            first_event_id=first.first_event_id,
+            last_event_id=last.last_event_id,
+            first_timestamp=first.first_timestamp,
+            last_timestamp=last.last_timestamp,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "first_event_id": self.first_event_id,
+            "last_event_id": self.last_event_id,
+            "first_timestamp": self.first_timestamp.isoformat(),
+            "last_timestamp": self.last_timestamp.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EventRange:
+        return cls(
+            count=int(data["count"]),
+            first_event_id=str(data["first_event_id"]),
+            last_event_id=str(data["last_event_id"]),
+            first_timestamp=datetime.fromisoformat(data["first_timestamp"]),
+            last_timestamp=datetime.fromisoformat(data["last_timestamp"]),
+        )
+
+
+@dataclass(frozen=True)
+class LearnReport:
+    """What ``learn_from_log`` did: examples learned (events x passes) and the events' range."""
+
+    learned: int
+    passes: int
+    events: EventRange | None
+
+
+def _range_of(decision: Decision) -> EventRange:
+    return EventRange(1, decision.event_id, decision.event_id, decision.timestamp, decision.timestamp)
+
+
+class Policy:
+    """A VW contextual-bandit policy over one feature schema. See the module docstring for the contracts."""
+
+    def __init__(
+        self,
+        *,
+        config: PolicyConfig,
+        builder: ExampleBuilder,
+        model: VWModel,
+        version: str,
+        events_seen: EventRange | None = None,
+    ) -> None:
+        # Use Policy.create / Policy.load / ModelStore.load rather than this constructor.
+        self.config = config
+        self.builder = builder
+        self._model = model
+        self._base_version = version
+        self._learned_since_save = 0
+        self._events_seen = events_seen
+        self._cache: ItemCache[ActionExample] = ItemCache(config.item_cache_size)
+        self._lock = threading.Lock()
+        self._exploration = types.MappingProxyType(config.exploration.as_dict())
+
+    # --- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, policy_config: PolicyConfig, user_group: FeatureGroup, item_group: FeatureGroup) -> Policy:
+        """A fresh (untrained) policy. Raises PolicyError if VW refuses the configuration."""
+        model = VWModel(policy_config.vw_args())
+        policy = cls(
+            config=policy_config,
+            builder=ExampleBuilder(user_group, item_group),
+            model=model,
+            version="",
+        )
+        policy._base_version = content_id(policy.model_bytes())
+        return policy
+
+    @classmethod
+    def from_model_file(
+        cls,
+        path: str | Path,
+        *,
+        policy_config: PolicyConfig,
+        user_group: FeatureGroup,
+        item_group: FeatureGroup,
+        version: str,
+        events_seen: EventRange | None = None,
+    ) -> Policy:
+        """A policy over an existing VW model file, trained under ``policy_config`` (whose exploration may
+        differ from the one the file was saved with, within ``ExplorationSettings.change_refusal``).
+        Prefer ``ModelStore.load``, which also checks the feature schema and the file's checksum."""
+        model = VWModel(policy_config.vw_args(reload=True), initial_model=path)
+        return cls(
+            config=policy_config,
+            builder=ExampleBuilder(user_group, item_group),
+            model=model,
+            version=version,
+            events_seen=events_seen,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        user_group: FeatureGroup | None = None,
+        item_group: FeatureGroup | None = None,
+        exploration: ExplorationSettings | Mapping[str, Any] | None = None,
+    ) -> Policy:
+        """Load a model directory written by ``save``. With ``user_group``/``item_group`` given, a model
+        trained on a different feature schema is refused (``ModelSchemaMismatchError``)."""
+        from recommender.policy.model_store import read_model_dir
+
+        return read_model_dir(Path(path), user_group=user_group, item_group=item_group, exploration=exploration)
+
+    def save(self, path: str | Path, *, event_range: EventRange | None = None) -> ModelVersion:
+        """Write the model and its metadata into the directory ``path`` (created; must not exist)."""
+        from recommender.policy.model_store import write_model_dir
+
+        return write_model_dir(self, Path(path), event_range=event_range)
+
+    # --- properties ---------------------------------------------------------------------------------
+
+    @property
+    def model_version(self) -> str:
+        """The version id of the weights in use (``<id>+<n>`` after n examples learned in memory)."""
+        if self._learned_since_save:
+            return f"{self._base_version}+{self._learned_since_save}"
+        return self._base_version
+
+    @property
+    def events_seen(self) -> EventRange | None:
+        """The range of logged events this model has learned from (None: none yet)."""
+        return self._events_seen
+
+    @property
+    def vw_args(self) -> tuple[str, ...]:
+        """The VW command line of a fresh model with this configuration."""
+        return tuple(self.config.vw_args())
+
+    @property
+    def multi_slot(self) -> bool:
+        return self.config.mode == "ccb"
+
+    def exploration_settings(self) -> dict[str, Any]:
+        """The exploration in force, as logged with each decision, e.g. {"algorithm": "epsilon_greedy",
+        "epsilon": 0.1}."""
+        return dict(self._exploration)
+
+    def cache_info(self) -> dict[str, int]:
+        """Item-cache statistics: size, capacity, hits, misses."""
+        with self._lock:
+            return {
+                "size": len(self._cache),
+                "capacity": self._cache.max_items,
+                "hits": self._cache.hits,
+                "misses": self._cache.misses,
+            }
+
+    # --- deciding -----------------------------------------------------------------------------------
+
+    def _actions(self, candidate_ids: Sequence[str] | None, rows: Sequence[Mapping[str, Any]]) -> list[ActionExample]:
+        # Called under the lock. Building an item's example is the expensive part; cached by item id and
+        # validated against the row's content.
+        if candidate_ids is None:
+            return [self._model.action(self._item_features(row, i)) for i, row in enumerate(rows)]
+        actions = self._cache.get_many(candidate_ids, rows)
+        if None not in actions:  # the usual decision: every item cached
+            return actions
+        for i, action in enumerate(actions):
+            if action is None:
+                key, row = candidate_ids[i], rows[i]
+                actions[i] = action = self._model.action(self._item_features(row, key))
+                self._cache.put(key, row, action)
+        return actions
+
+    def _item_features(self, row: Mapping[str, Any], which: object) -> ExampleFeatures:
+        try:
+            return self.builder.item(row)
+        except ExampleError as exc:
+            raise ExampleError(f"candidate {which!r}: {exc}") from exc
+
+    @staticmethod
+    def _check_candidates(candidate_ids: Sequence[str] | None, candidate_features: Sequence[Mapping[str, Any]]) -> None:
+        if len(candidate_features) == 0:
+            raise PolicyError("no candidates to decide among")
+        if candidate_ids is None:
+            return
+        if isinstance(candidate_ids, str):
+            raise PolicyError("candidate_ids must be a sequence of ids, not one string")
+        if len(candidate_ids) != len(candidate_features):
+            raise PolicyError(f"{len(candidate_ids)} candidate ids but {len(candidate_features)} feature rows")
+        if not all(isinstance(c, str) and c for c in candidate_ids):
+            raise PolicyError("candidate ids must be non-empty strings")
+        if len(set(candidate_ids)) != len(candidate_ids):
+            raise PolicyError("candidate ids must be unique")
+
+    def _slot_count(self, slots: int | None, k: int) -> int:
+        if slots is None:
+            return 1
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+            raise PolicyError(f"slots must be a positive integer, got {slots!r}")
+        if not self.multi_slot and slots != 1:
+            raise PolicyError(f"slots={slots} needs a multi-slot policy (policy.mode: ccb); this one is 'cb'")
+        if slots > k:
+            raise PolicyError(f"slots={slots} but only {k} candidates")
+        return slots
+
+    def decide(
+        self,
+        *,
+        event_id: str,
+        user_id: str | None,
+        user_features: Mapping[str, Any],
+        context: Mapping[str, Any],
+        candidate_ids: Sequence[str],
+        candidate_features: Sequence[Mapping[str, Any]],
+        slots: int | None = None,
+        timestamp: datetime | None = None,
+        degraded: bool = False,
+        deferred: bool = False,
+    ) -> Decision:
+        """Score, explore and pick: a validated ``Decision`` with one pmf per slot over all candidates.
+
+        ``candidate_ids`` and ``candidate_features`` are aligned (K >= 1, ids unique); excluded items
+        must already be removed. ``slots`` (default 1) > 1 needs ``mode: ccb``. Raises PolicyError
+        (ExampleError for a bad feature value, naming the candidate and feature).
+        """
+        self._check_candidates(candidate_ids, candidate_features)
+        k = len(candidate_features)
+        n_slots = self._slot_count(slots, k)
+        shared = self.builder.shared(user_features, context)
+        if not self.multi_slot:
+            with self._lock:
+                pmf = self._model.predict_cb(shared, self._actions(candidate_ids, candidate_features))
+                version = self.model_version
+            chosen: tuple[int, ...] = (sample_from_event_id(pmf, event_id),)
+            pmfs = (pmf,)
+        else:
+            seeds = [ccb_seed(event_id, s) for s in range(n_slots)]
+            with self._lock:
+                slate = self._model.predict_ccb(
+                    shared,
+                    self._actions(candidate_ids, candidate_features),
+                    [self.builder.slot(s) for s in range(n_slots)],
+                    seeds,
+                )
+                version = self.model_version
+            pmfs = tuple(_slot_pmf(slot, k) for slot in slate)
+            chosen = tuple(slot[0][0] for slot in slate)  # VW puts each slot's sampled item first
+        return Decision(
+            event_id=event_id,
+            timestamp=timestamp if timestamp is not None else utc_now(),
+            user_id=user_id,
+            user_features=user_features,
+            context=context,
+            candidate_ids=tuple(candidate_ids),
+            candidate_features=tuple(candidate_features),
+            pmfs=tuple(tuple(p.tolist()) for p in pmfs),
+            chosen=chosen,
+            ranking=ranking_from(pmfs[0], chosen),
+            model_version=version,
+            exploration=self._exploration,
+            degraded=degraded,
+            deferred=deferred,
+        )
+
+    def predict_pmf(
+        self,
+        user_features: Mapping[str, Any],
+        context: Mapping[str, Any],
+        candidate_features: Sequence[Mapping[str, Any]],
+        *,
+        candidate_ids: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """The (slot-0) pmf this policy would use over the candidates: shape (K,), float64, sum 1.
+
+        No sampling and no side effects (the model's state is untouched). With ``candidate_ids`` the
+        per-item example cache is used (much faster over a repeating catalog); without, examples are
+        built for this call only.
+        """
+        self._check_candidates(candidate_ids, candidate_features)
+        shared = self.builder.shared(user_features, context)
+        with self._lock:
+            actions = self._actions(candidate_ids, candidate_features)
+            if not self.multi_slot:
+                return self._model.predict_cb(shared, actions)
+            slate = self._model.predict_ccb(shared, actions, [self.builder.slot(0)], [_PMF_SEED])
+        return _slot_pmf(slate[0], len(candidate_features))
+
+    # --- learning -----------------------------------------------------------------------------------
+
+    def learn(self, events: Iterable[JoinedEvent]) -> int:
+        """Learn from logged events, in order. Returns how many events were learned.
+
+        Raises PolicyError naming the event when one cannot be turned into an example; the events
+        before it have been learned (their count is in ``model_version``).
+        """
+        learned = 0
+        seen: EventRange | None = None
+        try:
+            for event in events:
+                self._learn_one(event)
+                learned += 1
+                seen = _range_of(event.decision).merged(seen)
+        finally:
+            with self._lock:
+                self._learned_since_save += learned
+                if seen is not None:
+                    self._events_seen = seen.merged(self._events_seen)
+        return learned
+
+    def _learn_one(self, event: JoinedEvent) -> None:
+        decision = event.decision
+        try:
+            shared = self.builder.shared(decision.user_features, decision.context)
+            items = [self.builder.item(row) for row in decision.candidate_features]
+        except ExampleError as exc:
+            raise ExampleError(f"event {decision.event_id!r}: {exc}") from exc
+        with self._lock:
+            if not self.multi_slot:
+                chosen = decision.chosen[0]
+                self._model.learn_cb(
+                    shared, items, chosen, cost_from_reward(event.rewards[0]), decision.pmfs[0][chosen]
+                )
+            else:
+                outcomes = [
+                    (c, cost_from_reward(r), pmf[c])
+                    for c, r, pmf in zip(decision.chosen, event.rewards, decision.pmfs, strict=True)
+                ]
+                slots = [self.builder.slot(s) for s in range(len(outcomes))]
+                self._model.learn_ccb(shared, items, slots, outcomes)
+
+    def learn_from_log(self, path: str | Path, *, passes: int = 1) -> LearnReport:
+        """Learn from every event of a Parquet event log (root, partition or file), in timestamp order,
+        ``passes`` times. Returns the number of examples learned and the events' range."""
+        from recommender.events.log import read_table, table_to_events
+
+        if passes < 1:
+            raise PolicyError(f"passes must be >= 1, got {passes}")
+        table = read_table(path)
+        learned = 0
+        range_before = self._events_seen
+        for _ in range(passes):
+            learned += self.learn(table_to_events(table))
+        events = None
+        if table.num_rows:
+            # Each pass merged the same events again; the log's own range is counted once.
+            first, last = table.slice(0, 1).to_pylist()[0], table.slice(table.num_rows - 1, 1).to_pylist()[0]
+            events = EventRange(
+                table.num_rows, first["event_id"], last["event_id"], first["timestamp"], last["timestamp"]
+            )
+            with self._lock:
+                self._events_seen = events.merged(range_before)
+        return LearnReport(learned=learned, passes=passes, events=events)
+
+    # --- exploration changes ------------------------------------------------------------------------
+
+    def with_exploration(self, new_exploration_settings: ExplorationSettings | Mapping[str, Any]) -> Policy:
+        """The same weights under new exploration settings, as a new Policy (this one is unchanged).
+
+        VW reloads the model with the new exploration arguments. Changes that VW cannot apply to
+        trained weights (another algorithm family, or a field VW stores in the model, such as the
+        number of bags) raise ExplorationChangeError; so do invalid settings. Identical settings
+        return ``self``.
+        """
+        try:
+            new = parse_exploration(new_exploration_settings)
+        except ValidationError as exc:
+            raise ExplorationChangeError(_exploration_errors(exc)) from exc
+        old = self.config.exploration
+        if new == old:
+            return self
+        refusal = old.change_refusal(new)
+        if refusal is not None:
+            raise ExplorationChangeError(refusal)
+        try:
+            config = PolicyConfig.model_validate({**self.config.model_dump(by_alias=True), "exploration": new})
+        except ValidationError as exc:
+            raise ExplorationChangeError(_exploration_errors(exc)) from exc
+        with self._lock, tempfile.TemporaryDirectory(prefix="policy-") as tmp:
+            model_file = Path(tmp) / "model.vw"
+            self._model.save(model_file)
+            model = VWModel(config.vw_args(reload=True), initial_model=model_file)
+            policy = Policy(
+                config=config,
+                builder=self.builder,
+                model=model,
+                version=self._base_version,
+                events_seen=self._events_seen,
+            )
+            policy._learned_since_save = self._learned_since_save
+        return policy
+
+    # --- persistence helpers (used by recommender.policy.model_store) ------------------------------------
+
+    def write_model_file(self, path: str | Path) -> None:
+        """Write the VW model file (weights and learning state) to ``path``."""
+        with self._lock:
+            self._model.save(path)
+
+    def model_bytes(self) -> bytes:
+        """The VW model file's bytes."""
+        with tempfile.TemporaryDirectory(prefix="policy-") as tmp:
+            path = Path(tmp) / "model.vw"
+            self.write_model_file(path)
+            return path.read_bytes()
+
+    def mark_saved(self, version: str) -> None:
+        """Record that the current weights were saved as ``version``."""
+        with self._lock:
+            self._base_version = version
+            self._learned_since_save = 0
+
+    def close(self) -> None:
+        """Release the VW workspace and the item cache. The policy cannot be used afterwards."""
+        with self._lock:
+            self._cache.clear()
+            self._model.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Policy(mode={self.config.mode!r}, version={self.model_version!r}, "
+            f"exploration={dict(self._exploration)!r})"
+        )
+
+
+def _slot_pmf(slot: Sequence[tuple[int, float]], k: int) -> np.ndarray:
+    """A CCB slot's (action, probability) list as a pmf over all K candidates (others 0), summing to 1."""
+    pmf = np.zeros(k, dtype=np.float64)
+    for action, probability in slot:
+        pmf[action] = max(probability, 0.0)
+    total = pmf.sum()
+    if not np.isfinite(total) or total <= 0.0:
+        raise PolicyError(f"VW returned an invalid slot distribution: {list(slot)}")
+    return pmf / total
+
+
+def _exploration_errors(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"] if str(part) not in EXPLORATION_ALGORITHMS]
+        if loc and loc[0] != "exploration":
+            loc.insert(0, "exploration")
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{'.'.join(loc) or 'exploration'}: {message}")
+    return "; ".join(lines)

@@ -1,0 +1,290 @@
+"""The seam to Vowpal Wabbit: the only module of the project that imports ``vowpalwabbit``.
+
+``VWModel`` owns one VW workspace and speaks in the project's terms: it takes ``ExampleFeatures`` (from
+``recommender.policy.examples``) and returns probabilities as numpy arrays. Everything VW-specific is here:
+building examples through VW's example API, labels, multi-line predict/learn, finishing every example,
+saving and loading model files, and turning VW's exceptions into ``PolicyError``.
+
+Behaviour of VW (9.x) this module relies on, checked rather than assumed (tests cover each):
+
+- Examples built through the example API hash exactly like VW's text parser does for the same tokens
+  (``tests/recommender/policy/test_examples.py`` compares pmfs of both routes).
+- Action examples can be reused across predictions: ``cb_explore_adf``/``ccb_explore_adf`` restore every
+  example they touch (shared features, labels, offsets of bagging/cover) before returning, so a cached,
+  already set-up item example predicts exactly like a freshly parsed one. Building an example is the
+  expensive part (each VW example is ~32 KiB of namespace tables): caching one per item turns a
+  200-candidate prediction from about a millisecond into VW's scoring time.
+- Finishing examples created from Python neither frees nor clears them (Python owns them; VW's
+  ``finish_example`` only updates statistics and returns *pool* examples, i.e. parsed text, to VW's
+  pool), so every prediction and learn call finishes its whole multi-example, cached items included.
+  We call the native finish directly: ``pyvw``'s wrapper silently skips a list once any member has been
+  finished before, which would leak the parsed CCB slot examples.
+- ``--ccb_explore_adf`` samples each slot itself (its ``cb_sample`` step) and excludes the chosen action
+  from later slots. The seed of each slot comes from the slot example's tag ``seed=<...>``, so a given
+  event id always gives the same slate.
+
+Thread-safety: a VW workspace is not thread-safe and neither is a ``VWModel``. Use one per worker process
+(created after fork) and serialise calls, as ``recommender.policy.Policy`` does with its lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import attrgetter
+from pathlib import Path
+
+import numpy as np
+import pylibvw
+from vowpalwabbit import pyvw
+
+from recommender.errors import PolicyError
+from recommender.policy.examples import ExampleFeatures, cb_label, ccb_slot_label
+
+_CB = pyvw.LabelType.CONTEXTUAL_BANDIT
+_CCB = pyvw.LabelType.CONDITIONAL_CONTEXTUAL_BANDIT
+
+
+class ActionExample:
+    """An item's VW action example, built and set up once, reusable across predictions of the
+    ``VWModel`` that built it (and only that one)."""
+
+    __slots__ = ("_example", "_owner")
+
+    def __init__(self, example: pyvw.Example, owner: VWModel) -> None:
+        self._example = example
+        self._owner = owner
+
+
+_OWNER = attrgetter("_owner")
+_EXAMPLE = attrgetter("_example")
+
+
+class VWModel:
+    """One VW workspace for ``cb_explore_adf`` or ``ccb_explore_adf`` and the examples it builds.
+
+    ``args`` is the full VW command line as tokens (see ``PolicyConfig.vw_args``); ``initial_model`` is a
+    model file to start from (``-i``). Raises ``PolicyError`` when VW refuses the arguments or the file.
+    """
+
+    def __init__(self, args: Sequence[str], *, initial_model: str | Path | None = None) -> None:
+        arg_list = [str(a) for a in args]
+        if initial_model is not None:
+            arg_list += ["-i", str(initial_model)]
+        try:
+            self._vw = pyvw.Workspace(arg_list=arg_list)
+        except Exception as exc:  # VW raises plain RuntimeError/ValueError subclasses
+            raise PolicyError(f"VW refused {' '.join(arg_list)!r}: {exc}") from exc
+        self.args = tuple(arg_list)
+        label_type = self._vw.get_label_type()
+        if label_type not in (_CB, _CCB):
+            self._vw.finish()
+            raise PolicyError(f"VW arguments {' '.join(arg_list)!r} do not set up a (conditional) contextual bandit")
+        self.multi_slot = label_type == _CCB
+        self._label_type = label_type
+        self._shared_label = "ccb shared" if self.multi_slot else "shared"
+        self._action_label = "ccb action" if self.multi_slot else None
+        self._namespaces: dict[str, tuple[int, int]] = {}
+        self._closed = False
+
+    # --- building examples ------------------------------------------------------------------------
+
+    def _namespace(self, name: str) -> tuple[int, int]:
+        cached = self._namespaces.get(name)
+        if cached is None:
+            # VW indexes a namespace by its first character and seeds feature hashes with the hash of
+            # its full name -- as its text parser does for "|Name ...".
+            cached = self._namespaces[name] = (ord(name[0]), self._vw.hash_space(name))
+        return cached
+
+    def _example(self, features: ExampleFeatures, label: str | None) -> pyvw.Example:
+        example = pyvw.Example(self._vw, labelType=self._label_type)
+        for name, feats in features:
+            if feats:
+                index, ns_hash = self._namespace(name)
+                pylibvw.example.ensure_namespace_exists(example, index)
+                pylibvw.example.push_feature_list(example, self._vw, index, ns_hash, list(feats))
+        if label is not None:
+            example.set_label_string(label)
+        example.setup_example()
+        return example
+
+    def action(self, features: ExampleFeatures) -> ActionExample:
+        """A reusable action example for one item (cache it per item; see module docstring)."""
+        self._check_open()
+        return ActionExample(self._example(features, self._action_label), self)
+
+    def _actions(self, actions: Sequence[ActionExample]) -> list[pyvw.Example]:
+        # In C (attrgetter, set): 200 actions per decision.
+        if any(owner is not self for owner in set(map(_OWNER, actions))):
+            raise PolicyError("an action example built by another VW model was passed in")
+        return list(map(_EXAMPLE, actions))
+
+    def _slots_for_prediction(self, slots: Sequence[ExampleFeatures], seeds: Sequence[str]) -> list[pyvw.Example]:
+        # The example API cannot set tags, so slot examples (tiny: one feature) are parsed from text,
+        # which gives them the per-slot sampling seed. Parsed examples belong to VW's pool and go back
+        # to it when finished.
+        from recommender.policy.examples import namespaces_text
+
+        lines = [f"ccb slot 'seed={seed}{namespaces_text(slot)}" for slot, seed in zip(slots, seeds, strict=True)]
+        parsed = self._vw.parse(lines)
+        return parsed if isinstance(parsed, list) else [parsed]
+
+    # --- predict and learn ------------------------------------------------------------------------
+
+    def _run(self, examples: list[pyvw.Example], learn: bool) -> None:
+        try:
+            if learn:
+                pylibvw.vw.learn_multi(self._vw, examples)
+            else:
+                pylibvw.vw.predict_multi(self._vw, examples)
+        except Exception as exc:
+            pylibvw.vw._finish_example_multi_ex(self._vw, examples)
+            raise PolicyError(f"VW failed to {'learn' if learn else 'predict'}: {exc}") from exc
+
+    def _finish(self, examples: list[pyvw.Example]) -> None:
+        pylibvw.vw._finish_example_multi_ex(self._vw, examples)
+
+    def predict_cb(self, shared: ExampleFeatures, actions: Sequence[ActionExample]) -> np.ndarray:
+        """Probabilities over ``actions`` (in the given order): shape (K,), float64, summing to 1.
+
+        VW computes them in float32; they are widened and renormalised so that the returned pmf sums
+        to 1 to float64 precision (the difference is below 1e-6) -- it is the pmf decisions sample from.
+        """
+        self._check_open()
+        if self.multi_slot:
+            raise PolicyError("predict_cb needs a cb_explore_adf model; this one is ccb_explore_adf")
+        examples = [self._example(shared, self._shared_label), *self._actions(actions)]
+        self._run(examples, learn=False)
+        scores = examples[0].get_action_scores()  # the binding orders them by action index
+        self._finish(examples)
+        return _normalised(np.asarray(scores, dtype=np.float64), len(actions))
+
+    def predict_cb_uncached(self, shared: ExampleFeatures, items: Sequence[ExampleFeatures]) -> np.ndarray:
+        """``predict_cb`` with action examples built for this call only (no cache)."""
+        return self.predict_cb(shared, [self.action(item) for item in items])
+
+    def predict_ccb(
+        self,
+        shared: ExampleFeatures,
+        actions: Sequence[ActionExample],
+        slots: Sequence[ExampleFeatures],
+        seeds: Sequence[str],
+    ) -> list[list[tuple[int, float]]]:
+        """VW's slate: per slot, ``[(action index, probability), ...]`` with the sampled action first.
+
+        Each slot's list is VW's distribution over the actions still available to it (earlier slots'
+        choices excluded). ``seeds[s]`` (characters ``[A-Za-z0-9_-]``) fixes slot ``s``'s sampling.
+        """
+        self._check_open()
+        if not self.multi_slot:
+            raise PolicyError("predict_ccb needs a ccb_explore_adf model; this one is cb_explore_adf")
+        if not 1 <= len(slots) <= len(actions):
+            raise PolicyError(f"{len(slots)} slots for {len(actions)} actions: need 1 <= slots <= actions")
+        examples = [self._example(shared, self._shared_label), *self._actions(actions)]
+        examples += self._slots_for_prediction(slots, seeds)
+        self._run(examples, learn=False)
+        decisions = examples[0].get_decision_scores()
+        self._finish(examples)
+        return [[(int(a), float(p)) for a, p in slot] for slot in decisions]
+
+    def learn_cb(
+        self,
+        shared: ExampleFeatures,
+        items: Sequence[ExampleFeatures],
+        chosen: int,
+        cost: float,
+        probability: float,
+    ) -> None:
+        """One logged cb decision: the item at ``chosen`` was shown with ``probability`` and cost ``cost``."""
+        self._check_open()
+        if self.multi_slot:
+            raise PolicyError("learn_cb needs a cb_explore_adf model; this one is ccb_explore_adf")
+        _check_label(chosen, len(items), probability)
+        examples = [self._example(shared, self._shared_label)]
+        examples += [
+            self._example(item, cb_label(cost, probability) if i == chosen else None) for i, item in enumerate(items)
+        ]
+        self._run(examples, learn=True)
+        self._finish(examples)
+
+    def learn_ccb(
+        self,
+        shared: ExampleFeatures,
+        items: Sequence[ExampleFeatures],
+        slots: Sequence[ExampleFeatures],
+        outcomes: Sequence[tuple[int, float, float]],
+    ) -> None:
+        """One logged slate: ``outcomes[s]`` = (chosen item index, cost, probability) of slot ``s``."""
+        self._check_open()
+        if not self.multi_slot:
+            raise PolicyError("learn_ccb needs a ccb_explore_adf model; this one is cb_explore_adf")
+        if len(slots) != len(outcomes) or not 1 <= len(slots) <= len(items):
+            raise PolicyError(f"{len(slots)} slots, {len(outcomes)} outcomes, {len(items)} items do not fit")
+        for chosen, _, probability in outcomes:
+            _check_label(chosen, len(items), probability)
+        examples = [self._example(shared, self._shared_label)]
+        examples += [self._example(item, self._action_label) for item in items]
+        examples += [
+            self._example(slot, ccb_slot_label(*outcome)) for slot, outcome in zip(slots, outcomes, strict=True)
+        ]
+        self._run(examples, learn=True)
+        self._finish(examples)
+
+    def predict_text(self, lines: Sequence[str]) -> list[float] | list[list[tuple[int, float]]]:
+        """Parse VW text lines and predict: the naive path (re-parses everything on every call).
+
+        Used by the benchmark as the baseline and by tests to check the example API against VW's parser.
+        Returns VW's raw prediction: probabilities by action index (cb) or the slate (ccb).
+        """
+        self._check_open()
+        examples = self._vw.parse(list(lines))
+        self._run(examples, learn=False)
+        prediction = examples[0].get_decision_scores() if self.multi_slot else examples[0].get_action_scores()
+        self._finish(examples)
+        if self.multi_slot:
+            return [[(int(a), float(p)) for a, p in slot] for slot in prediction]
+        return [float(p) for p in prediction]
+
+    # --- model files --------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write the model (weights and, by VW's default, the optimiser state needed to keep learning)."""
+        self._check_open()
+        try:
+            self._vw.save(str(path))
+        except Exception as exc:
+            raise PolicyError(f"VW could not save the model to {path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Release the workspace. Cached ``ActionExample`` objects of this model must not be used after."""
+        if not self._closed:
+            self._closed = True
+            self._vw.finish()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PolicyError("this VW model has been closed")
+
+
+def _check_label(chosen: int, k: int, probability: float) -> None:
+    if not 0 <= chosen < k:
+        raise PolicyError(f"chosen index {chosen} is not among {k} candidates")
+    if not 0.0 < probability <= 1.0:
+        raise PolicyError(f"logged probability {probability} must be in (0, 1]")
+
+
+def _normalised(scores: np.ndarray, k: int) -> np.ndarray:
+    if scores.shape != (k,):
+        raise PolicyError(f"VW returned {scores.shape[0]} probabilities for {k} candidates")
+    scores = np.clip(scores, 0.0, None)
+    total = scores.sum()
+    if not np.isfinite(total) or total <= 0.0:
+        raise PolicyError(f"VW returned an invalid distribution: {scores.tolist()}")
+    return scores / total
+
+
+def vw_version() -> str:
+    """The VW library version in use (recorded in model metadata)."""
+    from vowpalwabbit import __version__
+
+    return str(__version__)

@@ -1,0 +1,215 @@
+"""Running the app under gunicorn (``recommender serve``).
+
+gunicorn's master forks the workers first and each worker then calls ``create_app`` (no preloading), so
+every worker process builds its own VW workspace, Redis connections and background threads after fork.
+Workers are ``recommender.service.gunicorn.worker.InlineWorker`` (gthread with a fast path for kept-alive
+connections): ``service.workers`` processes x ``service.threads`` threads.
+
+While the feature store or the event bus is in-process (the embedded default), the state cannot be
+shared between processes, so one worker is started whatever ``service.workers`` says, and it also runs
+the joiner (a thread). With the bus on Redis the joiner runs as one separate process (``recommender
+join``, started and restarted by the master): joining a batch holds the GIL for a while, which must not
+land on the serving threads' tail latency. More joiners (other hosts) may run ``recommender join`` too.
+
+With several workers, Prometheus metrics go through ``PROMETHEUS_MULTIPROC_DIR`` (a temporary directory
+unless set), which must be in the environment before ``prometheus_client`` is imported: this module
+therefore imports the service (Flask, metrics) only inside the workers.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from recommender.events.bus import bus_backend
+from recommender.service.gunicorn.worker import InlineWorker
+from recommender.settings.loading import AppConfig, ConfigFollower
+
+log = logging.getLogger(__name__)
+
+# Scheduling niceness of `recommender join` (0 = normal, 19 = lowest): below the serving workers.
+JOINER_NICENESS = 10
+
+
+def effective_workers(config: AppConfig) -> int:
+    """``service.workers``, or 1 while any state is in-process."""
+    if config.features.backend == "memory" or bus_backend(config) == "memory":
+        return 1
+    return config.service.workers
+
+
+def gunicorn_options(config: AppConfig, *, log_level: str = "info", access_log: bool = False) -> dict[str, Any]:
+    service = config.service
+    return {
+        "bind": f"{service.host}:{service.port}",
+        "workers": effective_workers(config),
+        "threads": service.threads,
+        "worker_class": "recommender.service.gunicorn.worker.InlineWorker",
+        "timeout": service.timeout_seconds,
+        "graceful_timeout": service.timeout_seconds,
+        # The storefront keeps connections open; gunicorn's default of 2 s would make it reconnect often.
+        "keepalive": 75,
+        "preload_app": False,
+        "loglevel": log_level,
+        "accesslog": "-" if access_log else None,
+        "errorlog": "-",
+        # gunicorn's admin control socket (in $HOME) is not needed: the service is driven by its config file.
+        "control_socket_disable": True,
+        "worker_exit": _worker_exit,
+        "child_exit": _child_exit,
+    }
+
+
+class JoinerSupervisor:
+    """Keeps one ``recommender join`` process running beside gunicorn (restarting it if it dies)."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.command = [sys.executable, "-m", "recommender.cli.main", "--config", str(config_path), "join"]
+        self.process: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command)
+        self._thread = threading.Thread(target=self._watch, name="joiner-supervisor", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(1.0):
+            if self.process is not None and self.process.poll() is not None:
+                log.error("the joiner process exited with %s; restarting it", self.process.returncode)
+                time.sleep(1.0)
+                self.process = subprocess.Popen(self.command)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    # Stop the joiner and write buffered decisions out before the process goes.
+    app = getattr(worker, "served_app", None)  # set by InlineWorker.load_wsgi; absent if the app failed to load
+    runtime = getattr(app, "extensions", {}).get("recommender") if app is not None else None
+    if runtime is not None:
+        runtime.stop()
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    InlineWorker.forget(worker)  # its connections are gone: other workers may take new ones
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+class ServiceApplication(BaseApplication):
+    """gunicorn application building the service app in each worker."""
+
+    def __init__(self, config: AppConfig, config_path: str | Path, options: dict[str, Any]) -> None:
+        self.app_config = config
+        self.config_path = Path(config_path)
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if value is not None:
+                self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        _configure_logging()
+        from recommender.service import create_app
+
+        separate_joiner = bus_backend(self.app_config) == "redis"
+        app = create_app(self.app_config, config_path=self.config_path, run_joiner=not separate_joiner)
+        # What the worker built to serve (modules, the model, schemas: ~120k objects) lives as long as the
+        # worker; leaving it to the collector makes every full collection walk it, a pause of tens of ms
+        # on whichever requests are in flight.
+        gc.freeze()
+        return app
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+
+
+def serve(config: AppConfig, config_path: str | Path, *, log_level: str = "info", access_log: bool = False) -> int:
+    """Run gunicorn in the foreground until it is stopped (SIGTERM/SIGINT). Returns its exit status."""
+    options = gunicorn_options(config, log_level=log_level, access_log=access_log)
+    if options["workers"] < config.service.workers:
+        log.warning("the feature store or event bus is in-process: serving with 1 worker, not %d",
+                    config.service.workers)  # fmt: skip
+    separate_joiner = bus_backend(config) == "redis"
+    owned_dir = None
+    master = os.getpid()
+    # Several processes (workers, the joiner) report metrics: they share a directory of value files.
+    if (options["workers"] > 1 or separate_joiner) and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        owned_dir = tempfile.mkdtemp(prefix="recommender-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = owned_dir
+    supervisor = JoinerSupervisor(Path(config_path)) if separate_joiner else None
+    if supervisor is not None:
+        options["when_ready"] = lambda server: supervisor.start()
+        options["on_exit"] = lambda server: supervisor.stop()
+    try:
+        ServiceApplication(config, config_path, options).run()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        # Workers leave through this frame too (they are forked inside run()): only the master cleans up.
+        if os.getpid() == master:
+            if supervisor is not None:
+                supervisor.stop()
+            if owned_dir is not None:
+                shutil.rmtree(owned_dir, ignore_errors=True)
+    return 0
+
+
+def run_joiner(config: AppConfig, config_path: str | Path) -> int:
+    """``recommender join``: join decisions and rewards from the Redis bus into the event log until
+    SIGTERM/SIGINT. Any number may run (one per host, say); they share the work through the bus."""
+    _configure_logging()
+    from recommender.events.bus import open_bus
+    from recommender.events.joiner import Joiner
+    from recommender.service.metrics import ServiceMetrics
+
+    if bus_backend(config) != "redis":
+        log.error("the event bus is in-process: the serving worker joins; a separate joiner has nothing to read")
+        return 2
+    # Joining is background work that comes in bursts (a batch per flush); on the serving hosts the
+    # /v1/score workers must win the CPU, or the bursts show up in their p99. Set before any thread starts,
+    # so every joiner thread inherits it.
+    os.nice(JOINER_NICENESS)
+    metrics = ServiceMetrics()
+    follower = ConfigFollower(config_path, config)  # join settings follow edits of the file
+
+    def join_settings() -> Any:
+        return follower().join
+
+    joiner = Joiner(open_bus(config), config.join.event_log_dir, join_settings,
+                    observer=metrics.observe_join)  # fmt: skip
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    joiner.start()
+    log.info("joiner %s writing to %s", joiner.consumer, config.join.event_log_dir)
+    stop.wait()
+    joiner.stop()
+    return 0
+
