@@ -50,7 +50,7 @@ from typing import Any
 from recommender.events.bus import BusError, ClosedEvent, CloseStatus, EventBus, PendingDecision, RewardEntry
 from recommender.events.log import write_events
 from recommender.records import JoinedEvent
-from recommender.settings.service import JoinConfig
+from recommender.settings.events import JoinConfig
 
 log = logging.getLogger(__name__)
 

