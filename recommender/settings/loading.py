@@ -18,19 +18,15 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from features.config import FeatureStoreConfig
 from recommender.errors import ConfigError
-from recommender.settings.policy import PolicyConfig
-from recommender.settings.service import BusConfig, JoinConfig, ServiceConfig
-from recommender.settings.trainer import TrainerConfig
+from recommender.settings.app import AppConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +41,6 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
 }
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class AppConfig(BaseModel):
-    """The whole configuration. Each section is owned by the package that uses it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    features: FeatureStoreConfig
-    policy: PolicyConfig = PolicyConfig()
-    service: ServiceConfig = ServiceConfig()
-    join: JoinConfig = JoinConfig()
-    bus: BusConfig = BusConfig()
-    trainer: TrainerConfig = TrainerConfig()
 
 
 def _expand(text: str, env: Mapping[str, str], path: Path) -> str:
@@ -124,40 +107,3 @@ def load_document(path: str | Path, env: Mapping[str, str] | None = None) -> dic
 def load_config(path: str | Path = DEFAULT_CONFIG_PATH, env: Mapping[str, str] | None = None) -> AppConfig:
     """Load and validate the configuration file at ``path``."""
     return parse_config(load_document(path, env), source=str(path))
-
-
-class ConfigFollower:
-    """The configuration in a file, re-read when the file changes (checked at most every
-    ``min_interval`` seconds). A call returns the current AppConfig; an invalid edit is logged and
-    refused, and the previous configuration stays. For long-running processes other than the serving
-    workers (which have their own watcher): the trainer and the separate joiner.
-    """
-
-    def __init__(self, path: str | Path, config: AppConfig, *, min_interval: float = 1.0) -> None:
-        self.path = Path(path)
-        self.current = config
-        self.min_interval = min_interval
-        self._signature = self._stat()
-        self._checked = time.monotonic()
-
-    def _stat(self) -> tuple[int, int] | None:
-        try:
-            stat = self.path.stat()
-        except OSError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
-
-    def __call__(self) -> AppConfig:
-        now = time.monotonic()
-        if now - self._checked < self.min_interval:
-            return self.current
-        self._checked = now
-        signature = self._stat()
-        if signature != self._signature:
-            self._signature = signature
-            try:
-                self.current = load_config(self.path)
-                log.info("configuration reloaded from %s", self.path)
-            except ConfigError as exc:
-                log.error("configuration change refused, the previous settings stay: %s", exc)
-        return self.current

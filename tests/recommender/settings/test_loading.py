@@ -95,7 +95,7 @@ def test_missing_file(tmp_path):
 
 
 def test_config_follower_applies_valid_edits_and_keeps_the_old_config_on_invalid_ones(tmp_path, default_document):
-    from recommender.settings.loading import ConfigFollower
+    from recommender.settings.follow import ConfigFollower
 
     path = write(tmp_path, default_document)
     follower = ConfigFollower(path, load_config(path, env={}), min_interval=0.0)

@@ -1,0 +1,35 @@
+"""``AppConfig``: the whole configuration, one typed section per part (each section's module in this package,
+the feature store's in ``features.config``). Built by ``recommender.settings.loading``."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from features.config import FeatureGroup, FeatureStoreConfig
+from recommender.settings.events import BusConfig, JoinConfig
+from recommender.settings.policy import PolicyConfig
+from recommender.settings.service import ServiceConfig
+from recommender.settings.trainer import TrainerConfig
+
+
+class AppConfig(BaseModel):
+    """The whole configuration. Each section is owned by the package that uses it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    features: FeatureStoreConfig
+    policy: PolicyConfig = PolicyConfig()
+    service: ServiceConfig = ServiceConfig()
+    join: JoinConfig = JoinConfig()
+    bus: BusConfig = BusConfig()
+    trainer: TrainerConfig = TrainerConfig()
+
+    @property
+    def user_group(self) -> FeatureGroup:
+        """The feature group the policy reads users from (``features.groups[features.user_group]``)."""
+        return self.features.groups[self.features.user_group]
+
+    @property
+    def item_group(self) -> FeatureGroup:
+        """The feature group the policy reads candidate items from (``features.groups[features.item_group]``)."""
+        return self.features.groups[self.features.item_group]
