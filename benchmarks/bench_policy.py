@@ -29,9 +29,8 @@ import numpy as np
 
 from features import open_store
 from features.sample_catalog import load_sample_catalog
-from recommender.policy.examples import cb_text
 from recommender.policy.policy import Policy
-from recommender.policy.vw import VWModel
+from recommender.policy.vw import VWModel, cb_text
 from recommender.records import JoinedEvent, utc_now
 from recommender.settings.loading import load_config
 
@@ -123,8 +122,7 @@ def run(quick: bool = False) -> str:
     config = load_config()
     store = open_store(config.features)
     load_sample_catalog(store, n_items=N_ITEMS, n_users=N_USERS)
-    groups = config.features.groups
-    policy = Policy.create(config.policy, groups[config.features.user_group], groups[config.features.item_group])
+    policy = Policy.create(config.policy, config.user_group, config.item_group)
     _train(policy, store, rng, 300 if quick else 3000)
     with tempfile.TemporaryDirectory() as tmp:
         model_file = Path(tmp) / "model.vw"

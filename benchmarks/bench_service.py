@@ -45,9 +45,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from benchmarks.http_load import build_request, run_load
+from features import open_store
+from features.sample_catalog import load_sample_catalog
+from recommender.policy.policy import Policy
+from recommender.settings.app import AppConfig
+from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_config
+from tests.redis_harness import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_P99_MS = 5.0
@@ -132,19 +139,13 @@ def _policy_cpu(port: int) -> tuple[float, float]:
     return total, count
 
 
-def _bare_decide_cpu(config: Any, bodies: list[bytes], iterations: int, sweep_bytes: int = 0) -> float:
+def _bare_decide_cpu(config: AppConfig, bodies: list[bytes], iterations: int, sweep_bytes: int = 0) -> float:
     """CPU seconds of one Policy.decide on the load's requests, features read from Redis once.
 
     ``sweep_bytes``: between decisions, write that much other memory (not timed), so that each decision
     starts with caches as cold as a busy machine leaves them."""
-    import numpy as np
-
-    from features import open_store
-    from recommender.policy.policy import Policy
-
-    features = config.features
-    policy = Policy.create(config.policy, features.groups[features.user_group], features.groups[features.item_group])
-    store = open_store(features)
+    policy = Policy.create(config.policy, config.user_group, config.item_group)
+    store = open_store(config.features)
     requests = [json.loads(body) for body in bodies]
     prepared = [(request, store.read_user_items(request["user_id"], request["candidates"])) for request in requests]
     store.close()
@@ -262,12 +263,6 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(quick: bool) -> str:
-    sys.path.insert(0, str(ROOT))
-    from features import open_store
-    from features.sample_catalog import load_sample_catalog
-    from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_config
-    from tests.redis_harness import RedisServer, free_port
-
     redis = RedisServer().start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-service-"))
     port = free_port()

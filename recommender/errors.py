@@ -43,3 +43,7 @@ class ModelCorruptError(ModelStoreError):
 
 class ModelSchemaMismatchError(ModelStoreError):
     """A model was trained with a different feature schema than the one the caller serves with."""
+
+
+class TrainerError(RecommenderError):
+    """The trainer cannot start or continue (bad settings, unreadable model or checkpoint); says why."""

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from recommender.settings.loading import AppConfig
+from recommender.settings.app import AppConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from recommender.cli.train import add_batch_arguments, run_batch
-from recommender.settings.loading import AppConfig
+from recommender.settings.app import AppConfig
+
+if TYPE_CHECKING:  # the model store imports VW, which listing the CLI's commands does not need
+    from recommender.policy.model_store import ModelVersion
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,7 +61,7 @@ def _train(args: argparse.Namespace, config: AppConfig) -> int:
     return run_batch(args, config)
 
 
-def _describe(version: Any, current: str | None) -> str:
+def _describe(version: ModelVersion, current: str | None) -> str:
     exploration = version.exploration
     params = ", ".join(f"{k}={v}" for k, v in exploration.items() if k != "algorithm")
     events = version.event_range
@@ -72,9 +75,9 @@ def _describe(version: Any, current: str | None) -> str:
 
 
 def _show(args: argparse.Namespace, config: AppConfig) -> int:
-    from recommender.policy.model_store import ModelStore
+    from recommender.policy.model_store import open_model_store  # VW: only for the commands that use models
 
-    store = ModelStore(args.models or Path(config.policy.model_dir))
+    store = open_model_store(config, args.models)
     versions = store.versions()
     current = store.current_version()
     if args.json:
@@ -89,9 +92,9 @@ def _show(args: argparse.Namespace, config: AppConfig) -> int:
 
 
 def _rollback(args: argparse.Namespace, config: AppConfig) -> int:
-    from recommender.policy.model_store import ModelStore
+    from recommender.policy.model_store import open_model_store  # VW: only for the commands that use models
 
-    store = ModelStore(args.models or Path(config.policy.model_dir))
+    store = open_model_store(config, args.models)
     version = store.rollback(args.version)
     print(f"current model version is now {version.id} (created {version.created_at:%Y-%m-%d %H:%M:%S})")
     return 0

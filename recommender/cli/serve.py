@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from recommender.settings.loading import AppConfig
+from pydantic import ValidationError
+
+from recommender.cli.errors import CliError
+from recommender.settings.app import AppConfig
+from recommender.settings.loading import format_validation_error
+from recommender.settings.service import ServiceConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,18 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _join(args: argparse.Namespace, config: AppConfig) -> int:
-    from recommender.service.gunicorn.server import run_joiner
+    from recommender.service.gunicorn.server import run_joiner  # the service's metrics: only when joining
 
     return run_joiner(config, args.config)
 
 
 def _serve(args: argparse.Namespace, config: AppConfig) -> int:
-    from pydantic import ValidationError
-
-    from recommender.cli.main import CliError
-    from recommender.service.gunicorn.server import serve
-    from recommender.settings.loading import format_validation_error
-    from recommender.settings.service import ServiceConfig
+    from recommender.service.gunicorn.server import serve  # gunicorn and the service: only when serving
 
     overrides = {name: getattr(args, name) for name in ("host", "port", "workers", "threads")}
     overrides = {name: value for name, value in overrides.items() if value is not None}

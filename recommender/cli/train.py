@@ -14,7 +14,10 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from recommender.settings.loading import AppConfig, ConfigFollower
+from recommender.cli.errors import CliError
+from recommender.logs import configure_logging
+from recommender.settings.app import AppConfig
+from recommender.settings.follow import ConfigFollower
 
 
 def _utc(text: str) -> datetime:
@@ -63,14 +66,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_batch(args: argparse.Namespace, config: AppConfig) -> int:
     """Batch training from parsed ``add_batch_arguments`` options; prints what was learned and published."""
-    from recommender.cli.main import CliError
-    from recommender.learning.trainer import model_store_for, train_batch
+    from recommender.learning.batch import train_batch  # VW and pyarrow: only for the commands that learn
+    from recommender.policy.model_store import open_model_store
 
     if args.passes < 1:
         raise CliError(f"--passes must be >= 1, got {args.passes}")
     if args.since and args.until and args.since >= args.until:
         raise CliError("--since must be before --until")
-    store = model_store_for(config, args.out)
+    store = open_model_store(config, args.out)
     if args.resume and store.current_version() is None:
         print(f"no current version in {store.root}; starting from a fresh model")
     report = train_batch(
@@ -91,8 +94,6 @@ def run_batch(args: argparse.Namespace, config: AppConfig) -> int:
 
 
 def _train(args: argparse.Namespace, config: AppConfig) -> int:
-    from recommender.cli.main import CliError
-
     if args.batch:
         return run_batch(args, config)
     batch_only = [name for name in ("log", "since", "until", "resume", "no_activate") if getattr(args, name)]
@@ -104,13 +105,13 @@ def _train(args: argparse.Namespace, config: AppConfig) -> int:
 def run_continuous(config: AppConfig, config_path: Path, *, models: Path | None = None, once: bool = False) -> int:
     """Follow the event log until SIGTERM/SIGINT (or one cycle with ``once``). The config file is re-read
     when it changes: mode, interval and exploration apply live; an invalid edit keeps the old settings."""
-    from recommender.learning.trainer import Trainer, model_store_for
-    from recommender.service.gunicorn.server import _configure_logging
+    from recommender.learning.trainer import Trainer  # VW and pyarrow: only for the commands that learn
+    from recommender.policy.model_store import open_model_store
 
-    _configure_logging()
+    configure_logging()
     # The trainer asks once per poll: check the file every time (a stat), reload only when it changed.
     settings = ConfigFollower(config_path, config, min_interval=0.0)
-    trainer = Trainer(model_store_for(config, models), config.join.event_log_dir, settings)
+    trainer = Trainer(open_model_store(config, models), config.join.event_log_dir, settings)
     try:
         if once:
             report = trainer.run_once(publish=True)

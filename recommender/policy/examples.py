@@ -3,8 +3,8 @@
 Serving (``Policy.decide``), training (``Policy.learn``) and offline replay (``Policy.predict_pmf``) all
 build their examples here, so a feature means the same thing everywhere. This module does not import
 ``vowpalwabbit``: it produces *example features* -- per namespace, a tuple of ``(token, value)`` pairs --
-which ``recommender.policy.vw`` pushes into VW through its example API, and which ``*_text`` functions
-render in VW's text format (the same tokens, so both routes hash to the same weights).
+which ``recommender.policy.vw`` pushes into VW through its example API or renders in VW's text format
+(the same tokens, so both routes hash to the same weights).
 
 Layout of a ``cb_explore_adf`` multi-line example::
 
@@ -38,16 +38,12 @@ distinct features.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import math
 import re
-import types
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from operator import is_, itemgetter
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -256,140 +252,3 @@ class ExampleBuilder:
     def slot(index: int) -> ExampleFeatures:
         """A CCB slot example: its position (lets the model learn position effects)."""
         return ((SLOT_NS, ((f"slot={index}", 1.0),)),)
-
-
-# --- VW text format (the naive path, debugging, exports) ---------------------------------------------
-
-
-def _number_text(value: float) -> str:
-    return repr(float(value))
-
-
-def namespaces_text(features: ExampleFeatures) -> str:
-    """``|User a=b x:1.5 |Context ...``; namespaces without features are left out. Never empty:
-    an empty line would end a VW multi-line example."""
-    parts = []
-    for namespace, feats in features:
-        if feats:
-            tokens = " ".join(t if v == 1.0 else f"{t}:{_number_text(v)}" for t, v in feats)
-            parts.append(f"|{namespace} {tokens}")
-    return " ".join(parts) if parts else "|"
-
-
-def cb_label(cost: float, probability: float) -> str:
-    """The ``cb_explore_adf`` label of the chosen action: ``0:<cost>:<probability>`` (the action
-    index is implied by the line in adf format)."""
-    return f"0:{_number_text(cost)}:{_number_text(probability)}"
-
-
-def ccb_slot_label(action: int, cost: float, probability: float) -> str:
-    """A labelled CCB slot: ``ccb slot <action>:<cost>:<probability>`` (action indexes the actions)."""
-    return f"ccb slot {action}:{_number_text(cost)}:{_number_text(probability)}"
-
-
-def cb_text(
-    shared: ExampleFeatures,
-    items: Sequence[ExampleFeatures],
-    label: tuple[int, float, float] | None = None,
-) -> list[str]:
-    """A ``cb_explore_adf`` multi-line example; ``label`` = (chosen index, cost, probability)."""
-    lines = [f"shared {namespaces_text(shared)}"]
-    for i, item in enumerate(items):
-        prefix = f"{cb_label(label[1], label[2])} " if label is not None and label[0] == i else ""
-        lines.append(prefix + namespaces_text(item))
-    return lines
-
-
-def ccb_text(
-    shared: ExampleFeatures,
-    items: Sequence[ExampleFeatures],
-    slots: Sequence[ExampleFeatures],
-    *,
-    seeds: Sequence[str] | None = None,
-    outcomes: Sequence[tuple[int, float, float]] | None = None,
-) -> list[str]:
-    """A ``ccb_explore_adf`` multi-line example. ``seeds[s]`` (tag-safe strings) fix VW's sampling seed
-    for slot ``s``; ``outcomes[s]`` = (chosen action, cost, probability) labels slot ``s``."""
-    lines = [f"ccb shared {namespaces_text(shared)}"]
-    lines += [f"ccb action {namespaces_text(item)}" for item in items]
-    for s, slot in enumerate(slots):
-        head = ccb_slot_label(*outcomes[s]) if outcomes is not None else "ccb slot"
-        tag = f" 'seed={seeds[s]}" if seeds is not None else ""
-        # VW reads a tag as the token glued to the first '|'.
-        lines.append(f"{head}{tag}{namespaces_text(slot)}" if tag else f"{head} {namespaces_text(slot)}")
-    return lines
-
-
-# --- the per-item cache ---------------------------------------------------------------------------------
-
-T = TypeVar("T")
-
-
-def _snapshot(row: Mapping[str, Any]) -> dict[str, Any]:
-    # Lists are copied so that a caller mutating its row in place cannot make a stale entry look valid.
-    return {k: (list(v) if isinstance(v, list) else v) for k, v in row.items()}
-
-
-class ItemCache(Generic[T]):
-    """An LRU of per-item values (built VW examples), keyed by item id and validated by content.
-
-    ``get(key, row)`` returns the cached value only if the row is equal to the one it was built from,
-    so a changed feature value is rebuilt, never served stale. Checking equality of two small dicts costs
-    well under a microsecond, far less than building an example. A read-only row (``MappingProxyType``,
-    as the feature store returns them, the same object for the same stored bytes) that is the very object
-    the value was built from is trusted without comparing: rows are read-only by contract
-    (``recommender.records.FeatureRow``). Rows holding numpy arrays never compare equal (always rebuilt):
-    pass lists. Not thread-safe; the Policy calls it under its lock.
-    """
-
-    def __init__(self, max_items: int) -> None:
-        self.max_items = max_items
-        # key -> (snapshot of the row, the row object itself if read-only else None, value)
-        self._entries: OrderedDict[Hashable, tuple[dict[str, Any], Mapping[str, Any] | None, T]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: Hashable, row: Mapping[str, Any]) -> T | None:
-        entry = self._entries.get(key)
-        if entry is not None:
-            if entry[1] is row:
-                same = True
-            else:
-                try:
-                    same = entry[0] == row
-                except (ValueError, TypeError):  # e.g. numpy arrays: ambiguous truth value
-                    same = False
-            if same is True:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return entry[2]
-        self.misses += 1
-        return None
-
-    def get_many(self, keys: Sequence[Hashable], rows: Sequence[Mapping[str, Any]]) -> list[T | None]:
-        """``[get(key, row) for key, row in zip(keys, rows)]`` (same length required). The usual call, every
-        item cached from the very read-only row objects passed, runs in C: a few microseconds for 200 items
-        instead of ~0.1 ms item by item."""
-        if len(keys) != len(rows):
-            raise ValueError(f"{len(keys)} keys but {len(rows)} rows")
-        entries = list(map(self._entries.get, keys))
-        if None not in entries and all(map(is_, map(itemgetter(1), entries), rows)):
-            collections.deque(map(self._entries.move_to_end, keys), maxlen=0)  # mark used, in C
-            self.hits += len(entries)
-            return list(map(itemgetter(2), entries))
-        return [self.get(key, row) for key, row in zip(keys, rows, strict=True)]
-
-    def put(self, key: Hashable, row: Mapping[str, Any], value: T) -> None:
-        if self.max_items <= 0:
-            return
-        trusted = row if type(row) is types.MappingProxyType else None
-        self._entries[key] = (_snapshot(row), trusted, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_items:
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)

@@ -23,6 +23,10 @@ metadata file as the model's checksum, so a version's weights and its position a
 
 Loading checks the checksum (``ModelCorruptError``) and, when the caller says which feature groups it
 serves with, that the model was trained on the same schema (``ModelSchemaMismatchError``).
+
+``open_model_store(config)`` is the one way to open the configured store, and ``load_serving_model`` the one
+loader of the model a process serves or continues training: the service, the trainer and batch training
+all start from it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from pydantic import ValidationError
 
 from features.config import FeatureGroup
 from recommender.errors import (
+    ExplorationChangeError,
     ModelCorruptError,
     ModelNotFoundError,
     ModelSchemaMismatchError,
@@ -53,6 +58,7 @@ from recommender.errors import (
 from recommender.policy.examples import feature_schema, schema_hash
 from recommender.policy.policy import EventRange, Policy, content_id
 from recommender.policy.vw import vw_version
+from recommender.settings.app import AppConfig
 from recommender.settings.policy import ExplorationSettings, PolicyConfig, parse_exploration
 
 log = logging.getLogger(__name__)
@@ -263,8 +269,6 @@ def read_model_dir(
             f"serving uses {schema_hash(serving_schema)}: {_schema_difference(version.feature_schema, serving_schema)}"
         )
     if exploration is not None:
-        from recommender.errors import ExplorationChangeError
-
         try:
             new = parse_exploration(exploration)
         except ValidationError as exc:
@@ -439,3 +443,36 @@ class ModelStore:
             raise ModelCorruptError(f"{model_path}: checksum mismatch; refusing to roll back to it")
         self._set_current(version_id)
         return version
+
+
+def open_model_store(config: AppConfig, root: str | Path | None = None) -> ModelStore:
+    """The model store at ``policy.model_dir`` (or ``root``), refusing models trained on another feature
+    schema than the configured user and item groups."""
+    return ModelStore(root or config.policy.model_dir, user_group=config.user_group, item_group=config.item_group)
+
+
+def load_serving_model(
+    store: ModelStore, config: AppConfig, *, fresh_if_unloadable: bool = False
+) -> tuple[Policy, ModelVersion | None]:
+    """The model to serve or continue training, with its version (None for a fresh model).
+
+    The store's current version under ``config.policy.exploration``; when VW cannot apply that exploration
+    to the stored weights, under the model's own (logged as an error: ops asked for a change that did not
+    happen). Nothing published yet: a fresh model of ``config.policy``. A current version that cannot be
+    loaded raises ModelStoreError or PolicyError, unless ``fresh_if_unloadable`` (serving must start): then
+    it is logged and a fresh model is returned.
+    """
+    try:
+        current = store.current_version()
+        if current is not None:
+            version = store.version(current)
+            try:
+                return store.load(current, exploration=config.policy.exploration), version
+            except ExplorationChangeError as exc:
+                log.error("the configured exploration cannot apply to model %s, keeping its own: %s", current, exc)
+                return store.load(current), version
+    except (ModelStoreError, PolicyError) as exc:
+        if not fresh_if_unloadable:
+            raise
+        log.error("cannot load the current model from %s, starting from a fresh one: %s", store.root, exc)
+    return Policy.create(config.policy, config.user_group, config.item_group), None

@@ -1,4 +1,4 @@
-"""The contextual-bandit policy: decide (score, explore, sample), learn, change exploration, save.
+"""The contextual-bandit policy: decide (score, explore, sample), learn, change exploration.
 
 ``Policy`` ties together the example builder (``recommender.policy.examples``), one VW model
 (``recommender.policy.vw``), the deterministic sampler (``recommender.policy.sampling``) and a per-item cache of
@@ -16,13 +16,13 @@ Learning
     ``learn(events)`` replays logged ``JoinedEvent`` records (cost = ``cost_from_reward(reward)``, the
     logged probability of the chosen item). A ``cb`` policy learns slot 0 of multi-slot records (its pmf
     is over all candidates: a valid single-slot record); lower slots depend on position and earlier picks,
-    which only a ``ccb`` policy models. ``learn_from_log`` does the same from the Parquet event log.
+    which only a ``ccb`` policy models. Learning from the Parquet event log is the trainer's job
+    (``recommender.learning``: ``train_batch`` for one pass, ``Trainer`` to follow the log).
 
 Versions
     ``model_version`` is the content hash of the model file the policy was created, loaded or last saved
     as; after learning in memory it reads ``<version>+<n>`` (n examples learned since). Saving and loading
-    with metadata (feature schema, VW arguments, events seen) is ``recommender.policy.model_store``'s job;
-    ``save``/``load`` here are shortcuts to it.
+    with metadata (feature schema, VW arguments, events seen) is ``recommender.policy.model_store``'s job.
 
 Thread-safety
     A VW workspace is not thread-safe. Each ``Policy`` owns one workspace and guards it, and its item
@@ -43,21 +43,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
 from features.config import FeatureGroup
 from recommender.errors import ExampleError, ExplorationChangeError, PolicyError
-from recommender.policy.examples import ExampleBuilder, ExampleFeatures, ItemCache, cost_from_reward
+from recommender.policy.examples import ExampleBuilder, ExampleFeatures, cost_from_reward
+from recommender.policy.item_cache import ItemCache
 from recommender.policy.sampling import ccb_seed, ranking_from, sample_from_event_id
 from recommender.policy.vw import ActionExample, VWModel
 from recommender.records import Decision, JoinedEvent, utc_now
 from recommender.settings.policy import EXPLORATION_ALGORITHMS, ExplorationSettings, PolicyConfig, parse_exploration
-
-if TYPE_CHECKING:
-    from recommender.policy.model_store import ModelVersion
 
 # predict_pmf in ccb mode asks VW for one slot with this fixed seed: VW's sampler then neither depends
 # on nor advances its random state, so scoring has no side effects.
@@ -113,15 +111,6 @@ class EventRange:
         )
 
 
-@dataclass(frozen=True)
-class LearnReport:
-    """What ``learn_from_log`` did: examples learned (events x passes) and the events' range."""
-
-    learned: int
-    passes: int
-    events: EventRange | None
-
-
 def _range_of(decision: Decision) -> EventRange:
     return EventRange(1, decision.event_id, decision.event_id, decision.timestamp, decision.timestamp)
 
@@ -138,7 +127,7 @@ class Policy:
         version: str,
         events_seen: EventRange | None = None,
     ) -> None:
-        # Use Policy.create / Policy.load / ModelStore.load rather than this constructor.
+        # Use Policy.create or ModelStore.load rather than this constructor.
         self.config = config
         self.builder = builder
         self._model = model
@@ -186,27 +175,6 @@ class Policy:
             version=version,
             events_seen=events_seen,
         )
-
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        *,
-        user_group: FeatureGroup | None = None,
-        item_group: FeatureGroup | None = None,
-        exploration: ExplorationSettings | Mapping[str, Any] | None = None,
-    ) -> Policy:
-        """Load a model directory written by ``save``. With ``user_group``/``item_group`` given, a model
-        trained on a different feature schema is refused (``ModelSchemaMismatchError``)."""
-        from recommender.policy.model_store import read_model_dir
-
-        return read_model_dir(Path(path), user_group=user_group, item_group=item_group, exploration=exploration)
-
-    def save(self, path: str | Path, *, event_range: EventRange | None = None) -> ModelVersion:
-        """Write the model and its metadata into the directory ``path`` (created; must not exist)."""
-        from recommender.policy.model_store import write_model_dir
-
-        return write_model_dir(self, Path(path), event_range=event_range)
 
     # --- properties ---------------------------------------------------------------------------------
 
@@ -419,29 +387,6 @@ class Policy:
                 ]
                 slots = [self.builder.slot(s) for s in range(len(outcomes))]
                 self._model.learn_ccb(shared, items, slots, outcomes)
-
-    def learn_from_log(self, path: str | Path, *, passes: int = 1) -> LearnReport:
-        """Learn from every event of a Parquet event log (root, partition or file), in timestamp order,
-        ``passes`` times. Returns the number of examples learned and the events' range."""
-        from recommender.events.log import read_table, table_to_events
-
-        if passes < 1:
-            raise PolicyError(f"passes must be >= 1, got {passes}")
-        table = read_table(path)
-        learned = 0
-        range_before = self._events_seen
-        for _ in range(passes):
-            learned += self.learn(table_to_events(table))
-        events = None
-        if table.num_rows:
-            # Each pass merged the same events again; the log's own range is counted once.
-            first, last = table.slice(0, 1).to_pylist()[0], table.slice(table.num_rows - 1, 1).to_pylist()[0]
-            events = EventRange(
-                table.num_rows, first["event_id"], last["event_id"], first["timestamp"], last["timestamp"]
-            )
-            with self._lock:
-                self._events_seen = events.merged(range_before)
-        return LearnReport(learned=learned, passes=passes, events=events)
 
     # --- exploration changes ------------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 ``VWModel`` owns one VW workspace and speaks in the project's terms: it takes ``ExampleFeatures`` (from
 ``recommender.policy.examples``) and returns probabilities as numpy arrays. Everything VW-specific is here:
-building examples through VW's example API, labels, multi-line predict/learn, finishing every example,
-saving and loading model files, and turning VW's exceptions into ``PolicyError``.
+building examples through VW's example API, VW's text format (labels, namespaces, ``cb_text``/``ccb_text``
+for the naive path, debugging and exports), multi-line predict/learn, finishing every example, saving and
+loading model files, and turning VW's exceptions into ``PolicyError``.
 
 Behaviour of VW (9.x) this module relies on, checked rather than assumed (tests cover each):
 
@@ -35,10 +36,73 @@ from pathlib import Path
 
 import numpy as np
 import pylibvw
+import vowpalwabbit
 from vowpalwabbit import pyvw
 
 from recommender.errors import PolicyError
-from recommender.policy.examples import ExampleFeatures, cb_label, ccb_slot_label
+from recommender.policy.examples import ExampleFeatures
+
+# --- VW text format (the naive path, debugging, exports) ---------------------------------------------
+
+
+def _number_text(value: float) -> str:
+    return repr(float(value))
+
+
+def namespaces_text(features: ExampleFeatures) -> str:
+    """``|User a=b x:1.5 |Context ...``; namespaces without features are left out. Never empty:
+    an empty line would end a VW multi-line example."""
+    parts = []
+    for namespace, feats in features:
+        if feats:
+            tokens = " ".join(t if v == 1.0 else f"{t}:{_number_text(v)}" for t, v in feats)
+            parts.append(f"|{namespace} {tokens}")
+    return " ".join(parts) if parts else "|"
+
+
+def cb_label(cost: float, probability: float) -> str:
+    """The ``cb_explore_adf`` label of the chosen action: ``0:<cost>:<probability>`` (the action
+    index is implied by the line in adf format)."""
+    return f"0:{_number_text(cost)}:{_number_text(probability)}"
+
+
+def ccb_slot_label(action: int, cost: float, probability: float) -> str:
+    """A labelled CCB slot: ``ccb slot <action>:<cost>:<probability>`` (action indexes the actions)."""
+    return f"ccb slot {action}:{_number_text(cost)}:{_number_text(probability)}"
+
+
+def cb_text(
+    shared: ExampleFeatures,
+    items: Sequence[ExampleFeatures],
+    label: tuple[int, float, float] | None = None,
+) -> list[str]:
+    """A ``cb_explore_adf`` multi-line example; ``label`` = (chosen index, cost, probability)."""
+    lines = [f"shared {namespaces_text(shared)}"]
+    for i, item in enumerate(items):
+        prefix = f"{cb_label(label[1], label[2])} " if label is not None and label[0] == i else ""
+        lines.append(prefix + namespaces_text(item))
+    return lines
+
+
+def ccb_text(
+    shared: ExampleFeatures,
+    items: Sequence[ExampleFeatures],
+    slots: Sequence[ExampleFeatures],
+    *,
+    seeds: Sequence[str] | None = None,
+    outcomes: Sequence[tuple[int, float, float]] | None = None,
+) -> list[str]:
+    """A ``ccb_explore_adf`` multi-line example. ``seeds[s]`` (tag-safe strings) fix VW's sampling seed
+    for slot ``s``; ``outcomes[s]`` = (chosen action, cost, probability) labels slot ``s``."""
+    lines = [f"ccb shared {namespaces_text(shared)}"]
+    lines += [f"ccb action {namespaces_text(item)}" for item in items]
+    for s, slot in enumerate(slots):
+        head = ccb_slot_label(*outcomes[s]) if outcomes is not None else "ccb slot"
+        tag = f" 'seed={seeds[s]}" if seeds is not None else ""
+        # VW reads a tag as the token glued to the first '|'.
+        lines.append(f"{head}{tag}{namespaces_text(slot)}" if tag else f"{head} {namespaces_text(slot)}")
+    return lines
+
 
 _CB = pyvw.LabelType.CONTEXTUAL_BANDIT
 _CCB = pyvw.LabelType.CONDITIONAL_CONTEXTUAL_BANDIT
@@ -123,8 +187,6 @@ class VWModel:
         # The example API cannot set tags, so slot examples (tiny: one feature) are parsed from text,
         # which gives them the per-slot sampling seed. Parsed examples belong to VW's pool and go back
         # to it when finished.
-        from recommender.policy.examples import namespaces_text
-
         lines = [f"ccb slot 'seed={seed}{namespaces_text(slot)}" for slot, seed in zip(slots, seeds, strict=True)]
         parsed = self._vw.parse(lines)
         return parsed if isinstance(parsed, list) else [parsed]
@@ -285,6 +347,4 @@ def _normalised(scores: np.ndarray, k: int) -> np.ndarray:
 
 def vw_version() -> str:
     """The VW library version in use (recorded in model metadata)."""
-    from vowpalwabbit import __version__
-
-    return str(__version__)
+    return str(vowpalwabbit.__version__)

@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 
 from recommender.cli.main import main
+from recommender.errors import TrainerError
 from recommender.events.log import write_events
-from recommender.learning.trainer import Checkpoint, LogCheckpoint, Trainer, TrainerError, model_store_for, train_batch
-from recommender.settings.loading import DEFAULT_CONFIG_PATH, AppConfig, load_config
+from recommender.learning.batch import train_batch
+from recommender.learning.checkpoint import Checkpoint, LogCheckpoint
+from recommender.learning.trainer import Trainer
+from recommender.policy.model_store import open_model_store
+from recommender.settings.app import AppConfig
+from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_config
 from tests.recommender.sample_events import default_schema_events
 
 NOW = datetime(2024, 3, 1, 12, tzinfo=UTC).timestamp()  # the trainers' clock: the log's hours are recent
@@ -47,7 +52,7 @@ def _shifted(event, shift, prefix):
 
 
 def trainer_for(config: AppConfig, clock: float = NOW) -> Trainer:
-    return Trainer(model_store_for(config), config.join.event_log_dir, lambda: config, clock=lambda: clock)
+    return Trainer(open_model_store(config), config.join.event_log_dir, lambda: config, clock=lambda: clock)
 
 
 def probe_pmfs(policy, seed: int = 5) -> np.ndarray:
@@ -94,7 +99,7 @@ def test_logging_only_pauses_and_online_resumes_where_it_stopped(tmp_path):
     write_batches(Path(config.join.event_log_dir), 2)
     trainer = trainer_for(config)
     assert trainer.run_once(publish=True).learned == 0
-    assert model_store_for(config).current_version() is None  # nothing learned, nothing published
+    assert open_model_store(config).current_version() is None  # nothing learned, nothing published
     online = config.model_copy(update={"trainer": config.trainer.model_copy(update={"mode": "online"})})
     trainer.settings = lambda: online
     assert trainer.run_once(publish=True).published.event_range.count == 80
@@ -105,7 +110,7 @@ def test_publishes_every_interval_and_follows_a_rollback(tmp_path):
     config = config_for(tmp_path, model_update_interval=60)
     log_dir = Path(config.join.event_log_dir)
     now = [NOW]
-    trainer = Trainer(model_store_for(config), log_dir, lambda: config, clock=lambda: now[0])
+    trainer = Trainer(open_model_store(config), log_dir, lambda: config, clock=lambda: now[0])
     write_batches(log_dir, 1, seed=1)
     assert trainer.run_once().published is None  # learned, but the interval has not passed
     now[0] += 61
@@ -174,7 +179,7 @@ def test_batch_mode_is_policy_train_and_a_continued_backfill_skips_learned_files
     assert main(["--config", str(path), "policy", "train", "--log", str(log_dir), "--continue"]) == 0
     out = capsys.readouterr().out
     assert "learned 40 examples (40 events x 1 pass(es)" in out and "skipped 2 file(s)" in out
-    store = model_store_for(config)
+    store = open_model_store(config)
     assert store.version(store.current_version()).event_range.count == 120
     # A continuous trainer after the batch has nothing left to learn.
     assert main(["--config", str(path), "train", "--once"]) == 0

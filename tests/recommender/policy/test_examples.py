@@ -17,15 +17,13 @@ from recommender.policy.examples import (
     ITEM_NS,
     USER_NS,
     ExampleBuilder,
-    ItemCache,
-    cb_text,
-    ccb_text,
     cost_from_reward,
     escape_token,
     feature_schema,
     schema_hash,
 )
-from recommender.policy.vw import VWModel
+from recommender.policy.item_cache import ItemCache
+from recommender.policy.vw import VWModel, cb_text, ccb_text
 from recommender.settings.policy import PolicyConfig
 
 USERS = FeatureGroup(

@@ -15,7 +15,7 @@ from recommender.errors import (
     ModelSchemaMismatchError,
     ModelStoreError,
 )
-from recommender.policy.model_store import ModelStore
+from recommender.policy.model_store import ModelStore, read_model_dir, write_model_dir
 from recommender.policy.policy import Policy
 from recommender.settings.policy import PolicyConfig
 from tests.recommender.policy import synthetic_policy_problem as sp
@@ -175,14 +175,14 @@ def test_exploration_can_be_set_at_load(trained: Policy, store: ModelStore) -> N
         store.load(exploration={"algorithm": "bagging", "bags": 3})
 
 
-def test_policy_save_and_load_shortcuts(trained: Policy, tmp_path) -> None:
-    version = trained.save(tmp_path / "one")
-    loaded = Policy.load(tmp_path / "one", user_group=sp.USER_GROUP, item_group=sp.ITEM_GROUP)
+def test_a_model_directory_round_trips(trained: Policy, tmp_path) -> None:
+    version = write_model_dir(trained, tmp_path / "one")
+    loaded = read_model_dir(tmp_path / "one", user_group=sp.USER_GROUP, item_group=sp.ITEM_GROUP)
     assert loaded.model_version == version.id
     for a, b in zip(pmfs(trained), pmfs(loaded), strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ModelStoreError, match="already exists"):
-        trained.save(tmp_path / "one")
+        write_model_dir(trained, tmp_path / "one")
 
 
 def test_multi_slot_models_round_trip(tmp_path) -> None:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from recommender.errors import ExampleError, ExplorationChangeError, PolicyError
-from recommender.events.log import write_events
 from recommender.policy.policy import Policy
 from recommender.settings.policy import PolicyConfig
 from tests.recommender.policy import synthetic_policy_problem as sp
@@ -257,22 +256,6 @@ def test_concurrent_decisions_match_sequential_ones(trained: Policy) -> None:
     for t in threads:
         t.join()
     assert not errors and results == expected
-
-
-def test_learning_from_the_parquet_log_equals_learning_the_events(tmp_path) -> None:
-    events = sp.uniform_events(500, seed=4)
-    write_events(events, tmp_path / "log")
-    from_log, from_events = make_policy(), make_policy()
-    report = from_log.learn_from_log(tmp_path / "log", passes=2)
-    from_events.learn(events)
-    from_events.learn(events)
-    assert report.learned == 1000 and report.passes == 2
-    assert report.events is not None and report.events.count == 500
-    assert report.events.first_event_id == "ev-4-0" and report.events.last_event_id == "ev-4-499"
-    assert from_log.events_seen == report.events
-    for ctx in HELD_OUT[:30]:
-        np.testing.assert_allclose(pmf_of(from_log, ctx), pmf_of(from_events, ctx), atol=1e-7)
-    assert from_log.model_version.endswith("+1000")
 
 
 def test_multi_slot_pages_use_conditional_bandits() -> None:
