@@ -9,8 +9,10 @@ from features.errors import (
     FeatureSchemaError,
     FeatureStoreError,
     FeatureStoreUnavailable,
+    UnsupportedRedisVersion,
 )
-from features.store import EntityRows, FeatureStore, UserItemFeatures, open_store
+from features.factory import open_store
+from features.store import EntityRows, FeatureStore, UserItemFeatures
 
 __all__ = [
     "EntityRows",
@@ -24,6 +26,7 @@ __all__ = [
     "FeatureStoreUnavailable",
     "FeatureType",
     "RedisSettings",
+    "UnsupportedRedisVersion",
     "UserItemFeatures",
     "open_store",
 ]

@@ -22,3 +22,11 @@ class FeatureLoadError(FeatureStoreError):
 
 class FeatureStoreUnavailable(FeatureStoreError, ConnectionError):
     """The backend (Redis) could not be reached or answered too slowly. The URL is redacted."""
+
+
+class UnsupportedRedisVersion(FeatureStoreError):
+    """The installed redis-py lacks an internal that ``features.redis_store.DirectCommands`` relies on.
+
+    The message names the installed redis-py version and each missing internal; setup.cfg pins redis-py to
+    the range these internals were tested with.
+    """

@@ -30,10 +30,11 @@ items is then an MGET of a few keys instead of 201: less CPU in the worker and i
 from __future__ import annotations
 
 import collections
+import inspect
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from features.config import FeatureStoreConfig
-from features.errors import FeatureStoreError, FeatureStoreUnavailable
+from features.errors import FeatureStoreError, FeatureStoreUnavailable, UnsupportedRedisVersion
 from features.store import FeatureStore, ReadRequest
 
 # Batch writes and version drops may take far longer than the read budget.
@@ -66,6 +67,78 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+# The redis-py releases whose internals DirectCommands was tested with: setup.cfg pins redis to >=5.0,<9.
+TESTED_REDIS_VERSIONS = "5.0.0, 6.4.0, 7.4.1 and 8.1.0"
+
+
+# Methods of the connection class DirectCommands calls, each with the keyword it needs defaulting to True.
+_CONNECTION_METHODS = (
+    ("send_command", None),
+    ("send_packed_command", "check_health"),
+    ("read_response", "disconnect_on_error"),
+    ("disconnect", None),
+)
+
+
+def missing_direct_internals(client: redis.Redis) -> list[str]:
+    """The redis-py internals ``DirectCommands`` relies on that ``client`` (its pool, its connection class)
+    lacks; empty when every one is there. What it relies on, beyond redis-py's public client API:
+
+    - ``client.connection_pool.connection_class`` and ``.connection_kwargs``: enough to build a connection
+      as the pool's own ``make_connection`` does, but outside the pool;
+    - on that connection class: ``send_command(*args, check_health=False)`` (passed on to
+      ``send_packed_command``'s ``check_health``), which connects when not connected and drops the
+      connection on a socket error, a timeout or an interruption; ``read_response()``, which returns the raw
+      reply (no response callbacks), raises an error reply as ``ResponseError`` (``NoScriptError`` for
+      NOSCRIPT) and, with ``disconnect_on_error`` on by default, drops the connection on a failed read, so a
+      late reply is never read as the next command's; and ``disconnect()``;
+    - a registered script's ``sha`` and ``script`` (``run_script`` sends ``EVALSHA``/``SCRIPT LOAD`` itself).
+
+    The behaviours are exercised against a real server by tests/features/test_redis_direct.py; this check
+    looks for the names and parameters, so a redis-py that lacks one fails at start, not on a request.
+    """
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        return [f"{type(client).__name__}.connection_pool"]
+    missing: list[str] = []
+    connection_class = getattr(pool, "connection_class", None)
+    if not isinstance(connection_class, type):
+        missing.append(f"{type(pool).__name__}.connection_class")
+    if not isinstance(getattr(pool, "connection_kwargs", None), Mapping):
+        missing.append(f"{type(pool).__name__}.connection_kwargs")
+    if isinstance(connection_class, type):
+        name = connection_class.__name__
+        for method, parameter in _CONNECTION_METHODS:
+            found = getattr(connection_class, method, None)
+            if not callable(found):
+                missing.append(f"{name}.{method}()")
+            elif parameter is not None and not _defaults_to_true(found, parameter):
+                missing.append(f"{name}.{method}({parameter}=True)")
+    script = client.register_script("return 1")  # computes the SHA1 locally: no round trip
+    missing += [f"Script.{attribute}" for attribute in ("sha", "script") if not hasattr(script, attribute)]
+    return missing
+
+
+def _defaults_to_true(method: Callable[..., object], parameter: str) -> bool:
+    """Whether ``method`` takes ``parameter`` and it defaults to True."""
+    try:
+        found = inspect.signature(method).parameters.get(parameter)
+    except (TypeError, ValueError):
+        return False
+    return found is not None and found.default is True
+
+
+def check_direct_internals(client: redis.Redis) -> None:
+    """Raise UnsupportedRedisVersion, naming the installed redis-py version and what is missing, unless
+    ``client`` has every internal ``DirectCommands`` relies on (see ``missing_direct_internals``)."""
+    missing = missing_direct_internals(client)
+    if missing:
+        raise UnsupportedRedisVersion(
+            f"redis-py {redis.__version__} lacks {', '.join(missing)}, which features.redis_store.DirectCommands "
+            f"relies on (tested with redis-py {TESTED_REDIS_VERSIONS}; setup.cfg pins the supported range)"
+        )
+
+
 class DirectCommands:
     """Single Redis commands on the request path, sent over an idle connection taken off a stack.
 
@@ -83,9 +156,13 @@ class DirectCommands:
     Single-server clients only (a cluster routes commands by key slot; use its client there).
     Thread-safe. A forked child never uses its parent's connections; ``close()`` disconnects every
     connection, idle ones at once and ones in use when they come back.
+
+    This relies on redis-py internals (listed in ``missing_direct_internals``); the constructor checks
+    them and raises UnsupportedRedisVersion, naming the installed version, when one is missing.
     """
 
     def __init__(self, client: redis.Redis) -> None:
+        check_direct_internals(client)
         pool = client.connection_pool
         self._connection_class = pool.connection_class
         self._connection_kwargs = dict(pool.connection_kwargs)

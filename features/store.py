@@ -237,19 +237,3 @@ class FeatureStore(abc.ABC):
         # The load error is the one worth reporting; an orphan version is harmless.
         with contextlib.suppress(FeatureStoreError):
             self.drop_version(group, version)
-
-
-def open_store(config: FeatureStoreConfig) -> FeatureStore:
-    """The backend ``config.backend`` names; the Redis backend (and ``redis``) is imported only when
-    chosen. The in-process store comes with the sample catalog loaded when ``config.sample_catalog``."""
-    if config.backend == "redis":
-        from features.redis_store import RedisFeatureStore
-
-        return RedisFeatureStore(config)
-    from features.memory_store import MemoryFeatureStore
-    from features.sample_catalog import load_sample_catalog
-
-    store = MemoryFeatureStore(config)
-    if config.sample_catalog:
-        load_sample_catalog(store)
-    return store

@@ -9,16 +9,16 @@ its bootstrap replicates from the stream (seed, i), and the statistics add exact
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from distributed import Client
 
 from simulators.errors import SimulatorError
 from simulators.estimators import Estimator
-from simulators.evaluate import EvaluationConfig, evaluate_partitioned
+from simulators.evaluate import EvaluationConfig, Partition, PartitionStats, evaluate_partitioned
 from simulators.results import PolicyEvaluation
+from simulators.targets import Target
 
 
 def list_event_log_partitions(root: str | Path) -> list[Path]:
@@ -34,14 +34,14 @@ def list_event_log_partitions(root: str | Path) -> list[Path]:
 
 def evaluate_on_cluster(
     client: Client,
-    partitions: Sequence[Any],
-    target: Any,
+    partitions: Sequence[Partition],
+    target: Target | str,
     estimators: Sequence[str | Estimator] | None = None,
     config: EvaluationConfig | None = None,
 ) -> PolicyEvaluation:
     """``evaluate_partitioned`` with the partitions evaluated as tasks on ``client``'s cluster."""
 
-    def cluster_map(function: Any, jobs: Any) -> list[Any]:
+    def cluster_map(function: Callable[..., PartitionStats], jobs: Iterable[tuple]) -> list[PartitionStats]:
         jobs = list(jobs)
         futures = client.map(function, jobs, key=[f"ope-partition-{job[0]}-{id(jobs)}" for job in jobs])
         return client.gather(futures)

@@ -24,6 +24,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import yaml
 
@@ -88,11 +90,7 @@ def plot(
 ) -> None:
     """Click rate over time (rolling mean of clicks, and of the exact expected click rate of what was
     shown), the uniform and oracle rates, and a tick at each model swap."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     index = np.arange(1, len(outcomes) + 1)
     clicks = np.array([o.clicked for o in outcomes], dtype=float)
     expected = np.array([o.p_served for o in outcomes])

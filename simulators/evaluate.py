@@ -1,10 +1,18 @@
 """Evaluating target policies on a log: estimators, intervals and diagnostics in one call.
 
-    from simulators import read_log, evaluate_policy, UniformTarget, EvaluationConfig
-    loaded = read_log("var/events")
-    target = UniformTarget().action_dist(loaded.bandit)
-    result = evaluate_policy(loaded.bandit, target, ["ipw", "snipw", "dr"])
-    result.estimate("dr").interval("normal")
+A synthetic log, whose exact policy values are known, and the uniform policy as the target (a log on disk
+is read first: ``log = read_log("var/events").bandit``, see ``simulators.readers``):
+
+>>> from simulators import EvaluationConfig, evaluate_policy
+>>> from simulators.synthetic import EpsilonGreedyPolicy, SyntheticEnvironment, UniformPolicy
+>>> from simulators.targets import UniformTarget
+>>> env = SyntheticEnvironment(n_users=50, n_items=5, seed=0)
+>>> log = env.generate_log(EpsilonGreedyPolicy(epsilon=0.2), 2000, seed=0).bandit
+>>> target = UniformTarget().apply(log).dist
+>>> result = evaluate_policy(log, target, ["ipw", "snipw", "dr"], config=EvaluationConfig(n_bootstrap=0))
+>>> interval = result.estimate("dr").interval("normal")
+>>> interval.low < env.policy_value(UniformPolicy().table(env)) < interval.high  # covers the exact value
+True
 
 The work is split in two so a log can be evaluated partition by partition (``simulators.dask_backend``):
 ``partition_stats`` turns one partition into mergeable statistics, ``finalize`` turns merged statistics
@@ -14,8 +22,9 @@ into results. ``evaluate_policy`` is the two on the whole log.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,11 +33,17 @@ from simulators.data import ActionDist, LoggedBandit
 from simulators.diagnostics import WeightStats
 from simulators.errors import EstimatorError
 from simulators.estimators import ALL_ESTIMATORS, Estimator, OPEInputs, make_estimator
+from simulators.readers import read_log
 from simulators.results import EstimateResult, Interval, LogSummary, PolicyEvaluation
 from simulators.reward_model import RewardPredictions, fit_reward_model
 from simulators.stats import Clusters, Terms, TermStats
+from simulators.target_specs import parse_target
+from simulators.targets import Target
 
 INTERVAL_METHODS = ("normal", "bootstrap", "bernstein")
+
+# A part of a log evaluated on its own: the rows themselves, or a path ``read_log`` understands.
+Partition = LoggedBandit | str | Path
 
 
 @dataclass(frozen=True)
@@ -251,12 +266,12 @@ def summarize_log(log: LoggedBandit, alpha: float = 0.05) -> LogSummary:
 
 
 def evaluate_partitioned(
-    partitions: Sequence[Any],
-    target: Any,
+    partitions: Sequence[Partition],
+    target: Target | str,
     estimators: Sequence[str | Estimator] | None = None,
     config: EvaluationConfig | None = None,
     *,
-    map_function: Any = map,
+    map_function: Callable[..., Iterable[PartitionStats]] = map,
 ) -> PolicyEvaluation:
     """Evaluate ``target`` over a log split into ``partitions`` and merge the statistics.
 
@@ -277,11 +292,10 @@ def evaluate_partitioned(
     return finalize(merged, config)
 
 
-def evaluate_one_partition(job: tuple[int, Any, Any, tuple[Estimator, ...], EvaluationConfig]) -> PartitionStats:
+def evaluate_one_partition(
+    job: tuple[int, Partition, Target | str, tuple[Estimator, ...], EvaluationConfig],
+) -> PartitionStats:
     """Statistics of one partition: ``job`` = (index, LoggedBandit or path, target, estimators, config)."""
-    from simulators.readers import read_log
-    from simulators.targets import parse_target
-
     index, part, target, chosen, config = job
     log = part if isinstance(part, LoggedBandit) else read_log(part).bandit
     target = parse_target(target) if isinstance(target, str) else target

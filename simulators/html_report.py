@@ -1,9 +1,10 @@
-"""Human-readable output: the text table printed by the CLI, and a self-contained HTML report.
+"""The self-contained HTML report of an evaluation run (``recommender evaluate --report``).
 
-The HTML report has no external assets: plots are matplotlib (Agg backend) PNGs inlined as base64.
+The report has no external assets: plots are matplotlib (Agg backend) PNGs inlined as base64.
 Plots: estimates with their intervals per target, the importance-weight distribution per target, and
 reward over time (the logged policy's reward per time bucket, and each target's self-normalized
-estimate per bucket, to spot drift and bucket-to-bucket instability).
+estimate per bucket, to spot drift and bucket-to-bucket instability). The tables are those of the text
+summary (``simulators.text_report``).
 """
 
 from __future__ import annotations
@@ -14,100 +15,27 @@ import io
 import math
 from collections.abc import Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
-from simulators.results import EvaluationReport, Interval
-from simulators.run import EvaluationRun, TargetRun
+from simulators.log_evaluation import EvaluationRun, TargetRun
+from simulators.results import EvaluationReport
+from simulators.text_report import diagnostic_rows, estimate_rows, format_interval, format_value
 
 _TIME_BUCKETS = 20
 
 
-def _fmt(value: float, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-" if value is None or math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return f"{value:.{digits}f}"
-
-
-def _interval(interval: Interval | None) -> str:
-    if interval is None:
-        return "-"
-    return f"[{_fmt(interval.low)}, {_fmt(interval.high)}]"
-
-
-def _rows(report: EvaluationReport) -> tuple[list[str], list[list[str]]]:
-    methods = ["normal", "bootstrap", "bernstein"]
-    used = {i.method for ev in report.evaluations for e in ev.estimates for i in e.intervals}
-    present = [m for m in methods if m in used]
-    level = int(round(100 * (1 - report.settings.get("alpha", 0.05))))
-    header = ["target", "estimator", "estimate", "std err"] + [f"{m} {level}%" for m in present]
-    rows = []
-    for evaluation in report.evaluations:
-        for estimate in evaluation.estimates:
-            by_method = {i.method: i for i in estimate.intervals}
-            rows.append(
-                [evaluation.target, estimate.estimator, _fmt(estimate.value), _fmt(estimate.std_error)]
-                + [_interval(by_method.get(m)) for m in present]
-            )
-    return header, rows
-
-
-def _diagnostic_rows(report: EvaluationReport) -> tuple[list[str], list[list[str]]]:
-    header = ["target", "ESS", "ESS/n", "mean w", "max w", "top 1% share", "zero w", "support violations"]
-    rows = []
-    for evaluation in report.evaluations:
-        d = evaluation.diagnostics
-        rows.append(
-            [
-                evaluation.target,
-                f"{d.ess:.1f}",
-                _fmt(d.ess_ratio, 3),
-                _fmt(d.mean_weight, 3),
-                _fmt(d.max_weight, 2) + ("" if evaluation.weight_bound_known else "*"),
-                _fmt(d.top1_share, 3),
-                _fmt(d.zero_share, 3),
-                "-" if d.support_violations is None else str(d.support_violations),
-            ]
-        )
-    return header, rows
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
-
-def format_table(report: EvaluationReport) -> str:
-    """The plain-text summary printed by ``recommender evaluate``."""
-    log = report.log
-    lines = [
-        f"log: {log.source}",
-        f"rows: {log.n_rows}  decisions: {log.n_decisions}  actions: {log.n_actions}  positions: {log.n_positions}",
-        f"logged policy mean reward: {_fmt(log.mean_reward)} {_interval(log.mean_reward_interval)}",
-    ]
-    if report.read_report is not None:
-        lines.append(f"read: {report.read_report.summary()}")
-    models = {e.reward_model for e in report.evaluations if e.reward_model}
-    if models:
-        lines.append(f"reward model: {', '.join(sorted(models))}")
-    lines += ["", _table(*_rows(report)), "", _table(*_diagnostic_rows(report))]
-    if any(not e.weight_bound_known for e in report.evaluations):
-        lines.append("* weight bound taken from the observed weights (the log lacks full logging distributions)")
-    notes = [f"{ev.target} {e.estimator}: {e.note}" for ev in report.evaluations for e in ev.estimates if e.note]
-    lines += notes
-    return "\n".join(lines)
-
-
-def _png(figure) -> str:
+def _png(figure: Figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def plot_estimates(report: EvaluationReport):
+def plot_estimates(report: EvaluationReport) -> Figure:
     """Figure: each (target, estimator) estimate with its intervals, and the logged mean reward."""
-    import matplotlib.pyplot as plt
-
     entries = [(ev.target, e) for ev in report.evaluations for e in ev.estimates]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(entries) + 1.4))
     colors = {"normal": "tab:blue", "bootstrap": "tab:orange", "bernstein": "tab:gray"}
@@ -136,11 +64,8 @@ def plot_estimates(report: EvaluationReport):
     return fig
 
 
-def plot_weights(runs: Sequence[TargetRun]):
+def plot_weights(runs: Sequence[TargetRun]) -> Figure:
     """Figure: histogram of the importance weights of each target (log-spaced bins; zero weights counted apart)."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
-
     fig, axes = plt.subplots(len(runs), 1, figsize=(8, 2.3 * len(runs) + 0.4), squeeze=False)
     for ax, run in zip(axes[:, 0], runs, strict=True):
         w = run.weights
@@ -186,10 +111,8 @@ def _buckets(run: EvaluationRun) -> tuple[np.ndarray, np.ndarray, str]:
     return index, np.arange(n_buckets) * log.n_rounds / n_buckets, "row (log order)"
 
 
-def plot_reward_over_time(run: EvaluationRun):
+def plot_reward_over_time(run: EvaluationRun) -> Figure:
     """Figure: logged mean reward per time bucket (with a 95% band) and each target's SNIPW per bucket."""
-    import matplotlib.pyplot as plt
-
     log = run.log
     index, x, xlabel = _buckets(run)
     n_buckets = x.shape[0]
@@ -243,11 +166,7 @@ th { background: #f4f4f4; } img { max-width: 100%; } .note { color: #555; font-s
 
 def render_html(run: EvaluationRun) -> str:
     """The self-contained HTML report of an evaluation run."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     report = run.report
     log = report.log
     figures = [
@@ -263,8 +182,8 @@ def render_html(run: EvaluationRun) -> str:
     settings = ", ".join(f"{k}={v}" for k, v in report.settings.items())
     summary = (
         f"<p>{html.escape(log.source)}: {log.n_rows} rows, {log.n_decisions} decisions, {log.n_actions} actions, "
-        f"{log.n_positions} positions. Logged policy mean reward {_fmt(log.mean_reward)} "
-        f"{_interval(log.mean_reward_interval)}.</p>"
+        f"{log.n_positions} positions. Logged policy mean reward {format_value(log.mean_reward)} "
+        f"{format_interval(log.mean_reward_interval)}.</p>"
     )
     notes = "".join(
         f"<p class='note'>{html.escape(ev.target)} {html.escape(e.estimator)}: {html.escape(e.note)}</p>"
@@ -278,8 +197,8 @@ def render_html(run: EvaluationRun) -> str:
 <h1>Off-policy evaluation report</h1>
 {summary}{read}
 <p class="note">Settings: {html.escape(settings)}</p>
-<h2>Estimates</h2>{_html_table(*_rows(report))}{notes}
-<h2>Weight diagnostics</h2>{_html_table(*_diagnostic_rows(report))}
+<h2>Estimates</h2>{_html_table(*estimate_rows(report))}{notes}
+<h2>Weight diagnostics</h2>{_html_table(*diagnostic_rows(report))}
 <p class="note">ESS = (sum w)^2 / sum w^2. Weights far from a mean of 1, a small ESS, or a large share in the
 top 1% mean the estimate rests on few rows; prefer the Bernstein interval then.</p>
 {"".join(images)}

@@ -1,10 +1,17 @@
-"""One evaluation run: a log, one or more targets, the chosen estimators -> a report.
+"""Evaluating a log: read it, apply one or more targets, run the chosen estimators, and report.
 
-This is what ``recommender evaluate`` calls, and the easiest entry point from Python::
+``evaluate_log`` is what ``recommender evaluate`` calls, and the easiest entry point from Python. The log
+may be a path (``evaluate_log("var/events", ...)``) or, as here, a LoggedBandit already in memory:
 
-    from simulators.run import evaluate_log
-    run = evaluate_log("var/events", ["uniform", "epsilon:0.05"], estimators=["ipw", "snipw", "dr"])
-    print(run.report.to_json())
+>>> from simulators import evaluate_log
+>>> from simulators.synthetic import EpsilonGreedyPolicy, SyntheticEnvironment
+>>> env = SyntheticEnvironment(n_users=50, n_items=5, seed=0)
+>>> log = env.generate_log(EpsilonGreedyPolicy(epsilon=0.2), 2000, seed=0).bandit
+>>> run = evaluate_log(log, ["uniform", "epsilon:0.05"], estimators=["ipw", "snipw", "dr"])
+>>> [(evaluation.target, [estimate.estimator for estimate in evaluation.estimates])
+...  for evaluation in run.report.evaluations]
+[('uniform', ['ipw', 'snipw', 'dr']), ('epsilon:0.05', ['ipw', 'snipw', 'dr'])]
+>>> document = run.report.to_json()  # the JSON document of ``recommender evaluate --json``
 """
 
 from __future__ import annotations
@@ -12,16 +19,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from recommender.settings.app import AppConfig
 from simulators.data import LoggedBandit
 from simulators.estimators import Estimator
 from simulators.evaluate import EvaluationConfig, evaluate_policy, resolve_estimators, summarize_log
 from simulators.readers import LoadedLog, read_log
 from simulators.results import EvaluationReport, PolicyEvaluation
-from simulators.targets import AppliedTarget, Target, parse_target
+from simulators.reward_model import RewardPredictions, fit_reward_model
+from simulators.target_specs import parse_target
+from simulators.targets import AppliedTarget, Target
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,11 +64,11 @@ def evaluate_log(
     *,
     format: str = "auto",
     strict: bool = False,
-    app_config: Any = None,
+    app_config: AppConfig | None = None,
 ) -> EvaluationRun:
     """Read ``log`` (a path, a reader's result, or a LoggedBandit), evaluate each target, and report.
 
-    Targets are SPEC strings (see ``simulators.targets``; ``app_config`` is what VW targets build on)
+    Targets are SPEC strings (see ``simulators.target_specs``; ``app_config`` is what VW targets build on)
     or Target objects. A reward model, when an
     estimator needs one, is fitted once per target's evaluation rows (cross-fitted, ``config.n_folds``).
     """
@@ -73,7 +82,7 @@ def evaluate_log(
         log = log.bandit
     resolved = [parse_target(t, app_config) if isinstance(t, str) else t for t in targets]
     runs = []
-    fitted: dict[int, object] = {}
+    fitted: dict[int, RewardPredictions] = {}
     for target in resolved:
         applied = target.apply(log)
         rewards = None
@@ -81,13 +90,11 @@ def evaluate_log(
             # Targets evaluated on the same rows share one reward model: it does not depend on the target.
             key = id(applied.log)
             if key not in fitted:
-                from simulators.reward_model import fit_reward_model
-
                 fitted[key] = fit_reward_model(
                     applied.log, config.reward_model, n_folds=config.n_folds, random_state=config.seed
                 )
             rewards = fitted[key]
-        evaluation = evaluate_policy(applied.log, applied.dist, chosen, rewards, config)  # type: ignore[arg-type]
+        evaluation = evaluate_policy(applied.log, applied.dist, chosen, rewards, config)
         runs.append(TargetRun(applied=applied, evaluation=evaluation))
     settings = {
         "alpha": config.alpha,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simulators.diagnostics import WeightDiagnostics
-from simulators.readers.report import ReadReport
+from simulators.readers.bad_rows import ReadReport
 
 
 def _num(value: float) -> float | None:

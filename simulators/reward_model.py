@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone, is_classifier
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -43,8 +44,6 @@ BASE_MODELS: dict[str, Callable[[], BaseEstimator]] = {
 
 
 def _hist_gradient_boosting(binary: bool) -> BaseEstimator:
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-
     return HistGradientBoostingClassifier(max_iter=100) if binary else HistGradientBoostingRegressor(max_iter=100)
 
 

@@ -27,6 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
+from recommender.records import Decision, JoinedEvent
 from simulators.data import ActionDist, LoggedBandit
 from simulators.errors import BanditDataError
 from simulators.reward_model import RewardPredictions
@@ -224,11 +225,11 @@ class SoftmaxPolicy:
         return np.repeat(probs[:, :, None], env.n_positions, axis=2)
 
 
-def to_joined_events(env: SyntheticEnvironment, log: SyntheticLog, model_version: str = "synthetic") -> list:
+def to_joined_events(
+    env: SyntheticEnvironment, log: SyntheticLog, model_version: str = "synthetic"
+) -> list[JoinedEvent]:
     """The log as ``recommender.records.JoinedEvent`` records (single-position logs only), so it can be
     written with ``recommender.events.log.write_events`` and read back like production data."""
-    from recommender.records import Decision, JoinedEvent
-
     bandit = log.bandit
     if env.n_positions != 1:
         raise BanditDataError("only single-position synthetic logs can be written as event-log decisions")

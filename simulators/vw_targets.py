@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+from pydantic import ValidationError
 
+from features.config import FeatureGroup
+from recommender.errors import ModelStoreError, PolicyError, RecommenderError
+from recommender.policy.model_store import ModelStore
+from recommender.policy.policy import Policy
+from recommender.settings.loading import DEFAULT_CONFIG_PATH, format_validation_error, load_config
+from recommender.settings.policy import PolicyConfig
 from simulators.data import ActionDist, LoggedBandit
 from simulators.errors import TargetSpecError, TargetUnavailableError
 from simulators.targets import AppliedTarget
@@ -39,10 +47,8 @@ def _slot_zero(log: LoggedBandit, name: str) -> LoggedBandit:
     return log if log.n_positions == 1 else log.subset(log.position == 0)
 
 
-def _score(policy: Any, log: LoggedBandit, name: str) -> ActionDist:
+def _score(policy: Policy, log: LoggedBandit, name: str) -> ActionDist:
     """Each row's target distribution: the policy's pmf over its decision's candidates."""
-    from recommender.errors import RecommenderError
-
     probs = np.zeros((log.n_rounds, log.n_actions))
     cache: dict[int, np.ndarray] = {}
     for row, round_id in enumerate(log.round_id):
@@ -75,9 +81,6 @@ class SavedModelTarget:
         return f"model:{self.store}" + (f"@{self.version}" if self.version else "")
 
     def apply(self, log: LoggedBandit) -> AppliedTarget:
-        from recommender.errors import ModelStoreError
-        from recommender.policy.model_store import ModelStore
-
         rows = _slot_zero(log, self.name)
         try:
             policy = ModelStore(self.store).load(self.version)
@@ -91,8 +94,6 @@ class SavedModelTarget:
 
 def parse_overrides(text: str) -> dict[str, Any]:
     """``a.b=1,c=x`` -> {"a.b": 1, "c": "x"} (values as YAML scalars); ``default`` or empty -> {}."""
-    import yaml
-
     text = text.strip()
     if text in ("", "default"):
         return {}
@@ -136,9 +137,9 @@ class TrainedVWTarget:
 
     overrides: Mapping[str, Any] = field(default_factory=dict)
     train_fraction: float = 0.5
-    policy_config: Any = None
-    user_group: Any = None
-    item_group: Any = None
+    policy_config: PolicyConfig | None = None
+    user_group: FeatureGroup | None = None
+    item_group: FeatureGroup | None = None
     label: str = "default"
 
     def __post_init__(self) -> None:
@@ -149,14 +150,7 @@ class TrainedVWTarget:
     def name(self) -> str:
         return f"vw:{self.label};train_fraction={self.train_fraction:g}"
 
-    def _build_policy(self) -> Any:
-        from pydantic import ValidationError
-
-        from recommender.errors import PolicyError
-        from recommender.policy.policy import Policy
-        from recommender.settings.loading import DEFAULT_CONFIG_PATH, format_validation_error, load_config
-        from recommender.settings.policy import PolicyConfig
-
+    def _build_policy(self) -> Policy:
         base = self.policy_config
         users, items = self.user_group, self.item_group
         if base is None or users is None or items is None:
@@ -175,8 +169,6 @@ class TrainedVWTarget:
             raise TargetSpecError(f"target {self.name}: {exc}") from exc
 
     def apply(self, log: LoggedBandit) -> AppliedTarget:
-        from recommender.errors import PolicyError
-
         rows = _slot_zero(log, self.name)
         n_decisions = len(rows.decisions)  # type: ignore[arg-type]
         cut = int(math.floor(self.train_fraction * n_decisions))

@@ -11,7 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from simulators.errors import LogReadError
-from simulators.readers.report import BadRow, LoadedLog, ReadReport
+from simulators.readers.bad_rows import BadRow, LoadedLog, ReadReport
+from simulators.readers.dsjson import read_dsjson
+from simulators.readers.event_log import read_event_log
+from simulators.readers.obd import read_obd
 
 FORMATS = ("auto", "event-log", "obd", "dsjson")
 _JSON_SUFFIXES = (".json", ".jsonl", ".dsjson")
@@ -44,13 +47,7 @@ def read_log(path: str | Path, format: str = "auto", *, strict: bool = False) ->
     if format == "auto":
         format = detect_format(path)
     if format == "obd":
-        from simulators.readers.obd import read_obd
-
         return read_obd(path, strict=strict)
     if format == "dsjson":
-        from simulators.readers.dsjson import read_dsjson
-
         return read_dsjson(path, strict=strict)
-    from simulators.readers.event_log import read_event_log
-
     return read_event_log(path, strict=strict)

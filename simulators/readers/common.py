@@ -16,13 +16,13 @@ import numpy as np
 
 from recommender.records import PMF_TOLERANCE
 from simulators.data import LoggedBandit
-from simulators.readers.features import vectorize
-from simulators.readers.report import (
+from simulators.readers.bad_rows import (
     BAD_DISTRIBUTION,
     MISSING_PROPENSITY,
     PROPENSITY_OUT_OF_RANGE,
     UNKNOWN_ACTION,
 )
+from simulators.readers.features import vectorize
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,7 @@ from typing import Any
 import pandas as pd
 
 from simulators.errors import LogReadError
-from simulators.readers.common import ParsedDecision, ParsedSlot, build_bandit, check_slot
-from simulators.readers.features import flatten_features
-from simulators.readers.report import (
+from simulators.readers.bad_rows import (
     BAD_DISTRIBUTION,
     MALFORMED,
     MISSING_PROPENSITY,
@@ -51,6 +49,8 @@ from simulators.readers.report import (
     BadRowCollector,
     LoadedLog,
 )
+from simulators.readers.common import ParsedDecision, ParsedSlot, build_bandit, check_slot
+from simulators.readers.features import flatten_features
 
 FORMAT = "dsjson"
 

@@ -23,9 +23,9 @@ from recommender.errors import EventLogError, RecordError
 from recommender.events.log import event_from_row, read_table
 from recommender.records import JoinedEvent
 from simulators.errors import LogReadError
+from simulators.readers.bad_rows import MALFORMED, MISSING_REWARD, BadRowCollector, LoadedLog
 from simulators.readers.common import ParsedDecision, ParsedSlot, build_bandit, check_slot
 from simulators.readers.features import flatten_features
-from simulators.readers.report import MALFORMED, MISSING_REWARD, BadRowCollector, LoadedLog
 
 FORMAT = "event-log"
 

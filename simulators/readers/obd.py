@@ -28,7 +28,7 @@ import pandas as pd
 
 from simulators.data import LoggedBandit
 from simulators.errors import LogReadError
-from simulators.readers.report import (
+from simulators.readers.bad_rows import (
     MALFORMED,
     MISSING_PROPENSITY,
     MISSING_REWARD,

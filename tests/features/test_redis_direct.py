@@ -1,7 +1,9 @@
-"""DirectCommands against a real redis-server: replies, threads, scripts, dropped connections, timeouts."""
+"""DirectCommands against a real redis-server: replies, threads, scripts, dropped connections, timeouts, and
+the start-up check of the redis-py internals it relies on."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -9,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from features.redis_store import DirectCommands
+from features import FeatureStoreError, UnsupportedRedisVersion
+from features.redis_store import DirectCommands, check_direct_internals, missing_direct_internals
 from tests.redis_harness import RedisServer
 
 
@@ -113,8 +116,64 @@ def test_close_disconnects_idle_connections_and_those_in_use_when_they_return(cl
     idle = direct.execute("CLIENT", "ID")  # so this command needs a second one, left idle
     assert idle != in_use
     direct.close()
-    live = {int(c["id"]) for c in client.client_list()}
+    live = _live_once_closed(client, idle)
     assert idle not in live and in_use in live
     direct._give_back(connection, generation)  # the command in flight during close() ends
-    live = {int(c["id"]) for c in client.client_list()}
+    live = _live_once_closed(client, in_use)
     assert in_use not in live
+
+
+def _live_once_closed(client: redis.Redis, closed: int, wait: float = 5.0) -> set[int]:
+    """The server's client ids, once ``closed`` has left them (or ``wait`` seconds have passed): the server
+    sees a close a moment after the client made it."""
+    deadline = time.monotonic() + wait
+    while True:
+        live = {int(c["id"]) for c in client.client_list()}
+        if closed not in live or time.monotonic() > deadline:
+            return live
+        time.sleep(0.01)
+
+
+def test_the_installed_redis_py_has_every_internal_direct_commands_relies_on(client: redis.Redis) -> None:
+    assert missing_direct_internals(client) == []
+    check_direct_internals(client)
+    DirectCommands(client).close()
+
+
+# Stand-ins for the connection class a pool builds connections from (``ConnectionPool.connection_class``):
+# each lacks one thing DirectCommands uses.
+class _NoReadResponse:
+    def send_command(self, *args: object, **kwargs: object) -> None: ...
+
+    def send_packed_command(self, command: bytes, check_health: bool = True) -> None: ...
+
+    def disconnect(self) -> None: ...
+
+
+class _ReadResponseKeepsTheConnection(_NoReadResponse):
+    def read_response(self, disable_decoding: bool = False) -> None: ...
+
+
+class _NoHealthCheckSwitch(_NoReadResponse):
+    def send_packed_command(self, command: bytes) -> None: ...  # type: ignore[override]
+
+    def read_response(self, disable_decoding: bool = False, *, disconnect_on_error: bool = True) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("connection_class", "missing"),
+    [
+        (_NoReadResponse, "_NoReadResponse.read_response()"),
+        (_ReadResponseKeepsTheConnection, "_ReadResponseKeepsTheConnection.read_response(disconnect_on_error=True)"),
+        (_NoHealthCheckSwitch, "_NoHealthCheckSwitch.send_packed_command(check_health=True)"),
+    ],
+)
+def test_a_missing_internal_is_refused_at_start_naming_the_redis_version(
+    client: redis.Redis, monkeypatch: pytest.MonkeyPatch, connection_class: type, missing: str
+) -> None:
+    monkeypatch.setattr(client.connection_pool, "connection_class", connection_class)
+    assert missing_direct_internals(client) == [missing]
+    message = rf"^redis-py {re.escape(redis.__version__)} lacks {re.escape(missing)}, which .*DirectCommands relies on"
+    with pytest.raises(UnsupportedRedisVersion, match=message) as raised:
+        DirectCommands(client)
+    assert isinstance(raised.value, FeatureStoreError)

@@ -10,7 +10,14 @@ import pandas as pd
 import pytest
 import redis
 
-from features import FeatureLoadError, FeatureSchemaError, FeatureStoreConfig, FeatureStoreError, open_store
+from features import (
+    FeatureLoadError,
+    FeatureSchemaError,
+    FeatureStoreConfig,
+    FeatureStoreError,
+    FeatureStoreUnavailable,
+    open_store,
+)
 from features.redis_store import redact_url
 from features.sample_catalog import items_frame, users_frame
 
@@ -302,8 +309,6 @@ def test_single_server_read_is_one_round_trip(redis_server, unique_prefix):
 
 
 def test_unreachable_redis_is_a_typed_error_with_password_redacted(unique_prefix):
-    from features import FeatureStoreUnavailable
-
     config = make_config("redis", "redis://admin:s3cret@127.0.0.1:1/0", unique_prefix)
     store = open_store(config)
     with pytest.raises(FeatureStoreUnavailable, match=r"redis://admin:\*\*\*@127.0.0.1:1/0") as info:

@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+from distributed import Client, LocalCluster
 
 from recommender.cli.main import main
 from simulators.dask_backend import evaluate_on_cluster, list_event_log_partitions
@@ -106,8 +107,6 @@ def test_evaluate_errors_are_one_line(simulated, tmp_path, capsys, argv, message
 
 
 def test_dask_local_cluster_matches_in_process(simulated):
-    from distributed import Client, LocalCluster
-
     out, _ = simulated
     # The simulated event log's hour partitions on disk (4000 rounds, one a second: two hours), and
     # in-memory multi-position logs.

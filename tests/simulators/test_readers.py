@@ -14,6 +14,7 @@ from recommender.events.log import write_events
 from recommender.records import Decision, JoinedEvent
 from simulators.errors import LogReadError
 from simulators.readers import detect_format, read_log
+from tests.simulators.log_files import cb_line, write_obd
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -99,34 +100,8 @@ def test_event_log_bad_rows_are_counted_with_examples(tmp_path):
         read_log(tmp_path, strict=True)
 
 
-OBD_ITEMS = "item_id,item_feature_0,item_feature_1\n0,-0.5,a\n1,0.2,b\n2,1.5,a\n"
-OBD_ROWS = [
-    # timestamp, item_id, position, click, propensity_score, user_feature_0, user-item_affinity_0
-    "2019-11-24 00:00:01,0,1,0,0.3333,f1,0.1",
-    "2019-11-24 00:00:02,2,2,1,0.3333,f2,0.0",
-    "2019-11-24 00:00:03,1,3,0,0.3333,f1,0.2",
-    "2019-11-24 00:00:04,5,1,0,0.3333,f1,0.2",  # unknown item
-    "2019-11-24 00:00:05,1,1,1,,f2,0.2",  # missing propensity
-    "2019-11-24 00:00:06,1,2,1,1.5,f2,0.2",  # propensity > 1
-    "2019-11-24 00:00:07,0,2,,0.3333,f2,0.2",  # missing click
-]
-
-
-def _write_obd(directory, rows=OBD_ROWS):
-    directory.mkdir(parents=True, exist_ok=True)
-    header = ",timestamp,item_id,position,click,propensity_score,user_feature_0,user-item_affinity_0\n"
-    body = "".join(f"{i},{row}\n" for i, row in enumerate(rows))
-    (directory / "all.csv").write_text(header + body)
-    (directory / "item_context.csv").write_text(
-        ",".join(["", *OBD_ITEMS.splitlines()[0].split(",")])
-        + "\n"
-        + "".join(f"{i},{line}\n" for i, line in enumerate(OBD_ITEMS.splitlines()[1:]))
-    )
-    return directory
-
-
 def test_obd_layout(tmp_path):
-    directory = _write_obd(tmp_path / "random" / "all")
+    directory = write_obd(tmp_path / "random" / "all")
     assert detect_format(directory) == "obd"
     loaded = read_log(directory)
     log, report = loaded.bandit, loaded.report
@@ -152,38 +127,16 @@ def test_obd_missing_columns(tmp_path):
         read_log(tmp_path / "bad.csv")
 
 
-def _cb_line(index, probs, cost=-1.0, **overrides):
-    ids = [index + 1] + [j + 1 for j in range(len(probs)) if j != index]
-    event = {
-        "_label_cost": cost,
-        "_label_probability": probs[index],
-        "_label_Action": index + 1,
-        "_labelIndex": index,
-        "Timestamp": "2024-03-01T12:00:00.0000000Z",
-        "Version": "1",
-        "EventId": f"ev-{index}-{cost}",
-        "a": ids,
-        "p": [probs[i - 1] for i in ids],
-        "c": {
-            "User": {"tier": "pro", "age": 31},
-            "_synthetic": False,
-            "_multi": [{"_tag": f"item{j}", "i": {"id": f"item{j}", "price": j + 1.0}} for j in range(len(probs))],
-        },
-    }
-    event.update(overrides)
-    return json.dumps(event)
-
-
 def test_dsjson_cb_and_bad_rows(tmp_path):
     lines = [
-        _cb_line(1, [0.1, 0.8, 0.1]),  # chosen index 1 (action id 2), clicked (cost -1)
-        _cb_line(0, [0.6, 0.2, 0.2], cost=0.0),
+        cb_line(1, [0.1, 0.8, 0.1]),  # chosen index 1 (action id 2), clicked (cost -1)
+        cb_line(0, [0.6, 0.2, 0.2], cost=0.0),
         json.dumps({"EventId": "ev-1", "RewardValue": 1.0}),  # outcome-only line, not a decision
-        _cb_line(0, [0.6, 0.2, 0.2], _label_probability=None),  # missing propensity
-        _cb_line(0, [0.6, 0.2, 0.2], _labelIndex=5, a=[6, 1, 2]),  # unknown action
-        _cb_line(0, [0.6, 0.2, 0.2], _label_probability=0.0, p=[0.0, 0.5, 0.5]),  # out of (0, 1]
+        cb_line(0, [0.6, 0.2, 0.2], _label_probability=None),  # missing propensity
+        cb_line(0, [0.6, 0.2, 0.2], _labelIndex=5, a=[6, 1, 2]),  # unknown action
+        cb_line(0, [0.6, 0.2, 0.2], _label_probability=0.0, p=[0.0, 0.5, 0.5]),  # out of (0, 1]
         "{not json",
-        _cb_line(2, [0.2, 0.2, 0.6], _skipLearn=True),  # inactive event
+        cb_line(2, [0.2, 0.2, 0.6], _skipLearn=True),  # inactive event
     ]
     path = tmp_path / "log.json"
     path.write_text("\n".join(lines) + "\n")
@@ -243,7 +196,7 @@ def test_dsjson_ccb_slots(tmp_path):
 
 def test_all_bad_rows_is_an_error(tmp_path):
     path = tmp_path / "log.json"
-    path.write_text(_cb_line(0, [0.6, 0.2, 0.2], _label_probability=None) + "\n")
+    path.write_text(cb_line(0, [0.6, 0.2, 0.2], _label_probability=None) + "\n")
     with pytest.raises(LogReadError, match="no usable rows: .*missing_propensity"):
         read_log(path)
 

@@ -8,7 +8,8 @@ import pytest
 
 from simulators.data import ActionDist, LoggedBandit
 from simulators.errors import BanditDataError, TargetSpecError, TargetUnavailableError
-from simulators.targets import DistributionFile, EpsilonGreedyTarget, UniformTarget, parse_target
+from simulators.target_specs import parse_target
+from simulators.targets import DistributionFile, EpsilonGreedyTarget, UniformTarget
 
 
 @pytest.fixture()

@@ -3,79 +3,28 @@
 from __future__ import annotations
 
 import json
-import random
-from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
 from recommender.cli.main import main
-from recommender.events.log import write_events
-from recommender.policy.model_store import ModelStore
-from recommender.policy.policy import Policy
-from recommender.records import JoinedEvent
 from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_config
 from simulators.errors import TargetSpecError, TargetUnavailableError
 from simulators.evaluate import EvaluationConfig
+from simulators.log_evaluation import evaluate_log
 from simulators.readers import read_log
-from simulators.run import evaluate_log
-from simulators.targets import parse_target
+from simulators.target_specs import parse_target
+from tests.simulators.log_files import write_policy_log
 
 APP = load_config(DEFAULT_CONFIG_PATH)
-CATEGORIES = ("lips", "eyes", "face", "skin")
-ITEM_IDS = tuple(f"item-{i:02d}" for i in range(8))
-ITEMS = tuple(
-    {
-        "brand": f"brand{i % 3}",
-        "category": CATEGORIES[i % 4],
-        "price_band": "mid",
-        "shade_family": None,
-        "skin_types": ["dry"],
-        "price": 10.0 + i,
-        "embedding": [0.1 * ((i * j) % 5) for j in range(8)],
-    }
-    for i in range(8)
-)
-N_DECISIONS = 300
-
-
-def _user(rng: random.Random) -> dict:
-    return {
-        "segment": rng.choice(["new", "vip"]),
-        "skin_type": "dry",
-        "preferred_categories": [rng.choice(CATEGORIES)],
-        "embedding": [rng.random() for _ in range(8)],
-    }
 
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
     """A log of decisions made by a published (fixed, untrained) policy, and its model store."""
     root = tmp_path_factory.mktemp("vw")
-    users, items = APP.features.groups["users"], APP.features.groups["items"]
-    policy = Policy.create(APP.policy.model_copy(update={"item_cache_size": 64}), users, items)
-    store = ModelStore(root / "models")
-    version = store.publish(policy)
-    rng = random.Random(5)
-    start = datetime(2024, 5, 1, tzinfo=UTC)
-    events = []
-    for i in range(N_DECISIONS):
-        user = _user(rng)
-        decision = policy.decide(
-            event_id=f"vw-{i:04d}",
-            user_id=f"u{i}",
-            user_features=user,
-            context={"device": rng.choice(["mobile", "web"])},
-            candidate_ids=ITEM_IDS,
-            candidate_features=ITEMS,
-            timestamp=start + timedelta(seconds=i),
-        )
-        liked = ITEMS[decision.chosen_index]["category"] in user["preferred_categories"]
-        reward = 1.0 if rng.random() < (0.7 if liked else 0.1) else 0.0
-        events.append(JoinedEvent(decision, (reward,), (False,), decision.timestamp))
-    policy.close()
-    write_events(events, root / "events")
-    return root, version.id
+    version = write_policy_log(APP, root / "events", root / "models")
+    return root, version
 
 
 def test_saved_model_scoring_reproduces_the_logged_pmfs(logged):
