@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +55,11 @@ class Decision:
     pmf per slot, each of length K = len(candidate_ids), entries in [0, 1], summing to 1 within
     PMF_TOLERANCE; chosen[s] has positive probability in pmfs[s]; no item chosen twice; ranking is a
     permutation of the non-excluded candidate indices starting with chosen[0].
+
+    ``inputs_checked=True`` is for producers that validated the inputs already (``Policy.decide`` with
+    ``inputs_checked=True`` and the scoring service's fallbacks, after its HTTP edge): the event id,
+    timestamp and candidate checks are not repeated. The outcome (pmfs, chosen, ranking) is checked whoever
+    builds the record.
     """
 
     event_id: str
@@ -71,17 +76,19 @@ class Decision:
     exploration: Mapping[str, Any] = field(default_factory=dict)
     degraded: bool = False
     deferred: bool = False
+    inputs_checked: InitVar[bool] = False
 
-    def __post_init__(self) -> None:
-        _check_event_id(self.event_id)
-        _require_utc("timestamp", self.timestamp)
+    def __post_init__(self, inputs_checked: bool) -> None:
         k = len(self.candidate_ids)
-        if k == 0:
-            raise RecordError("candidate_ids must not be empty")
-        if len(set(self.candidate_ids)) != k:
-            raise RecordError("candidate_ids must be unique")
-        if len(self.candidate_features) != k:
-            raise RecordError(f"candidate_features has {len(self.candidate_features)} rows for {k} candidates")
+        if not inputs_checked:
+            _check_event_id(self.event_id)
+            _require_utc("timestamp", self.timestamp)
+            if k == 0:
+                raise RecordError("candidate_ids must not be empty")
+            if len(set(self.candidate_ids)) != k:
+                raise RecordError("candidate_ids must be unique")
+            if len(self.candidate_features) != k:
+                raise RecordError(f"candidate_features has {len(self.candidate_features)} rows for {k} candidates")
         if not self.pmfs or len(self.pmfs) != len(self.chosen):
             raise RecordError(f"need one pmf per slot: {len(self.pmfs)} pmfs, {len(self.chosen)} chosen")
         for slot, (pmf, chosen) in enumerate(zip(self.pmfs, self.chosen, strict=True)):

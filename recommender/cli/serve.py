@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _join(args: argparse.Namespace, config: AppConfig) -> int:
-    from recommender.service.gunicorn.server import run_joiner  # the service's metrics: only when joining
+    from recommender.service.join_process import run_joiner  # the service's metrics: only when joining
 
     return run_joiner(config, args.config)
 

@@ -276,16 +276,28 @@ class Policy:
         timestamp: datetime | None = None,
         degraded: bool = False,
         deferred: bool = False,
+        inputs_checked: bool = False,
     ) -> Decision:
         """Score, explore and pick: a validated ``Decision`` with one pmf per slot over all candidates.
 
         ``candidate_ids`` and ``candidate_features`` are aligned (K >= 1, ids unique); excluded items
         must already be removed. ``slots`` (default 1) > 1 needs ``mode: ccb``. Raises PolicyError
         (ExampleError for a bad feature value, naming the candidate and feature).
+
+        ``inputs_checked=True`` is for a caller that validated its input against these rules already (the
+        scoring service does, once, at its HTTP edge), so that they are not checked twice per decision:
+        ``event_id`` a valid record id, ``timestamp`` given and UTC, ids unique and aligned with the feature
+        rows, ``1 <= slots <= K``, and ``slots == 1`` unless ``mode: ccb``. Input that breaks them then gives
+        undefined results. Feature values are checked either way (ExampleError), and so is the outcome (the
+        Decision's pmfs, choices and ranking).
         """
-        self._check_candidates(candidate_ids, candidate_features)
+        if inputs_checked:
+            slots = slots or 1
+        else:
+            self._check_candidates(candidate_ids, candidate_features)
+            slots = self._slot_count(slots, len(candidate_features))
+        timestamp = timestamp if timestamp is not None else utc_now()
         k = len(candidate_features)
-        n_slots = self._slot_count(slots, k)
         shared = self.builder.shared(user_features, context)
         if not self.multi_slot:
             with self._lock:
@@ -294,12 +306,12 @@ class Policy:
             chosen: tuple[int, ...] = (sample_from_event_id(pmf, event_id),)
             pmfs = (pmf,)
         else:
-            seeds = [ccb_seed(event_id, s) for s in range(n_slots)]
+            seeds = [ccb_seed(event_id, s) for s in range(slots)]
             with self._lock:
                 slate = self._model.predict_ccb(
                     shared,
                     self._actions(candidate_ids, candidate_features),
-                    [self.builder.slot(s) for s in range(n_slots)],
+                    [self.builder.slot(s) for s in range(slots)],
                     seeds,
                 )
                 version = self.model_version
@@ -307,7 +319,7 @@ class Policy:
             chosen = tuple(slot[0][0] for slot in slate)  # VW puts each slot's sampled item first
         return Decision(
             event_id=event_id,
-            timestamp=timestamp if timestamp is not None else utc_now(),
+            timestamp=timestamp,
             user_id=user_id,
             user_features=user_features,
             context=context,
@@ -320,6 +332,7 @@ class Policy:
             exploration=self._exploration,
             degraded=degraded,
             deferred=deferred,
+            inputs_checked=inputs_checked,
         )
 
     def predict_pmf(

@@ -1,58 +1,46 @@
 """The Flask app factory of the scoring service.
 
 ``create_app(config)`` builds one worker's app: feature store, event bus, policy, joiner, config watcher,
-blueprints, error handlers. Under gunicorn it is called in each worker after fork (one VW workspace per
-process). Everything it builds can be passed in instead (tests, benchmarks).
+model follower, blueprints, error handlers. Under gunicorn it is called in each worker after fork (one VW
+workspace per process). Everything it builds can be passed in instead (tests, benchmarks).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 from flask import Flask, Response, g, request
 
 from features import FeatureStore, open_store
-from recommender.events.bus import EventBus, open_bus
+from recommender.events.bus import EventBus
+from recommender.events.factory import open_bus
+from recommender.policy.model_store import load_serving_model, open_model_store
+from recommender.policy.policy import Policy
 from recommender.service import ops, rewards, scoring
+from recommender.service.arrival import queued_seconds
 from recommender.service.errors import register_error_handlers
-from recommender.service.gunicorn.worker import ARRIVED_AT
 from recommender.service.metrics import ServiceMetrics
+from recommender.service.model_follower import ModelFollower
 from recommender.service.openapi import build_openapi
 from recommender.service.reload import ConfigWatcher
-from recommender.service.runtime import PolicyLoader, Runtime
-from recommender.settings.loading import AppConfig
+from recommender.service.runtime import EXTENSION, PolicyLoader, Runtime
+from recommender.settings.app import AppConfig
 
 log = logging.getLogger(__name__)
 
-_LOAD = object()  # sentinel: build the policy with the loader
+
+class _Default(enum.Enum):
+    LOAD = "load"  # create_app's ``policy`` when not given: build it with the loader
 
 
-def load_serving_policy(config: AppConfig) -> Any:
-    """The policy to serve: the model store's current version (under the configured exploration), else a
-    fresh model of ``config.policy``. A stored model that cannot be loaded is logged and replaced by a
-    fresh one: serving must start."""
-    from recommender.errors import ExplorationChangeError, ModelStoreError, PolicyError
-    from recommender.policy.model_store import ModelStore
-    from recommender.policy.policy import Policy
-
-    features = config.features
-    user_group = features.groups[features.user_group]
-    item_group = features.groups[features.item_group]
-    store = ModelStore(config.policy.model_dir, user_group=user_group, item_group=item_group)
-    try:
-        if store.current_version() is not None:
-            try:
-                return store.load(None, exploration=config.policy.exploration)
-            except ExplorationChangeError as exc:
-                log.error("the configured exploration cannot apply to the current model, serving it with its "
-                          "own: %s", exc)  # fmt: skip
-                return store.load(None)
-    except (ModelStoreError, PolicyError) as exc:
-        log.error("cannot load the current model from %s, serving a fresh one: %s", store.root, exc)
-    return Policy.create(config.policy, user_group, item_group)
+def load_serving_policy(config: AppConfig) -> Policy:
+    """The policy to serve (``load_serving_model``): a stored model that cannot be loaded is logged and
+    replaced by a fresh one, because serving must start."""
+    return load_serving_model(open_model_store(config), config, fresh_if_unloadable=True)[0]
 
 
 def create_app(
@@ -61,21 +49,22 @@ def create_app(
     config_path: str | Path | None = None,
     store: FeatureStore | None = None,
     bus: EventBus | None = None,
-    policy: Any = _LOAD,
+    policy: Policy | None | Literal[_Default.LOAD] = _Default.LOAD,
     policy_loader: PolicyLoader | None = None,
     start_background: bool = True,
     run_joiner: bool = True,
 ) -> Flask:
     """One worker's app.
 
-    ``config_path``: the file to watch for hot reloads (None: no reloading). ``policy``: the policy to
-    serve (None: uniform decisions); by default ``policy_loader(config)`` (default ``load_serving_policy``)
-    builds it. ``start_background``: start the publisher, joiner and watcher threads now; the runtime is
-    ``app.extensions["recommender"]`` (call its ``stop()`` on shutdown). ``run_joiner=False``: joining is
-    done elsewhere (a separate ``recommender join`` process), so this worker's GIL serves requests only.
+    ``config_path``: the file to watch for hot reloads (None: no reloading, and no following of the model
+    store). ``policy``: the policy to serve (None: uniform decisions); by default ``policy_loader(config)``
+    (default ``load_serving_policy``) builds it. ``start_background``: start the publisher, joiner, config
+    watcher and model follower threads now; the runtime is ``app.extensions["recommender"]`` (call its
+    ``stop()`` on shutdown). ``run_joiner=False``: joining is done elsewhere (a separate ``recommender join``
+    process), so this worker's GIL serves requests only.
     """
     loader = policy_loader or load_serving_policy
-    if policy is _LOAD:
+    if policy is _Default.LOAD:
         policy = loader(config)
     runtime = Runtime(
         config,
@@ -88,14 +77,17 @@ def create_app(
     )
     runtime.runs_joiner = run_joiner
     if config_path is not None:
-        runtime.watcher = ConfigWatcher(config_path, runtime, config.service.config_reload_seconds)
+        interval = config.service.config_reload_seconds
+        runtime.watcher = ConfigWatcher(config_path, runtime, interval)
+        if policy is not None:  # a uniform service has no model to follow
+            runtime.model_follower = ModelFollower(runtime, interval)
     if not config.service.api_keys:
         log.warning("no API keys configured: /v1/reward, activation and admin endpoints are open")
 
     app = Flask("recommender.service")
     app.config["MAX_CONTENT_LENGTH"] = config.service.max_body_bytes
     app.config["OPENAPI"] = build_openapi(config)
-    app.extensions["recommender"] = runtime
+    app.extensions[EXTENSION] = runtime
     for blueprint in (scoring.bp, rewards.bp, ops.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
@@ -111,9 +103,9 @@ def _measure_requests(app: Flask, runtime: Runtime) -> None:
     @app.before_request
     def _start_clock() -> None:
         g.started = time.perf_counter()
-        arrived = request.environ.get(ARRIVED_AT)  # from InlineWorker, when the kernel stamped the request
-        if arrived is not None:
-            g.queued = queued = max(0.0, time.time() - arrived)
+        queued = queued_seconds(request.environ)  # known under InlineWorker, when the kernel stamped the request
+        if queued is not None:
+            g.queued = queued
             metrics.queue_wait.observe(queued)
 
     @app.after_request

@@ -32,8 +32,7 @@ def baseline_decision(request: DecisionInput, *, degraded: bool, baseline: str =
     k = len(request.candidate_ids)
     n_slots = request.slots or 1
     pmfs = tuple(tuple(1.0 if i == s else 0.0 for i in range(k)) for s in range(n_slots))
-    return Decision(
-        **request.decision_fields(),
+    return request.decision(
         pmfs=pmfs,
         chosen=tuple(range(n_slots)),
         ranking=tuple(range(k)),

@@ -43,7 +43,7 @@ class ApiError(Exception):
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A compact JSON response, written by ``row_codec.to_json`` (pydantic-core: about 5x faster than the
+    """A compact JSON response, written by ``recommender.events.codec.to_json`` (pydantic-core: about 5x faster than the
     json module on a 200-item ranking), without Flask's provider machinery."""
     return Response(to_json(body), status=status, mimetype="application/json", headers=headers)
 

@@ -29,8 +29,7 @@ def uniform_decision(request: DecisionInput, *, degraded: bool) -> Decision:
         remaining = set(order[s:])
         share = 1.0 / len(remaining)
         pmfs.append(tuple(share if i in remaining else 0.0 for i in range(k)))
-    return Decision(
-        **request.decision_fields(),
+    return request.decision(
         pmfs=tuple(pmfs),
         chosen=chosen,
         ranking=tuple(order),

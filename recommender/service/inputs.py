@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from recommender.records import FeatureRow
+from recommender.records import Decision, FeatureRow
 
 
 @dataclass(frozen=True)
 class DecisionInput:
     """The inputs every decision maker (the policy, the apprentice baseline, the uniform fallback) takes.
 
-    ``candidate_ids`` and ``candidate_features`` are aligned, excluded items already removed; ``slots`` is
-    None for a single-slot page.
+    Validated at the HTTP edge (``recommender.service.scoring``), so the decision makers do not check them
+    again: ``event_id`` a valid record id, ``timestamp`` UTC, ``candidate_ids`` non-empty, unique and
+    aligned with ``candidate_features`` (excluded items already removed), ``slots`` None for a single-slot
+    page, else within the candidates and allowed by the policy in force.
     """
 
     event_id: str
@@ -28,19 +29,31 @@ class DecisionInput:
     slots: int | None
     deferred: bool
 
-    def as_arguments(self) -> dict[str, Any]:
-        """The fields as keyword arguments (``Policy.decide`` takes them so)."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-    def decision_fields(self) -> dict[str, Any]:
-        """The fields a ``Decision`` copies from its input (all but ``slots``), sequences as tuples."""
-        return {
-            "event_id": self.event_id,
-            "timestamp": self.timestamp,
-            "user_id": self.user_id,
-            "user_features": self.user_features,
-            "context": self.context,
-            "candidate_ids": tuple(self.candidate_ids),
-            "candidate_features": tuple(self.candidate_features),
-            "deferred": self.deferred,
-        }
+    def decision(
+        self,
+        *,
+        pmfs: tuple[tuple[float, ...], ...],
+        chosen: tuple[int, ...],
+        ranking: tuple[int, ...],
+        model_version: str,
+        exploration: Mapping[str, object],
+        degraded: bool,
+    ) -> Decision:
+        """The Decision made from this input with the given outcome (its inputs are not checked again)."""
+        return Decision(
+            event_id=self.event_id,
+            timestamp=self.timestamp,
+            user_id=self.user_id,
+            user_features=self.user_features,
+            context=self.context,
+            candidate_ids=tuple(self.candidate_ids),
+            candidate_features=tuple(self.candidate_features),
+            pmfs=pmfs,
+            chosen=chosen,
+            ranking=ranking,
+            model_version=model_version,
+            exploration=exploration,
+            degraded=degraded,
+            deferred=self.deferred,
+            inputs_checked=True,  # at the HTTP edge
+        )

@@ -22,7 +22,7 @@ from recommender.service.schemas import (
     ScoreRequest,
     ScoreResponse,
 )
-from recommender.settings.loading import AppConfig
+from recommender.settings.app import AppConfig
 
 REF = "#/components/schemas/{model}"
 

@@ -6,8 +6,7 @@ from flask import Blueprint, Response, current_app, request
 
 from recommender.service.auth import require_key
 from recommender.service.errors import json_response
-from recommender.service.runtime import Runtime
-from recommender.service.scoring import runtime
+from recommender.service.runtime import Runtime, runtime
 
 bp = Blueprint("ops", __name__)
 

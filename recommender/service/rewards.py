@@ -15,9 +15,8 @@ from recommender.events.bus import BusError, RewardOutcome
 from recommender.records import Reward, utc_now
 from recommender.service.auth import require_key
 from recommender.service.errors import ApiError, from_validation_error
-from recommender.service.runtime import Runtime
+from recommender.service.runtime import Runtime, runtime
 from recommender.service.schemas import Identifier, RewardRequest
-from recommender.service.scoring import runtime
 
 bp = Blueprint("rewards", __name__)
 

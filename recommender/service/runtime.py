@@ -1,8 +1,9 @@
 """The state one worker process serves with: feature store, policy, event bus, joiner, settings.
 
 What a request reads is one immutable ``Snapshot`` (configuration in force, policy, API keys), replaced
-as a whole by the config watcher; a request takes ``runtime.snapshot`` once and uses only that, so it
-never sees half of a change.
+as a whole by the config watcher (new settings) and the model follower (new model versions); a request
+takes ``runtime.snapshot`` once and uses only that, so it never sees half of a change. A blueprint reaches
+the app's Runtime with ``runtime()``.
 
 Redis faults: feature reads and bus writes each go through a circuit breaker. A read that fails (Redis
 down, or slower than ``features.redis.timeout_ms``) gives the decision default features, flagged
@@ -11,8 +12,8 @@ degraded; for ``service.redis_retry_seconds`` after that, requests skip Redis al
 Learning modes (``trainer.mode``, docs/learning.md): ``online`` and ``logging_only`` decide with the policy
 (``logging_only`` keeps it frozen: nothing learns); ``apprentice`` serves the baseline and measures the
 model's agreement with it. On the embedded default (in-process bus, ``join.learn_in_process``) this process
-also runs the trainer (a thread following the event log and publishing model versions, which the config
-watcher then swaps in); with Redis the trainer is its own process (``recommender train``).
+also runs the trainer (a thread following the event log and publishing model versions, which the model
+follower then swaps in); with Redis the trainer is its own process (``recommender train``).
 """
 
 from __future__ import annotations
@@ -25,23 +26,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flask import current_app
+
 from features import FeatureStore, FeatureStoreError, FeatureStoreUnavailable, UserItemFeatures
 from features.encoding import default_row
 from recommender.events.bus import EventBus
 from recommender.events.joiner import Joiner
+from recommender.learning.trainer import Trainer
+from recommender.policy.model_store import open_model_store
+from recommender.policy.policy import Policy
 from recommender.records import Decision
 from recommender.service.apprentice import AgreementTracker, agrees, baseline_decision
 from recommender.service.breaker import CircuitBreaker
 from recommender.service.fallback import UNIFORM_EXPLORATION, UNIFORM_VERSION, uniform_decision
 from recommender.service.inputs import DecisionInput
 from recommender.service.metrics import ServiceMetrics
+from recommender.service.periodic import PeriodicCheck
 from recommender.service.publisher import DecisionPublisher
-from recommender.settings.loading import AppConfig
+from recommender.settings.app import AppConfig
 
 log = logging.getLogger(__name__)
 
 # Builds the policy a worker serves (after fork), or None to serve uniformly at random.
-PolicyLoader = Callable[[AppConfig], Any]
+PolicyLoader = Callable[[AppConfig], Policy | None]
+
+# Where the app factory keeps the worker's Runtime: ``app.extensions[EXTENSION]``.
+EXTENSION = "recommender"
+
+
+def runtime() -> Runtime:
+    """The Runtime of the app handling the current request (the one place blueprints get it from)."""
+    return current_app.extensions[EXTENSION]
 
 
 @dataclass(frozen=True)
@@ -49,11 +64,11 @@ class Snapshot:
     """Everything a request depends on that may change while the service runs."""
 
     config: AppConfig
-    policy: Any  # recommender.policy.Policy, or None: uniform decisions
+    policy: Policy | None  # None: uniform decisions
     api_keys: tuple[bytes, ...]
 
     @classmethod
-    def of(cls, config: AppConfig, policy: Any) -> Snapshot:
+    def of(cls, config: AppConfig, policy: Policy | None) -> Snapshot:
         keys = tuple(key.get_secret_value().encode() for key in config.service.api_keys)
         return cls(config=config, policy=policy, api_keys=keys)
 
@@ -66,7 +81,8 @@ class Snapshot:
 
 
 class Runtime:
-    """Owns the worker's long-lived objects and background threads (publisher flusher, joiner, watcher)."""
+    """Owns the worker's long-lived objects and background threads (publisher flusher, joiner, trainer, config
+    watcher, model follower)."""
 
     def __init__(
         self,
@@ -74,7 +90,7 @@ class Runtime:
         *,
         store: FeatureStore,
         bus: EventBus,
-        policy: Any,
+        policy: Policy | None,
         metrics: ServiceMetrics,
         config_path: str | Path | None = None,
         policy_loader: PolicyLoader | None = None,
@@ -85,7 +101,7 @@ class Runtime:
         self.config_path = Path(config_path) if config_path is not None else None
         self.policy_loader = policy_loader
         self._snapshot = Snapshot.of(config, policy)
-        self._swap_lock = threading.Lock()
+        self._update_lock = threading.Lock()
         retry = config.service.redis_retry_seconds
         self.store_breaker = CircuitBreaker("feature store", retry)
         self.bus_breaker = CircuitBreaker("event bus", retry)
@@ -99,11 +115,14 @@ class Runtime:
             bus, config.join.event_log_dir, lambda: self.snapshot.config.join, observer=metrics.observe_join,
         )  # fmt: skip
         self.agreement = AgreementTracker(config.trainer.agreement_window)
-        self.trainer: Any = None  # recommender.learning.trainer.Trainer when this process learns (embedded default)
+        self.trainer: Trainer | None = None  # when this process learns (the embedded default)
         self.trainer_error: str | None = None
         # False when a separate joiner process does the joining (``recommender serve`` on Redis).
         self.runs_joiner = True
-        self.watcher: Any = None  # recommender.service.reload.ConfigWatcher, set by the app factory
+        # Set by the app factory when there is a config file to follow (and, for the follower, a model).
+        # Started and stopped here, built by the app factory (they import this module).
+        self.watcher: PeriodicCheck | None = None
+        self.model_follower: PeriodicCheck | None = None
         self.last_reload: dict[str, Any] = {"outcome": "none"}
         metrics.set_policy(self._snapshot.model_version, self._snapshot.exploration())
         metrics.set_mode(config.trainer.mode)
@@ -113,15 +132,24 @@ class Runtime:
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
-    def swap(self, snapshot: Snapshot) -> None:
-        """Install a new snapshot atomically (requests in flight finish on the old one)."""
-        with self._swap_lock:
+    def update(self, change: Callable[[Snapshot], Snapshot]) -> Snapshot:
+        """Install ``change(current snapshot)`` and return it.
+
+        The config watcher and the model follower each change one part (settings, model) from their own
+        thread; ``change`` runs under a lock, so neither installs a snapshot built from one the other has
+        replaced meanwhile. Requests never take the lock: those in flight finish on the snapshot they took.
+        When ``change`` raises, nothing changes and the exception propagates.
+        """
+        with self._update_lock:
+            snapshot = change(self._snapshot)
             self._snapshot = snapshot
-        self.publisher.breaker.retry_seconds = snapshot.config.service.redis_retry_seconds
-        self.store_breaker.retry_seconds = snapshot.config.service.redis_retry_seconds
-        self.metrics.set_policy(snapshot.model_version, snapshot.exploration())
-        self.metrics.set_mode(snapshot.config.trainer.mode)
-        self.agreement.resize(snapshot.config.trainer.agreement_window)
+            # What follows the snapshot, under the same lock: two updates never leave it half each.
+            self.publisher.breaker.retry_seconds = snapshot.config.service.redis_retry_seconds
+            self.store_breaker.retry_seconds = snapshot.config.service.redis_retry_seconds
+            self.metrics.set_policy(snapshot.model_version, snapshot.exploration())
+            self.metrics.set_mode(snapshot.config.trainer.mode)
+            self.agreement.resize(snapshot.config.trainer.agreement_window)
+        return snapshot
 
     @property
     def learns_in_process(self) -> bool:
@@ -131,11 +159,9 @@ class Runtime:
     def _start_trainer(self) -> None:
         # The trainer has its own VW workspace and follows the event log this process's joiner writes; every
         # event it learns is valid bandit data (uniform, degraded and baseline ones included: exact pmfs).
-        from recommender.learning.trainer import Trainer, model_store_for
-
         config = self.snapshot.config
         try:
-            self.trainer = Trainer(model_store_for(config), config.join.event_log_dir, lambda: self.snapshot.config)
+            self.trainer = Trainer(open_model_store(config), config.join.event_log_dir, lambda: self.snapshot.config)
         except Exception as exc:  # serving must start; readiness reports why nothing learns
             self.trainer_error = str(exc)
             log.error("the in-process trainer cannot start, this service will not learn: %s", exc)
@@ -169,6 +195,8 @@ class Runtime:
     def decide(self, snapshot: Snapshot, request: DecisionInput, *, degraded: bool, shed: bool = False) -> Decision:
         """The policy's decision; uniform (and degraded) when there is no policy or it fails.
 
+        ``request`` was validated at the HTTP edge (ids unique, slots within the candidates and allowed by
+        the snapshot's policy), so the policy does not check it again (``Policy.decide(inputs_checked=True)``).
         ``shed`` (the request waited too long for this worker): the model is not asked, the decision is
         uniform (the baseline in apprentice mode) and degraded."""
         policy = None if shed else snapshot.policy
@@ -181,14 +209,26 @@ class Runtime:
         if policy is not None:
             try:
                 started = time.thread_time()  # CPU, not wall: what the decision itself costs this worker
-                decision = policy.decide(**request.as_arguments(), degraded=degraded)
+                decision = policy.decide(
+                    event_id=request.event_id,
+                    timestamp=request.timestamp,
+                    user_id=request.user_id,
+                    user_features=request.user_features,
+                    context=request.context,
+                    candidate_ids=request.candidate_ids,
+                    candidate_features=request.candidate_features,
+                    slots=request.slots or 1,
+                    degraded=degraded,
+                    deferred=request.deferred,
+                    inputs_checked=True,
+                )
                 self.metrics.policy_cpu.observe(time.thread_time() - started)
                 return decision
             except Exception:  # a lost request is lost data: decide uniformly, log truthfully, say degraded
                 log.exception("the policy failed to decide event %s; deciding uniformly", request.event_id)
         return uniform_decision(request, degraded=True)
 
-    def _observe_agreement(self, policy: Any, decision: Decision) -> None:
+    def _observe_agreement(self, policy: Policy, decision: Decision) -> None:
         try:
             pmf = policy.predict_pmf(decision.user_features, decision.context, decision.candidate_features,
                                      candidate_ids=decision.candidate_ids)  # fmt: skip
@@ -248,11 +288,15 @@ class Runtime:
             self._start_trainer()
         if self.watcher is not None:
             self.watcher.start()
+        if self.model_follower is not None:
+            self.model_follower.start()
 
     def stop(self) -> None:
         """Stop the background threads; buffered decisions get one last chance to reach the bus."""
         if self.watcher is not None:
             self.watcher.stop()
+        if self.model_follower is not None:
+            self.model_follower.stop()
         self.publisher.stop()
         # An in-process bus ends with this process: its open windows are closed now rather than lost.
         self.joiner.stop(close_early=self.bus.in_process)

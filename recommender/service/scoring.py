@@ -1,6 +1,8 @@
 """``POST /v1/score``: the hot path.
 
-Parse and validate once (pydantic, from the raw bytes), read the user's and candidates' features in one
+Parse and validate once (pydantic, from the raw bytes, then the rules that depend on the configuration
+and the policy in force: ``service.max_candidates``, exclusions, slots), so that what the policy gets
+needs no further checks (``Runtime.decide``); read the user's and candidates' features in one
 round trip, let the policy decide, hand the decision to the bus (one Redis write, or the buffer when
 Redis is away), answer. Nothing here waits on disk; a broken Redis costs at most its budget. A request that
 already waited longer than ``service.queue_budget_ms`` for this worker (overload) is decided without the
@@ -13,7 +15,7 @@ from collections.abc import Mapping
 from itertools import repeat
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
 from pydantic import ValidationError
 
 from features.config import FeatureGroup
@@ -24,14 +26,10 @@ from recommender.records import Decision, new_event_id, utc_now
 from recommender.service.auth import require_key
 from recommender.service.errors import ApiError, from_validation_error, json_response
 from recommender.service.inputs import DecisionInput
-from recommender.service.runtime import Runtime
+from recommender.service.runtime import runtime
 from recommender.service.schemas import Candidate, ScoreRequest
 
 bp = Blueprint("scoring", __name__)
-
-
-def runtime() -> Runtime:
-    return current_app.extensions["recommender"]
 
 
 def _inline_features(group: FeatureGroup, index: int, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ class JoinConfig(_Strict):
     # decisions a dead joiner had claimed.
     recovery_seconds: float = Field(default=300.0, ge=5, le=7 * 86_400)
     # Embedded default only (in-process bus): this process also runs the trainer (a thread following the
-    # event log and publishing versions the config watcher swaps in). With Redis the trainer is its own
+    # event log and publishing versions the model follower swaps in). With Redis the trainer is its own
     # process (`recommender train`), so every worker serves the same published model.
     learn_in_process: bool = True
 

@@ -20,7 +20,9 @@ from werkzeug.serving import make_server
 
 from recommender.events.log import read_events
 from recommender.service import create_app
-from recommender.settings.loading import DEFAULT_CONFIG_PATH, AppConfig, load_config
+from recommender.service.runtime import EXTENSION, Runtime
+from recommender.settings.app import AppConfig
+from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_config
 
 CATALOG_PREFIX = "svc"  # feature-store key prefix of the session's sample catalog in Redis
 
@@ -116,7 +118,7 @@ class ServedApp:
     def __init__(self, config: AppConfig, config_path: Path | None = None, **kwargs: Any) -> None:
         self.config = config
         self.app = create_app(config, config_path=config_path, **kwargs)
-        self.runtime = self.app.extensions["recommender"]
+        self.runtime: Runtime = self.app.extensions[EXTENSION]
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -8,12 +8,14 @@ connections): ``service.workers`` processes x ``service.threads`` threads.
 While the feature store or the event bus is in-process (the embedded default), the state cannot be
 shared between processes, so one worker is started whatever ``service.workers`` says, and it also runs
 the joiner (a thread). With the bus on Redis the joiner runs as one separate process (``recommender
-join``, started and restarted by the master): joining a batch holds the GIL for a while, which must not
-land on the serving threads' tail latency. More joiners (other hosts) may run ``recommender join`` too.
+join``, ``recommender.service.join_process``, started and restarted by the master): joining a batch holds
+the GIL for a while, which must not land on the serving threads' tail latency. More joiners (other hosts)
+may run ``recommender join`` too.
 
 With several workers, Prometheus metrics go through ``PROMETHEUS_MULTIPROC_DIR`` (a temporary directory
-unless set), which must be in the environment before ``prometheus_client`` is imported: this module
-therefore imports the service (Flask, metrics) only inside the workers.
+unless set), which must be in the environment before ``prometheus_client`` is imported (it picks its
+value store at import): this module therefore imports the service (Flask, metrics) only inside the
+workers, and ``prometheus_client`` only once the variable is set.
 """
 
 from __future__ import annotations
@@ -30,17 +32,18 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from wsgiref.types import WSGIApplication
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.workers.base import Worker
 
-from recommender.events.bus import bus_backend
+from recommender.events.factory import bus_backend
+from recommender.logs import configure_logging
 from recommender.service.gunicorn.worker import InlineWorker
-from recommender.settings.loading import AppConfig, ConfigFollower
+from recommender.settings.app import AppConfig
 
 log = logging.getLogger(__name__)
-
-# Scheduling niceness of `recommender join` (0 = normal, 19 = lowest): below the serving workers.
-JOINER_NICENESS = 10
 
 
 def effective_workers(config: AppConfig) -> int:
@@ -56,7 +59,7 @@ def gunicorn_options(config: AppConfig, *, log_level: str = "info", access_log: 
         "bind": f"{service.host}:{service.port}",
         "workers": effective_workers(config),
         "threads": service.threads,
-        "worker_class": "recommender.service.gunicorn.worker.InlineWorker",
+        "worker_class": InlineWorker,  # the class, not its dotted name: gunicorn takes either
         "timeout": service.timeout_seconds,
         "graceful_timeout": service.timeout_seconds,
         # The storefront keeps connections open; gunicorn's default of 2 s would make it reconnect often.
@@ -103,17 +106,25 @@ class JoinerSupervisor:
                 self.process.kill()
 
 
-def _worker_exit(server: Any, worker: Any) -> None:
-    # Stop the joiner and write buffered decisions out before the process goes.
+def _worker_exit(server: Arbiter, worker: Worker) -> None:
+    # In the worker: stop the joiner and write buffered decisions out before the process goes.
     app = getattr(worker, "served_app", None)  # set by InlineWorker.load_wsgi; absent if the app failed to load
-    runtime = getattr(app, "extensions", {}).get("recommender") if app is not None else None
+    if app is None:
+        return
+    # Imported here, not at the top: the master imports this module and must not import the service (and
+    # prometheus_client with it, see the module docstring); in the worker the module is loaded already.
+    from recommender.service.runtime import EXTENSION
+
+    runtime = app.extensions.get(EXTENSION)
     if runtime is not None:
         runtime.stop()
 
 
-def _child_exit(server: Any, worker: Any) -> None:
+def _child_exit(server: Arbiter, worker: Worker) -> None:
     InlineWorker.forget(worker)  # its connections are gone: other workers may take new ones
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Imported here, in the master, only now that serve() has set PROMETHEUS_MULTIPROC_DIR: imported
+        # earlier, prometheus_client would keep single-process values in every worker forked afterwards.
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
@@ -133,8 +144,10 @@ class ServiceApplication(BaseApplication):
             if value is not None:
                 self.cfg.set(key, value)
 
-    def load(self) -> Any:
-        _configure_logging()
+    def load(self) -> WSGIApplication:
+        configure_logging()
+        # Imported here, in the worker after fork: the master must not import the service (see the module
+        # docstring), and each worker builds its own app.
         from recommender.service import create_app
 
         separate_joiner = bus_backend(self.app_config) == "redis"
@@ -144,10 +157,6 @@ class ServiceApplication(BaseApplication):
         # on whichever requests are in flight.
         gc.freeze()
         return app
-
-
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
 
 
 def serve(config: AppConfig, config_path: str | Path, *, log_level: str = "info", access_log: bool = False) -> int:
@@ -179,37 +188,3 @@ def serve(config: AppConfig, config_path: str | Path, *, log_level: str = "info"
             if owned_dir is not None:
                 shutil.rmtree(owned_dir, ignore_errors=True)
     return 0
-
-
-def run_joiner(config: AppConfig, config_path: str | Path) -> int:
-    """``recommender join``: join decisions and rewards from the Redis bus into the event log until
-    SIGTERM/SIGINT. Any number may run (one per host, say); they share the work through the bus."""
-    _configure_logging()
-    from recommender.events.bus import open_bus
-    from recommender.events.joiner import Joiner
-    from recommender.service.metrics import ServiceMetrics
-
-    if bus_backend(config) != "redis":
-        log.error("the event bus is in-process: the serving worker joins; a separate joiner has nothing to read")
-        return 2
-    # Joining is background work that comes in bursts (a batch per flush); on the serving hosts the
-    # /v1/score workers must win the CPU, or the bursts show up in their p99. Set before any thread starts,
-    # so every joiner thread inherits it.
-    os.nice(JOINER_NICENESS)
-    metrics = ServiceMetrics()
-    follower = ConfigFollower(config_path, config)  # join settings follow edits of the file
-
-    def join_settings() -> Any:
-        return follower().join
-
-    joiner = Joiner(open_bus(config), config.join.event_log_dir, join_settings,
-                    observer=metrics.observe_join)  # fmt: skip
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    joiner.start()
-    log.info("joiner %s writing to %s", joiner.consumer, config.join.event_log_dir)
-    stop.wait()
-    joiner.stop()
-    return 0
-

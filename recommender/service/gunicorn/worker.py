@@ -25,9 +25,13 @@ connection goes to the worker that accepted it, so the imbalance lasts as long a
 
 How long a request waited for this worker is known: connections ask the kernel to stamp what they receive
 (Linux's ``SO_TIMESTAMPNS``), the peek that finds a complete request also reads when its last byte
-arrived, and the app gets that time in the WSGI environ under ``ARRIVED_AT`` (requests the pool reads
-themselves carry none). The app measures its queueing with it and sheds load
+arrived, and the app gets that time in the WSGI environ under ``recommender.service.arrival.ARRIVED_AT``
+(requests the pool reads themselves carry none). The app measures its queueing with it and sheds load
 (``service.queue_budget_ms``).
+
+``InlineWorker`` overrides and reads gthread internals, listed and checked in
+``recommender.service.gunicorn.internals``: importing this module fails, naming the gunicorn version and
+what is missing, on a gunicorn without them.
 """
 
 from __future__ import annotations
@@ -40,11 +44,20 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any, ClassVar
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.http.message import Request
+from gunicorn.workers.base import Worker
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from recommender.service.arrival import ARRIVED_AT
+from recommender.service.gunicorn.internals import check_internals
+
+# Before InlineWorker is defined on them: a gunicorn without the internals it relies on stops here.
+check_internals()
 
 # A complete request: its header block ended and, if it declares a Content-Length, that many body bytes
 # after it. Requests larger than the peek are left to the thread pool (the scoring service's are ~12 KB).
@@ -53,9 +66,6 @@ _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*(?=\r)", re.
 _TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
 _EXPECT = re.compile(rb"\r\nexpect:", re.IGNORECASE)
 
-
-# The WSGI environ key of the time a request finished arriving (epoch seconds, float), when known.
-ARRIVED_AT = "recommender.arrived_at"
 # Linux stamps each received segment for a socket that set SO_TIMESTAMPNS (Python's socket module does
 # not name it), and a recvmsg, a peek included, returns the stamp of the last segment it read as a
 # struct timespec (two C longs).
@@ -112,8 +122,8 @@ def complete_request_arrival(sock: socket.socket) -> float | None:
 _handling = threading.local()
 
 
-def _with_arrival(app: Callable[..., Any]) -> Callable[..., Any]:
-    def app_with_arrival(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+def _with_arrival(app: WSGIApplication) -> WSGIApplication:
+    def app_with_arrival(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         arrived = getattr(_handling, "arrived_at", None)
         if arrived is not None:
             environ[ARRIVED_AT] = arrived
@@ -189,7 +199,7 @@ class InlineWorker(ThreadWorker):
         self._checked_at = 0.0
 
     @classmethod
-    def forget(cls, worker: Any) -> None:
+    def forget(cls, worker: Worker) -> None:
         """For the master's ``child_exit`` hook: the exited ``worker`` holds no connections any more."""
         if cls.board is not None and isinstance(worker, InlineWorker):
             cls.board.forget(worker.slot, worker.pid)
@@ -227,14 +237,14 @@ class InlineWorker(ThreadWorker):
         self.served_app = self.wsgi  # the application itself, for hooks (``self.wsgi`` is the wrapper)
         self.wsgi = _with_arrival(self.served_app)
 
-    def enqueue_req(self, conn: Any) -> None:
+    def enqueue_req(self, conn: TConn) -> None:
         # Every connection passes here first (gthread hands new ones to the pool): stamp from then on.
         if not getattr(conn, "stamped", False):
             stamp_arrivals(conn.sock)
             conn.stamped = True
         super().enqueue_req(conn)
 
-    def handle_request(self, req: Any, conn: Any) -> Any:
+    def handle_request(self, req: Request, conn: TConn) -> bool:
         _handling.arrived_at = conn.__dict__.pop("arrived_at", None)  # one request's, not the next one's
         try:
             return super().handle_request(req, conn)
@@ -246,7 +256,7 @@ class InlineWorker(ThreadWorker):
             self._balance()
         super().wait_for_and_dispatch_events(min(timeout, self.RECHECK_SECONDS) if self._declining else timeout)
 
-    def on_client_socket_readable(self, conn: Any, client: socket.socket) -> None:
+    def on_client_socket_readable(self, conn: TConn, client: socket.socket) -> None:
         if (
             not self.alive
             or conn.is_http2

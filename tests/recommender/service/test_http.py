@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 
 import pytest
@@ -125,8 +126,6 @@ def test_no_request_fails_while_the_settings_change_under_load(serve, catalog_re
     document = service_document(tmp_path, catalog_redis.url)
     served = serve(document)
     path = served.runtime.config_path
-    import threading
-
     failures: list[str] = []
     seen: set[float] = set()
     stop = threading.Event()

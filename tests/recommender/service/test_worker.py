@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from recommender.service.gunicorn.worker import ARRIVED_AT, ConnectionBoard, complete_request_arrival, stamp_arrivals
+from recommender.service.arrival import ARRIVED_AT
+from recommender.service.gunicorn.worker import ConnectionBoard, complete_request_arrival, stamp_arrivals
 from tests.redis_harness import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,7 +40,9 @@ def echo_app(environ, start_response):
     return [answer]
 
 
-def start_gunicorn(workers: int, app: str = "tests.recommender.service.test_worker:echo_app") -> tuple[subprocess.Popen, int]:
+def start_gunicorn(
+    workers: int, app: str = "tests.recommender.service.test_worker:echo_app"
+) -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", str(workers), "--threads", "2",
@@ -74,9 +77,8 @@ def request(path: str, body: bytes = b"", extra: str = "") -> bytes:
     return (f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
 
 
-def read_response(sock: socket.socket) -> tuple[int, bytes]:
-    """(status, body) of one Content-Length response."""
-    data = b""
+def _next_response(sock: socket.socket, data: bytes) -> tuple[int, bytes, bytes]:
+    """(status, body, the bytes after it) of the next Content-Length response; ``data``: read already."""
     while True:
         while b"\r\n\r\n" not in data:
             chunk = sock.recv(65536)
@@ -90,8 +92,24 @@ def read_response(sock: socket.socket) -> tuple[int, bytes]:
     length = int(next(line.split(b":")[1] for line in lines if line.lower().startswith(b"content-length")))
     while len(rest) < length:
         rest += sock.recv(65536)
-    assert len(rest) == length, "more bytes than the response declared"
-    return int(head.split(b" ")[1]), rest
+    return int(head.split(b" ")[1]), rest[:length], rest[length:]
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    """(status, body) of one Content-Length response."""
+    status, body, after = _next_response(sock, b"")
+    assert not after, "more bytes than the response declared"
+    return status, body
+
+
+def read_responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    """(status, body) of ``count`` pipelined responses (one may arrive in the same read as the one before)."""
+    answers, data = [], b""
+    for _ in range(count):
+        status, body, data = _next_response(sock, data)
+        answers.append((status, body))
+    assert not data, "more bytes than the responses declared"
+    return answers
 
 
 def served_by(body: bytes) -> str:
@@ -140,7 +158,7 @@ def test_pipelined_requests_are_answered_in_order(port):
         sock.sendall(request("/warm"))
         read_response(sock)
         sock.sendall(request("/a", b"1") + request("/b", b"22") + request("/c", b"333"))
-        answers = [read_response(sock)[1].split(b"|", 1)[1] for _ in range(3)]
+        answers = [body.split(b"|", 1)[1] for _, body in read_responses(sock, 3)]
         assert answers == [b"POST /a|1", b"POST /b|22", b"POST /c|333"]
         sock.sendall(request("/after", b"4"))  # and the connection goes on
         assert read_response(sock)[1].split(b"|", 1)[1] == b"POST /after|4"
