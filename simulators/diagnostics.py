@@ -4,6 +4,11 @@ For weights w_i = pi_e(a_i|x_i) / pi_b(a_i|x_i), i = 1..n:
 
 - effective sample size ESS = (sum_i w_i)^2 / sum_i w_i^2 (Kong 1992): n when all weights are equal,
   1 when one row carries all the mass. ``ess_ratio`` = ESS / n.
+- ``low_ess``: ESS < ``MIN_TRUSTED_ESS`` (100). The estimate then rests on fewer than about a hundred
+  rows' worth of data: the normal and bootstrap intervals, which rely on a central limit over the
+  weighted rows, under-cover, and the estimate should not be trusted whatever its interval says. The
+  threshold is absolute, not a share of n: what the variance depends on is how many rows effectively
+  count, so a 10-million-row log with ESS 5,000 (0.05%) is fine and a 150-row log with ESS 90 is not.
 - ``mean_weight`` E_n[w] should be close to 1 when the target's support is covered (it is an unbiased
   estimate of 1); far from 1 signals wrong propensities or a support mismatch.
 - ``max_weight`` and ``top1_share``: the share of the total weight carried by the largest 1% of weights
@@ -26,6 +31,8 @@ import numpy as np
 
 # Each partition keeps its largest weights for the top-1% share. Exact for logs up to 100 x TOP_KEEP rows.
 TOP_KEEP = 100_000
+# Below this effective sample size an estimate is flagged as not to be trusted (see the module docstring).
+MIN_TRUSTED_ESS = 100.0
 
 
 @dataclass(frozen=True)
@@ -41,11 +48,17 @@ class WeightDiagnostics:
     zero_share: float
     support_violations: int | None
 
-    def to_dict(self) -> dict[str, float | int | None]:
+    @property
+    def low_ess(self) -> bool:
+        """True when ESS < MIN_TRUSTED_ESS: too few effective rows to trust the estimate (NaN ESS too)."""
+        return not self.ess >= MIN_TRUSTED_ESS
+
+    def to_dict(self) -> dict[str, float | int | bool | None]:
         return {
             "n_rows": self.n_rows,
             "ess": self.ess,
             "ess_ratio": self.ess_ratio,
+            "low_ess": self.low_ess,
             "mean_weight": self.mean_weight,
             "max_weight": self.max_weight,
             "top1_share": self.top1_share,

@@ -2,8 +2,10 @@
 
 Each estimator is a small frozen dataclass with its paper's name (``name``), a short name
 (``short_name``, used on the command line and in reports) and its formula in its docstring. The
-definitions are those of Open Bandit Pipeline's ``obp/ope/estimators.py`` (same clipping, switching and
-shrinkage rules), so an estimate here matches OBP's on the same arrays.
+definitions and the defaults of their parameters are those of Open Bandit Pipeline's
+``obp/ope/estimators.py`` (same clipping, switching and shrinkage rules; lambda = inf for IPW, DR and
+Switch-DR, lambda = 0 for DR-OS), so an estimate here matches OBP's on the same arrays. ``ips`` and
+``snips`` (Vowpal Wabbit's names) are accepted for ``ipw`` and ``snipw``.
 
 Notation, for row i of a log of n rows (one row per (decision, position)):
 
@@ -14,7 +16,10 @@ Notation, for row i of a log of n rows (one row per (decision, position)):
 - E_n[.] the empirical mean over the n rows.
 
 An estimator does not compute V directly: it returns per-row ``Terms`` (see ``simulators.stats``) so the
-same code gives the point estimate, its intervals, and partition-wise (Dask) evaluation.
+same code gives the point estimate, its intervals, and partition-wise (Dask) evaluation. Every estimator
+here estimates the value of the target policy, an expected reward, which lies in the reward range
+[``reward_low``, ``reward_high``]; its ``Terms`` carry that range as ``bounds`` and the intervals are
+clipped to it (the point estimate is not: it is the estimator's own value, as OBP reports it).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -55,6 +60,11 @@ class OPEInputs:
     def reward_span(self) -> float:
         return self.reward_high - self.reward_low
 
+    @property
+    def value_bounds(self) -> tuple[float, float]:
+        """Where the value of any policy lies: the reward range (an expectation of rewards)."""
+        return self.reward_low, self.reward_high
+
     def require_reward_model(self, estimator: str) -> tuple[np.ndarray, np.ndarray]:
         if self.q_factual is None or self.q_pi is None:
             raise EstimatorError(f"{estimator} needs reward-model predictions (q_hat); none were given")
@@ -68,15 +78,20 @@ def _check_lambda(name: str, value: float) -> None:
 
 @dataclass(frozen=True)
 class Estimator(ABC):
-    """Base class: ``terms`` gives the per-row terms; ``row_range`` bounds one row's term."""
+    """Base class: ``terms`` gives the per-row terms (subclasses write ``row_terms``); ``row_range``
+    bounds one row's term."""
 
     name: ClassVar[str]
     short_name: ClassVar[str]
     needs_reward_model: ClassVar[bool] = False
 
     @abstractmethod
-    def terms(self, inputs: OPEInputs) -> Terms:
+    def row_terms(self, inputs: OPEInputs) -> Terms:
         """Per-row terms whose combination (see ``simulators.stats``) is the estimate."""
+
+    def terms(self, inputs: OPEInputs) -> Terms:
+        """``row_terms`` with the estimand's range (the reward range) as ``bounds``, for the intervals."""
+        return replace(self.row_terms(inputs), bounds=inputs.value_bounds)
 
     @abstractmethod
     def row_range(self, inputs: OPEInputs) -> float:
@@ -127,7 +142,7 @@ class InverseProbabilityWeighting(Estimator):
     def __post_init__(self) -> None:
         _check_lambda(self.short_name, self.lambda_)
 
-    def terms(self, inputs: OPEInputs) -> Terms:
+    def row_terms(self, inputs: OPEInputs) -> Terms:
         return Terms(plain=inputs.reward * np.minimum(inputs.weight, self.lambda_))
 
     def row_range(self, inputs: OPEInputs) -> float:
@@ -146,7 +161,7 @@ class SelfNormalizedInverseProbabilityWeighting(Estimator):
     name: ClassVar[str] = "Self-Normalized Inverse Probability Weighting"
     short_name: ClassVar[str] = "snipw"
 
-    def terms(self, inputs: OPEInputs) -> Terms:
+    def row_terms(self, inputs: OPEInputs) -> Terms:
         w = inputs.weight
         return Terms(plain=np.zeros_like(w), ratio_num=w * inputs.reward, ratio_den=w)
 
@@ -167,7 +182,7 @@ class DirectMethod(Estimator):
     short_name: ClassVar[str] = "dm"
     needs_reward_model: ClassVar[bool] = True
 
-    def terms(self, inputs: OPEInputs) -> Terms:
+    def row_terms(self, inputs: OPEInputs) -> Terms:
         _, q_pi = inputs.require_reward_model(self.short_name)
         return Terms(plain=np.array(q_pi, dtype=np.float64))
 
@@ -194,7 +209,7 @@ class DoublyRobust(Estimator):
     def __post_init__(self) -> None:
         _check_lambda(self.short_name, self.lambda_)
 
-    def terms(self, inputs: OPEInputs) -> Terms:
+    def row_terms(self, inputs: OPEInputs) -> Terms:
         q_factual, q_pi = inputs.require_reward_model(self.short_name)
         w = np.minimum(inputs.weight, self.lambda_)
         return Terms(plain=q_pi + w * (inputs.reward - q_factual))
@@ -215,7 +230,7 @@ class SelfNormalizedDoublyRobust(Estimator):
     short_name: ClassVar[str] = "sndr"
     needs_reward_model: ClassVar[bool] = True
 
-    def terms(self, inputs: OPEInputs) -> Terms:
+    def row_terms(self, inputs: OPEInputs) -> Terms:
         q_factual, q_pi = inputs.require_reward_model(self.short_name)
         w = inputs.weight
         return Terms(plain=np.array(q_pi, dtype=np.float64), ratio_num=w * (inputs.reward - q_factual), ratio_den=w)
@@ -231,18 +246,20 @@ class SwitchDoublyRobust(Estimator):
     V_SwitchDR = E_n[ q_hat(x_i, pi_e) + w_i 1{w_i <= lambda} (r_i - q_hat(x_i, a_i)) ]
 
     Rows whose weight exceeds ``lambda_`` (tau in the paper) fall back to the reward model alone.
-    lambda = inf is DR; lambda = 0 is DM. The default 100 drops the correction only for extreme weights.
+    lambda = inf is DR; lambda = 0 is DM. The default is OBP's, inf: by default Switch-DR *is* DR, and a
+    threshold must be given to make it switch (``switch-dr:lambda=100`` drops the correction only for
+    weights above 100).
     """
 
     name: ClassVar[str] = "Switch Doubly Robust"
     short_name: ClassVar[str] = "switch-dr"
     needs_reward_model: ClassVar[bool] = True
-    lambda_: float = 100.0
+    lambda_: float = math.inf  # OBP's default (no switching); see the docstring
 
     def __post_init__(self) -> None:
         _check_lambda(self.short_name, self.lambda_)
 
-    def terms(self, inputs: OPEInputs) -> Terms:
+    def row_terms(self, inputs: OPEInputs) -> Terms:
         q_factual, q_pi = inputs.require_reward_model(self.short_name)
         w = inputs.weight
         switch = (w <= self.lambda_).astype(np.float64)
@@ -259,14 +276,16 @@ class DoublyRobustWithShrinkage(Estimator):
     V_DRos = E_n[ q_hat(x_i, pi_e) + w_hat_i (r_i - q_hat(x_i, a_i)) ],
     w_hat_i = lambda w_i / (w_i^2 + lambda)
 
-    lambda = inf is DR (w_hat = w); lambda = 0 is DM. Shrinks large weights smoothly; w_hat <= sqrt(lambda)/2.
-    The default 100 shrinks weights near 1 by about 1%.
+    lambda = inf is DR (w_hat = w); lambda = 0 is DM (w_hat = 0). Shrinks large weights smoothly;
+    w_hat <= sqrt(lambda)/2. The default is OBP's, 0: by default DR-OS *is* DM, and a lambda must be given
+    to make it shrink (``dr-os:lambda=100`` shrinks weights near 1 by about 1%; Su et al. tune lambda per
+    log).
     """
 
     name: ClassVar[str] = "Doubly Robust with Optimistic Shrinkage"
     short_name: ClassVar[str] = "dr-os"
     needs_reward_model: ClassVar[bool] = True
-    lambda_: float = 100.0
+    lambda_: float = 0.0  # OBP's default (full shrinkage, i.e. DM); see the docstring
 
     def __post_init__(self) -> None:
         _check_lambda(self.short_name, self.lambda_)
@@ -274,9 +293,11 @@ class DoublyRobustWithShrinkage(Estimator):
     def shrunk_weight(self, w: np.ndarray) -> np.ndarray:
         if math.isinf(self.lambda_):
             return w
+        if self.lambda_ == 0.0:
+            return np.zeros_like(w)  # the formula is 0 / 0 at w = 0 (where OBP returns NaN)
         return (self.lambda_ * w) / (w**2 + self.lambda_)
 
-    def terms(self, inputs: OPEInputs) -> Terms:
+    def row_terms(self, inputs: OPEInputs) -> Terms:
         q_factual, q_pi = inputs.require_reward_model(self.short_name)
         return Terms(plain=q_pi + self.shrunk_weight(inputs.weight) * (inputs.reward - q_factual))
 
@@ -302,17 +323,22 @@ ESTIMATORS: dict[str, Callable[..., Estimator]] = {
     )
 }
 ALL_ESTIMATORS: tuple[str, ...] = tuple(ESTIMATORS)
+# Other names of the same estimators: Vowpal Wabbit (and much of the literature) says IPS and SNIPS.
+ALIASES: dict[str, str] = {"ips": "ipw", "snips": "snipw"}
 
 
 def make_estimator(spec: str) -> Estimator:
     """Build an estimator from ``name`` or ``name:lambda=VALUE`` (e.g. ``ipw:lambda=50``, ``dr-os:lambda=10``).
 
+    ``name`` is a short name of ``ESTIMATORS`` or one of ``ALIASES`` (``ips`` is ``ipw``), in any case.
     Raises EstimatorError for an unknown name or a bad parameter.
     """
     name, _, params = spec.strip().partition(":")
     name = name.strip().lower()
+    name = ALIASES.get(name, name)
     if name not in ESTIMATORS:
-        raise EstimatorError(f"unknown estimator {name!r}; choose from {', '.join(ALL_ESTIMATORS)}")
+        known = ", ".join([*ALL_ESTIMATORS, *(f"{alias} (= {to})" for alias, to in ALIASES.items())])
+        raise EstimatorError(f"unknown estimator {name!r}; choose from {known}")
     kwargs: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in params.split(";"))):
         key, eq, value = part.partition("=")

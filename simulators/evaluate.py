@@ -213,11 +213,12 @@ def finalize(stats: PartitionStats, config: EvaluationConfig | None = None) -> P
             results.append(EstimateResult(estimator.label, estimator.name, nan, nan, (), note))
             continue
         value = term_stats.value()
-        intervals = [Interval("normal", level, *term_stats.normal_interval(config.alpha))]
+        bounds = term_stats.bounds  # every interval is clipped to the reward range (docs/offline-evaluation.md)
+        intervals = [Interval("normal", level, *term_stats.normal_interval(config.alpha), clipped_to=bounds)]
         boot = term_stats.bootstrap_interval(config.alpha)
         if boot is not None:
-            intervals.append(Interval("bootstrap", level, *boot))
-        intervals.append(Interval("bernstein", level, *term_stats.bernstein_interval(config.alpha)))
+            intervals.append(Interval("bootstrap", level, *boot, clipped_to=bounds))
+        intervals.append(Interval("bernstein", level, *term_stats.bernstein_interval(config.alpha), clipped_to=bounds))
         if not math.isfinite(value):
             note = note or "undefined: the target gives zero weight to every logged action"
         results.append(

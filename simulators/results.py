@@ -1,6 +1,6 @@
 """Typed results of an evaluation, and their JSON form.
 
-- ``Interval``: one confidence interval (method, level, low, high).
+- ``Interval``: one confidence interval (method, level, low, high, and the range it was clipped to).
 - ``EstimateResult``: one estimator's estimate of one target policy, with its standard error and intervals.
 - ``PolicyEvaluation``: all estimates of one target policy and its weight diagnostics.
 - ``EvaluationReport``: everything a run produced: the log summary, what the reader excluded, and the
@@ -26,12 +26,15 @@ def _num(value: float) -> float | None:
 @dataclass(frozen=True)
 class Interval:
     """A two-sided confidence interval at ``level`` (e.g. 0.95) by ``method``
-    (``normal``, ``bootstrap`` or ``bernstein``)."""
+    (``normal``, ``bootstrap`` or ``bernstein``). ``clipped_to``: the (low, high) range the interval was
+    intersected with (the reward range, where the policy's value lies; see ``simulators.stats``), or None
+    when its maker did not record one; the JSON form has the key only when it is recorded."""
 
     method: str
     level: float
     low: float
     high: float
+    clipped_to: tuple[float, float] | None = None
 
     def covers(self, value: float) -> bool:
         return self.low <= value <= self.high
@@ -41,7 +44,15 @@ class Interval:
         return self.high - self.low
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "level": self.level, "low": _num(self.low), "high": _num(self.high)}
+        out: dict[str, Any] = {
+            "method": self.method,
+            "level": self.level,
+            "low": _num(self.low),
+            "high": _num(self.high),
+        }
+        if self.clipped_to is not None:
+            out["clipped_to"] = [_num(self.clipped_to[0]), _num(self.clipped_to[1])]
+        return out
 
 
 @dataclass(frozen=True)
@@ -75,7 +86,9 @@ class EstimateResult:
 
 @dataclass(frozen=True)
 class PolicyEvaluation:
-    """The estimates of one target policy (``target`` names it) and its weight ``diagnostics``."""
+    """The estimates of one target policy (``target`` names it) and its weight ``diagnostics``.
+    ``low_ess``: the weights' effective sample size is below ``MIN_TRUSTED_ESS``, so the importance-weighted
+    estimates are not to be trusted (see ``simulators.diagnostics``)."""
 
     target: str
     estimates: tuple[EstimateResult, ...]
@@ -89,9 +102,14 @@ class PolicyEvaluation:
                 return result
         raise KeyError(f"no {estimator} estimate for {self.target}")
 
+    @property
+    def low_ess(self) -> bool:
+        return self.diagnostics.low_ess
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "target": self.target,
+            "low_ess": self.low_ess,
             "estimates": [e.to_dict() for e in self.estimates],
             "diagnostics": {k: (_num(v) if isinstance(v, float) else v) for k, v in self.diagnostics.to_dict().items()},
             "reward_model": self.reward_model,

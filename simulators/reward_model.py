@@ -52,17 +52,50 @@ class RewardPredictions:
     """q_hat (n, K): predicted expected reward of each candidate at the row's own position.
 
     Entries for candidate slots a row does not have are 0. ``description`` names the model and folds.
+
+    Open Bandit Pipeline's ``estimated_rewards_by_reg_model`` (n, K, len_list), a prediction for every
+    position, is accepted too: give ``position`` (n,), the log's 0-based position of each row
+    (``log.position``), and row i keeps ``q_hat[i, :, position[i]]``, the slice OBP's estimators read. With
+    len_list = 1, ``position`` may be left out. After construction ``q_hat`` is always (n, K) and
+    ``position`` is None.
     """
 
     q_hat: np.ndarray
     description: str = ""
+    position: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         q = np.asarray(self.q_hat, dtype=np.float64)
+        if q.ndim == 3:
+            q = _at_positions(q, self.position)
+        elif self.position is not None:
+            raise EstimatorError(f"position is only for (n_rows, n_actions, n_positions) q_hat, got shape {q.shape}")
         if q.ndim != 2 or not np.all(np.isfinite(q)):
-            raise EstimatorError(f"q_hat must be a finite (n_rows, n_actions) array, got shape {q.shape}")
+            raise EstimatorError(
+                f"q_hat must be a finite (n_rows, n_actions) array, or OBP's (n_rows, n_actions, n_positions) "
+                f"with position=log.position, got shape {q.shape}"
+            )
         q.setflags(write=False)
         object.__setattr__(self, "q_hat", q)
+        object.__setattr__(self, "position", None)
+
+
+def _at_positions(q: np.ndarray, position: np.ndarray | None) -> np.ndarray:
+    """(n, K) rows q[i, :, position[i]] of OBP's (n, K, P) predictions."""
+    n, _, n_positions = q.shape
+    if position is None:
+        if n_positions != 1:
+            raise EstimatorError(
+                f"q_hat of shape {q.shape} predicts {n_positions} positions: pass position=log.position "
+                "(0-based, one per row) to keep each row's own, as OBP does with q_hat[np.arange(n), :, position]"
+            )
+        return q[:, :, 0]
+    pos = np.asarray(position)
+    if pos.shape != (n,) or not np.issubdtype(pos.dtype, np.integer):
+        raise EstimatorError(f"position must be an integer array of shape ({n},), got {pos.dtype} {pos.shape}")
+    if pos.size and (pos.min() < 0 or pos.max() >= n_positions):
+        raise EstimatorError(f"position must lie in [0, {n_positions}) for q_hat of shape {q.shape}")
+    return q[np.arange(n), :, pos]
 
 
 def _action_features(log: LoggedBandit) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,13 @@ Intervals, at level 1 - alpha, with C rounds, u_bar = total / C and f(u) = u0/u1
   (given the range bound b, which is large when weights are), so it stays valid where the normal and
   bootstrap intervals under-cover. For the self-normalized estimators it is applied to the linearized
   terms, which is an approximation.
+
+Clipping: when the terms carry ``bounds`` (low, high), a range the estimand is known to lie in (the
+value of a policy lies in the reward range), every interval is intersected with it. Cutting off values
+the estimand cannot take never lowers an interval's coverage and only narrows it; it matters most for
+the empirical Bernstein interval, whose half-width grows with the weight bound (on a heavy-weight log
+with 0/1 rewards it can be [-22.2, 22.2] before clipping, [0, 1] after). The point estimate is not
+clipped. An interval lying wholly outside the bounds becomes the nearest bound, [high, high] or [low, low].
 """
 
 from __future__ import annotations
@@ -48,12 +55,14 @@ _BOOT_CHUNK_ENTRIES = 4_000_000
 class Terms:
     """Per-row terms of an estimator: V = mean(plain) + sum(ratio_num) / sum(ratio_den).
 
-    ``plain`` (n,) float64; ``ratio_num`` and ``ratio_den`` (n,) float64 or both None.
+    ``plain`` (n,) float64; ``ratio_num`` and ``ratio_den`` (n,) float64 or both None. ``bounds``: the
+    (low, high) range the estimand lies in, to which intervals are clipped; None clips nothing.
     """
 
     plain: np.ndarray
     ratio_num: np.ndarray | None = None
     ratio_den: np.ndarray | None = None
+    bounds: tuple[float, float] | None = None
 
     @property
     def has_ratio(self) -> bool:
@@ -101,7 +110,8 @@ class TermStats:
     """Sufficient statistics of one estimator's terms over a set of rounds. Add two with ``merge``.
 
     ``range_bound`` is an upper bound on the spread (max - min) of a single row's term, used by the
-    empirical Bernstein interval; ``max_round_rows`` the largest number of rows in one round.
+    empirical Bernstein interval; ``max_round_rows`` the largest number of rows in one round; ``bounds``
+    the range the intervals are clipped to (None: not clipped; see the module docstring).
     """
 
     total: np.ndarray
@@ -112,6 +122,7 @@ class TermStats:
     has_ratio: bool
     range_bound: float
     boot: np.ndarray | None = None
+    bounds: tuple[float, float] | None = None
 
     @classmethod
     def from_terms(
@@ -156,6 +167,7 @@ class TermStats:
                     has_ratio=terms.has_ratio,
                     range_bound=float(bound),
                     boot=None if boot is None else boot[:, 4 * j : 4 * j + 4],
+                    bounds=terms.bounds,
                 )
             )
         return out
@@ -176,6 +188,7 @@ class TermStats:
             has_ratio=self.has_ratio,
             range_bound=max(self.range_bound, other.range_bound),
             boot=None if self.boot is None or other.boot is None else self.boot + other.boot,
+            bounds=_union(self.bounds, other.bounds),
         )
 
     def value(self) -> float:
@@ -196,10 +209,17 @@ class TermStats:
     def standard_error(self) -> float:
         return math.sqrt(self.linearized_variance() / self.n_rounds) if self.n_rounds else math.nan
 
+    def clip(self, low: float, high: float) -> tuple[float, float]:
+        """(low, high) intersected with ``bounds`` (unchanged when there are none, or for NaN ends)."""
+        if self.bounds is None:
+            return low, high
+        b_low, b_high = self.bounds
+        return min(max(low, b_low), b_high), max(min(high, b_high), b_low)
+
     def normal_interval(self, alpha: float) -> tuple[float, float]:
         z = float(scipy_stats.norm.ppf(1.0 - alpha / 2.0))
         v, se = self.value(), self.standard_error()
-        return v - z * se, v + z * se
+        return self.clip(v - z * se, v + z * se)
 
     def bootstrap_interval(self, alpha: float) -> tuple[float, float] | None:
         if self.boot is None:
@@ -209,13 +229,13 @@ class TermStats:
         if values.size == 0:
             return math.nan, math.nan
         low, high = np.percentile(values, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
-        return float(low), float(high)
+        return self.clip(float(low), float(high))
 
     def bernstein_interval(self, alpha: float) -> tuple[float, float]:
         c = self.n_rounds
         v = self.value()
         if c < 2 or not math.isfinite(self.range_bound):
-            return -math.inf, math.inf
+            return self.clip(-math.inf, math.inf)
         # A round's linearized value is a sum over its rows scaled by rounds/rows, so its range is at most
         # the row range times (largest round size) / (mean round size).
         scale = self.max_round_rows * c / self.n_rows
@@ -226,7 +246,14 @@ class TermStats:
         b = self.range_bound * scale
         log_term = math.log(4.0 / alpha)
         half = math.sqrt(2.0 * self.linearized_variance() * log_term / c) + 7.0 * b * log_term / (3.0 * (c - 1))
-        return v - half, v + half
+        return self.clip(v - half, v + half)
+
+
+def _union(a: tuple[float, float] | None, b: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The smallest range holding both (partitions may see different observed reward ranges)."""
+    if a is None or b is None:
+        return None
+    return min(a[0], b[0]), max(a[1], b[1])
 
 
 def _value(total: np.ndarray, has_ratio: bool) -> float:

@@ -1,10 +1,21 @@
-"""The plain-text summary ``recommender evaluate`` prints, and the table rows the HTML report shares."""
+"""The plain-text summary ``recommender evaluate`` prints, and the table rows the HTML report shares.
+
+A target whose weights have too small an effective sample size (``PolicyEvaluation.low_ess``) is marked
+``LOW_ESS_MARK`` in both tables, with a footnote saying why; intervals clipped to the reward range are
+footnoted with the range; Switch-DR and DR-OS at their default lambda (OBP's) are footnoted with the
+estimator they then equal.
+"""
 
 from __future__ import annotations
 
 import math
 
-from simulators.results import EvaluationReport, Interval
+from simulators.diagnostics import MIN_TRUSTED_ESS
+from simulators.results import EvaluationReport, Interval, PolicyEvaluation
+
+LOW_ESS_MARK = "!"
+# Estimators that, at the default parameters they share with Open Bandit Pipeline, equal another one.
+DEFAULT_EQUIVALENTS = {"switch-dr": "dr (lambda = inf: no switching)", "dr-os": "dm (lambda = 0: full shrinkage)"}
 
 
 def format_value(value: float | None, digits: int = 4) -> str:
@@ -21,6 +32,10 @@ def format_interval(interval: Interval | None) -> str:
     return f"[{format_value(interval.low)}, {format_value(interval.high)}]"
 
 
+def _target_cell(evaluation: PolicyEvaluation) -> str:
+    return f"{evaluation.target} {LOW_ESS_MARK}" if evaluation.low_ess else evaluation.target
+
+
 def estimate_rows(report: EvaluationReport) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the estimates table: target, estimator, estimate, standard error, intervals."""
     methods = ["normal", "bootstrap", "bernstein"]
@@ -33,7 +48,12 @@ def estimate_rows(report: EvaluationReport) -> tuple[list[str], list[list[str]]]
         for estimate in evaluation.estimates:
             by_method = {i.method: i for i in estimate.intervals}
             rows.append(
-                [evaluation.target, estimate.estimator, format_value(estimate.value), format_value(estimate.std_error)]
+                [
+                    _target_cell(evaluation),
+                    estimate.estimator,
+                    format_value(estimate.value),
+                    format_value(estimate.std_error),
+                ]
                 + [format_interval(by_method.get(m)) for m in present]
             )
     return header, rows
@@ -47,7 +67,7 @@ def diagnostic_rows(report: EvaluationReport) -> tuple[list[str], list[list[str]
         d = evaluation.diagnostics
         rows.append(
             [
-                evaluation.target,
+                _target_cell(evaluation),
                 f"{d.ess:.1f}",
                 format_value(d.ess_ratio, 3),
                 format_value(d.mean_weight, 3),
@@ -82,6 +102,21 @@ def format_table(report: EvaluationReport) -> str:
     lines += ["", _table(*estimate_rows(report)), "", _table(*diagnostic_rows(report))]
     if any(not e.weight_bound_known for e in report.evaluations):
         lines.append("* weight bound taken from the observed weights (the log lacks full logging distributions)")
+    if any(e.low_ess for e in report.evaluations):
+        lines.append(
+            f"{LOW_ESS_MARK} effective sample size below {MIN_TRUSTED_ESS:g}: too few effectively weighted rows "
+            "to trust this target's estimates or their intervals"
+        )
+    intervals = [i for ev in report.evaluations for e in ev.estimates for i in e.intervals]
+    if intervals:
+        # Every estimator's intervals are clipped (simulators.stats); the record names the range when it has it.
+        ranges = sorted({i.clipped_to for i in intervals if i.clipped_to is not None})
+        shown = " " + ", ".join(f"[{low:g}, {high:g}]" for low, high in ranges) if ranges else ""
+        lines.append(f"intervals clipped to the reward range{shown}, where every policy's value lies")
+    labels = {e.estimator for ev in report.evaluations for e in ev.estimates}
+    for label, equal_to in DEFAULT_EQUIVALENTS.items():
+        if label in labels:
+            lines.append(f"{label} at its default lambda (Open Bandit Pipeline's) is {equal_to}; give {label}:lambda=V")
     notes = [f"{ev.target} {e.estimator}: {e.note}" for ev in report.evaluations for e in ev.estimates if e.note]
     lines += notes
     return "\n".join(lines)

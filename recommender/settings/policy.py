@@ -174,19 +174,41 @@ class Bagging(ExplorationSettings):
 
 
 class OnlineCover(ExplorationSettings):
-    """Online cover (Agarwal et al. 2014): ``policies`` policies trained to disagree, psi-regularised."""
+    """Online cover (Agarwal et al. 2014): ``policies`` policies trained to disagree, psi-regularised.
+
+    ``epsilon`` None (the default) is VW's own cover exploration: no ``--epsilon`` is passed, and VW
+    floors each action's probability at min(1/K, 1/sqrt(t K)) after t learned examples (epsilon 1,
+    decaying; cb_explore_adf_cover.cc). A number fixes the floor at epsilon/K instead. VW stores a given
+    epsilon inside the model, so a model trained with one cannot go back to the decaying default (see
+    ``change_refusal``); a model trained without one takes a fixed epsilon on reload.
+    """
 
     algorithm: Literal["online_cover"] = "online_cover"
     policies: int = Field(default=3, ge=1, le=64)
     psi: NonNegative = 1.0
     nounif: bool = False  # do not explore uniformly over the zero-probability actions
-    epsilon: Probability = 0.05
+    # None: VW's decaying epsilon (1/sqrt(t)); VW uses it only when --epsilon is absent.
+    epsilon: Probability | None = None
     family: ClassVar[str] = "cover"
     structural: ClassVar[tuple[str, ...]] = ("policies", "psi")
 
     def vw_args(self) -> list[str]:
-        args = ["--cover", str(self.policies), "--psi", _num(self.psi), "--epsilon", _num(self.epsilon)]
+        args = ["--cover", str(self.policies), "--psi", _num(self.psi)]
+        if self.epsilon is not None:
+            args += ["--epsilon", _num(self.epsilon)]
         return args + (["--nounif"] if self.nounif else [])
+
+    def change_refusal(self, new: ExplorationSettings) -> str | None:
+        """As the base class; also refuses dropping a fixed epsilon: VW keeps the model's stored epsilon
+        when ``--epsilon`` is absent (measured with VW 9.11), so the decaying default would not apply."""
+        refusal = super().change_refusal(new)
+        if refusal is None and isinstance(new, OnlineCover) and self.epsilon is not None and new.epsilon is None:
+            return (
+                f"cannot change exploration.epsilon from {self.epsilon!r} to unset (VW's decaying default) on a "
+                "trained online_cover model: VW stores a given epsilon inside the model; set an epsilon or "
+                "train a new model instead"
+            )
+        return refusal
 
     def ensemble_size(self) -> int:
         return self.policies + 1

@@ -15,8 +15,14 @@ is the one-hot encoding of the ``user_feature_*`` columns (first level dropped),
 kept out of the context, as in OBP. Each row is its own round (the dataset does not say which rows
 share an impression).
 
-Bad rows (missing or out-of-range ``propensity_score``, ``item_id`` not in ``item_context.csv``, missing
-click, position < 1) are excluded and reported with their CSV line numbers.
+Bad rows are excluded and reported with their CSV line numbers, one reason per row (the first found):
+``item_id`` not in ``item_context.csv`` (``unknown_action``); a position that is not a whole number >= 1,
+e.g. ``2.5`` or ``0`` (``malformed``); a missing ``propensity_score`` (``missing_propensity``) or one
+outside (0, 1] (``propensity_out_of_range``); a missing click (``missing_reward``); a click other than 0
+or 1 (``malformed``); an empty ``user_feature_*`` value (``malformed``: the one-hot context would make
+"missing" a category of its own); and, when the file has a ``timestamp`` column (not wholly empty), a
+missing or unparseable timestamp (``malformed``), so one bad timestamp does not cost the whole log its
+time order.
 """
 
 from __future__ import annotations
@@ -78,6 +84,22 @@ def _action_context(items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return items["item_id"].to_numpy(), matrix
 
 
+def _cell(frame: pd.DataFrame, column: str, row: int) -> str:
+    """A CSV value as the file shows it: text quoted, numbers plain (``2.5``, not ``np.float64(2.5)``)."""
+    value = frame[column].iat[row]
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _empty_values(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Per row, the first of ``columns`` with an empty (missing or blank) value, else None."""
+    first = pd.Series(None, index=frame.index, dtype=object)
+    for name in reversed(columns):
+        values = frame[name]
+        empty = values.isna() | (values.astype(str).str.strip() == "")
+        first = first.mask(empty, name)
+    return first
+
+
 def read_obd(path: str | Path, *, strict: bool = False) -> LoadedLog:
     """Read an OBD-layout campaign CSV (see the module docstring) into a ``LoadedLog``."""
     data_path, items_path = _locate(Path(path))
@@ -98,6 +120,14 @@ def read_obd(path: str | Path, *, strict: bool = False) -> LoadedLog:
     position = pd.to_numeric(frame["position"], errors="coerce")
     click = pd.to_numeric(frame["click"], errors="coerce")
     pscore = pd.to_numeric(frame["propensity_score"], errors="coerce")
+    user_columns = [c for c in frame.columns if str(c).startswith("user_feature")]
+    empty_feature = _empty_values(frame, user_columns)
+    # A timestamp column left wholly empty is read as no timestamps, not as every row being bad.
+    has_time = "timestamp" in frame.columns and bool(frame["timestamp"].notna().any())
+    if has_time:
+        parsed_time = pd.to_datetime(frame["timestamp"], errors="coerce", utc=True)
+    else:
+        parsed_time = pd.Series(pd.Timestamp(0, tz="UTC"), index=frame.index)
     if item_ids is not None:
         known = item.isin(item_ids)
         if not np.array_equal(np.sort(item_ids), np.arange(len(item_ids))):
@@ -110,8 +140,12 @@ def read_obd(path: str | Path, *, strict: bool = False) -> LoadedLog:
     bad = BadRowCollector()
     keep = np.ones(n_read, dtype=bool)
     checks = (
-        (item.isna() | ~known, UNKNOWN_ACTION, lambda i: f"item_id {frame['item_id'].iat[i]!r} is not a known item"),
-        (position.isna() | (position < 1), MALFORMED, lambda i: f"position {frame['position'].iat[i]!r} is not >= 1"),
+        (item.isna() | ~known, UNKNOWN_ACTION, lambda i: f"item_id {_cell(frame, 'item_id', i)} is not a known item"),
+        (
+            position.isna() | (position < 1) | (position != position.round()),
+            MALFORMED,
+            lambda i: f"position {_cell(frame, 'position', i)} is not a whole number >= 1",
+        ),
         (pscore.isna(), MISSING_PROPENSITY, lambda i: "propensity_score is missing"),
         (
             (pscore <= 0) | (pscore > 1),
@@ -119,6 +153,17 @@ def read_obd(path: str | Path, *, strict: bool = False) -> LoadedLog:
             lambda i: f"propensity_score {pscore.iat[i]} is outside (0, 1]",
         ),
         (click.isna() | ~np.isfinite(click.fillna(0.0)), MISSING_REWARD, lambda i: "click is missing"),
+        (~click.isin((0, 1)), MALFORMED, lambda i: f"click {_cell(frame, 'click', i)} is not 0 or 1"),
+        (
+            empty_feature.notna(),
+            MALFORMED,
+            lambda i: f"{empty_feature.iat[i]} is empty",
+        ),
+        (
+            parsed_time.isna(),
+            MALFORMED,
+            lambda i: f"timestamp {_cell(frame, 'timestamp', i)} is not a date and time",
+        ),
     )
     for failed, reason, detail in checks:
         rows = np.flatnonzero(failed.to_numpy() & keep)
@@ -128,16 +173,15 @@ def read_obd(path: str | Path, *, strict: bool = False) -> LoadedLog:
     report = bad.report(str(data_path), FORMAT, n_read, int(keep.sum()), strict=strict)
 
     kept = frame.loc[keep]
-    user_columns = [c for c in kept.columns if c.startswith("user_feature")]
     if user_columns:
-        context = pd.get_dummies(frame[user_columns].astype(str), drop_first=True).to_numpy(np.float64)[keep]
+        # Levels from the kept rows only: an excluded row's value does not become a context column.
+        context = pd.get_dummies(kept[user_columns].astype(str), drop_first=True).to_numpy(np.float64)
     else:
         context = np.zeros((int(keep.sum()), 0))
     timestamp = None
-    if "timestamp" in kept.columns:
-        parsed = pd.to_datetime(kept["timestamp"], errors="coerce", utc=True)
-        if parsed.notna().all():
-            timestamp = parsed.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]")
+    if has_time:  # every kept row has one: rows without are bad rows above
+        parsed = parsed_time[keep]
+        timestamp = parsed.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]")
     bandit = LoggedBandit(
         context=context,
         action=item[keep].to_numpy(np.int64),

@@ -21,6 +21,7 @@ from simulators.estimators import (
     make_estimator,
 )
 from simulators.evaluate import EvaluationConfig, evaluate_policy, prepare_inputs
+from simulators.log_evaluation import evaluate_log
 from simulators.reward_model import RewardPredictions
 
 # Four rows, two actions, one position.
@@ -135,7 +136,7 @@ def test_label_shows_non_default_parameters():
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("ips", "unknown estimator 'ips'"),
+        ("ipx", r"unknown estimator 'ipx'; choose from ipw, .*ips \(= ipw\)"),
         ("ipw:lambda=-1", "non-negative"),
         ("ipw:lambda=abc", "must be a number"),
         ("ipw:alpha=2", "unknown parameter"),
@@ -164,3 +165,100 @@ def test_snipw_is_undefined_when_every_weight_is_zero():
     assert math.isnan(result.estimate("snipw").value)
     assert "zero weight" in result.estimate("snipw").note
     assert result.diagnostics.zero_share == 1.0
+
+
+# A heavy weight, to tell the defaults of Switch-DR and DR-OS apart, and a zero weight (0/0 in DR-OS at lambda 0).
+#   action  pscore  reward  pi_e(.|x)   q_hat(x, .)   w     q_hat(x, pi_e)  q_hat(x, a)  w (r - q_hat(x, a))
+#   0       0.005   1       [1, 0]      [0.2, 0.5]    200   0.2             0.2          160
+#   1       0.5     0       [0.5, 0.5]  [0.4, 0.6]    1     0.5             0.6          -0.6
+#   1       0.5     1       [1, 0]      [0.3, 0.9]    0     0.3             0.9          0
+HEAVY = {
+    "dm": (0.2 + 0.5 + 0.3) / 3,
+    "dr": (1.0 + 160 - 0.6) / 3,
+    # OBP's default lambda = inf: Switch-DR is DR
+    "switch-dr": (1.0 + 160 - 0.6) / 3,
+    # the former default, 100, switched row 0 to the reward model alone
+    "switch-dr:lambda=100": (1.0 - 0.6) / 3,
+    # OBP's default lambda = 0: DR-OS is DM (and finite at w = 0)
+    "dr-os": (0.2 + 0.5 + 0.3) / 3,
+    "dr-os:lambda=0": (0.2 + 0.5 + 0.3) / 3,
+    # w_hat = 100 w / (w^2 + 100) = [20000 / 40100, 100 / 101, 0]
+    "dr-os:lambda=100": (1.0 + 0.8 * 20000 / 40100 - 0.6 * 100 / 101) / 3,
+    # ips is IPW: E_n[w r] = 200 / 3
+    "ips": 200 / 3,
+    "IPS:lambda=50": 50 / 3,
+    "snips": 200 / 201,
+}
+
+
+@pytest.fixture()
+def heavy():
+    log = LoggedBandit(
+        context=np.zeros((3, 0)), action=[0, 1, 1], position=[0, 0, 0], reward=[1.0, 0.0, 1.0],
+        pscore=[0.005, 0.5, 0.5], n_actions=2,
+    )  # fmt: skip
+    target = ActionDist([[1.0, 0.0], [0.5, 0.5], [1.0, 0.0]])
+    return log, target, RewardPredictions(np.array([[0.2, 0.5], [0.4, 0.6], [0.3, 0.9]]))
+
+
+@pytest.mark.parametrize("spec, expected", sorted(HEAVY.items()))
+def test_defaults_are_obps_on_a_heavy_weight(heavy, spec, expected):
+    log, target, rewards = heavy
+    inputs, _ = prepare_inputs(log, target, rewards)
+    assert make_estimator(spec).estimate(inputs) == pytest.approx(expected, abs=1e-12)
+
+
+def test_default_lambdas_are_obps():
+    assert SwitchDoublyRobust().lambda_ == math.inf  # obp.ope.SwitchDoublyRobust(lambda_=np.inf)
+    assert DoublyRobustWithShrinkage().lambda_ == 0.0  # obp.ope.DoublyRobustWithShrinkage(lambda_=0.0)
+    assert SwitchDoublyRobust(lambda_=100.0).label == "switch-dr(lambda=100)"
+
+
+def test_ips_and_snips_name_ipw_and_snipw():
+    assert make_estimator("ips") == InverseProbabilityWeighting()
+    assert make_estimator(" IPS:lambda=5 ") == InverseProbabilityWeighting(lambda_=5.0)
+    assert make_estimator("snips") == SelfNormalizedInverseProbabilityWeighting()
+
+
+def test_evaluate_log_accepts_ips(small):
+    # The path the CLI's --estimators takes: names go through make_estimator.
+    log, _, _ = small
+    run = evaluate_log(log, ["uniform"], estimators=["ips", "snips"], config=EvaluationConfig(n_bootstrap=0))
+    assert [e.estimator for e in run.report.evaluations[0].estimates] == ["ipw", "snipw"]
+    assert run.report.settings["estimators"] == ["ipw", "snipw"]
+
+
+def _obp_q_hat(q_2d: np.ndarray, position: np.ndarray, n_positions: int) -> np.ndarray:
+    """OBP's (n, K, len_list) layout: row i's own position holds q_2d[i], the others hold decoys."""
+    q = np.full((q_2d.shape[0], q_2d.shape[1], n_positions), 0.99)
+    q[np.arange(q_2d.shape[0]), :, position] = q_2d
+    return q
+
+
+def test_reward_predictions_accept_obps_positions_layout(small):
+    log, target, _ = small
+    position = np.array([0, 1, 1, 0])
+    q3 = _obp_q_hat(np.array(Q_HAT), position, 2)
+    predictions = RewardPredictions(q3, position=position)
+    np.testing.assert_array_equal(predictions.q_hat, Q_HAT)
+    assert predictions.position is None
+    inputs, _ = prepare_inputs(log, target, predictions)
+    assert DoublyRobust().estimate(inputs) == pytest.approx(HAND["dr"], abs=1e-12)
+    # len_list = 1 needs no positions
+    np.testing.assert_array_equal(RewardPredictions(np.array(Q_HAT)[:, :, None]).q_hat, Q_HAT)
+
+
+@pytest.mark.parametrize(
+    "q_hat, position, message",
+    [
+        (np.zeros((4, 2, 3)), None, r"predicts 3 positions: pass position=log\.position"),
+        (np.zeros((4, 2, 3)), np.array([0, 1, 2]), r"shape \(4,\)"),
+        (np.zeros((4, 2, 3)), np.array([0, 1, 2, 3]), r"lie in \[0, 3\)"),
+        (np.zeros((4, 2, 3)), np.array([0.0, 1.0, 2.0, 0.0]), "integer array"),
+        (np.zeros((4, 2)), np.array([0, 0, 0, 0]), "position is only for"),
+        (np.zeros(4), None, r"or OBP's \(n_rows, n_actions, n_positions\) with position=log\.position"),
+    ],
+)
+def test_reward_predictions_refuse_bad_shapes(q_hat, position, message):
+    with pytest.raises(EstimatorError, match=message):
+        RewardPredictions(q_hat, position=position)

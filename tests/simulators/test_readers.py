@@ -14,7 +14,7 @@ from recommender.events.log import write_events
 from recommender.records import Decision, JoinedEvent
 from simulators.errors import LogReadError
 from simulators.readers import detect_format, read_log
-from tests.simulators.log_files import cb_line, write_obd
+from tests.simulators.log_files import OBD_ROWS, cb_line, write_obd
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -119,6 +119,40 @@ def test_obd_layout(tmp_path):
     assert log.n_actions == 3 and log.action_context.shape == (3, 2)
     assert log.context.shape == (3, 1)  # one-hot of user_feature_0 with the first level dropped
     assert log.logging_dist is None and log.timestamp is not None
+
+
+def test_obd_fractional_positions_odd_clicks_bad_timestamps_and_empty_features_are_bad_rows(tmp_path):
+    rows = [
+        *OBD_ROWS[:3],  # the three good rows
+        "2019-11-24 00:00:08,1,2.5,0,0.3333,f1,0.1",  # position 2.5 (was read as 2)
+        "2019-11-24 00:00:09,1,2,2,0.3333,f1,0.1",  # click 2 (was read as a reward of 2)
+        "not a time,1,2,0,0.3333,f1,0.1",  # timestamp (was: every row lost its timestamp)
+        "2019-11-24 00:00:10,1,2,0,0.3333,,0.1",  # empty user feature (was: a category 'nan')
+    ]
+    loaded = read_log(write_obd(tmp_path / "obd", rows))
+    report, log = loaded.report, loaded.bandit
+    assert report.rows_read == 7 and report.rows_kept == 3
+    assert dict(report.counts) == {"malformed": 4}
+    assert [(e.location, e.detail) for e in report.examples] == [
+        ("line 5", "position 2.5 is not a whole number >= 1"),
+        ("line 6", "click 2 is not 0 or 1"),
+        ("line 8", "user_feature_0 is empty"),
+        ("line 7", "timestamp 'not a time' is not a date and time"),
+    ]
+    np.testing.assert_array_equal(log.position, [0, 1, 2])
+    np.testing.assert_allclose(log.reward, [0, 1, 0])
+    assert log.context.shape == (3, 1)  # f1, f2: no column for the excluded empty value
+    np.testing.assert_array_equal(
+        log.timestamp, np.array(["2019-11-24T00:00:01", "2019-11-24T00:00:02", "2019-11-24T00:00:03"], "datetime64[us]")
+    )
+    with pytest.raises(LogReadError, match="bad rows in strict mode"):
+        read_log(tmp_path / "obd", strict=True)
+
+
+def test_obd_wholly_empty_timestamp_column_means_no_timestamps(tmp_path):
+    rows = [",".join(["", *row.split(",")[1:]]) for row in OBD_ROWS[:3]]
+    loaded = read_log(write_obd(tmp_path / "obd", rows))
+    assert loaded.report.rows_kept == 3 and loaded.bandit.timestamp is None
 
 
 def test_obd_missing_columns(tmp_path):

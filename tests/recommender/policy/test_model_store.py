@@ -175,6 +175,24 @@ def test_exploration_can_be_set_at_load(trained: Policy, store: ModelStore) -> N
         store.load(exploration={"algorithm": "bagging", "bags": 3})
 
 
+def test_a_cover_model_stored_with_an_explicit_epsilon_still_loads(store: ModelStore) -> None:
+    config = {"exploration": {"algorithm": "online_cover", "policies": 2, "epsilon": 0.05}}
+    policy = Policy.create(PolicyConfig.model_validate(config), sp.USER_GROUP, sp.ITEM_GROUP)
+    policy.learn(sp.uniform_events(300, seed=4))
+    version = store.publish(policy)
+    assert version.exploration == {"algorithm": "online_cover", "policies": 2, "psi": 1.0, "nounif": False,
+                                   "epsilon": 0.05}  # fmt: skip
+    loaded = store.load()
+    assert loaded.config.exploration.epsilon == 0.05
+    for a, b in zip(pmfs(policy), pmfs(loaded), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        assert b.min() == pytest.approx(0.05 / sp.K, rel=1e-5)
+    assert store.load(exploration={**config["exploration"], "epsilon": 0.2}).config.exploration.epsilon == 0.2
+    # VW would silently keep the stored 0.05 without --epsilon: asking for the decaying default is refused.
+    with pytest.raises(ExplorationChangeError, match=r"exploration\.epsilon from 0\.05 to unset"):
+        store.load(exploration={"algorithm": "online_cover", "policies": 2})
+
+
 def test_a_model_directory_round_trips(trained: Policy, tmp_path) -> None:
     version = write_model_dir(trained, tmp_path / "one")
     loaded = read_model_dir(tmp_path / "one", user_group=sp.USER_GROUP, item_group=sp.ITEM_GROUP)

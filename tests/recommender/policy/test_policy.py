@@ -178,6 +178,11 @@ def test_exploration_change_within_bagging_keeps_its_ensemble() -> None:
         ({"algorithm": "softmax"}, {"algorithm": "epsilon_greedy"}, "from 'softmax' to 'epsilon_greedy'"),
         ({"algorithm": "bagging", "bags": 3}, {"algorithm": "bagging", "bags": 5}, r"exploration\.bags from 3 to 5"),
         ({"algorithm": "online_cover"}, {"algorithm": "online_cover", "psi": 0.5}, r"exploration\.psi"),
+        (
+            {"algorithm": "online_cover", "epsilon": 0.05},
+            {"algorithm": "online_cover"},
+            r"exploration\.epsilon from 0\.05 to unset",
+        ),
         ({"algorithm": "squarecb"}, {"algorithm": "squarecb", "gamma_scale": 50}, r"exploration\.gamma_scale"),
         ({"algorithm": "squarecb"}, {"algorithm": "squarecb", "gamma_exponent": 0.3}, r"exploration\.gamma_exponent"),
         ({"algorithm": "explore_first", "tau": 5}, {"algorithm": "explore_first", "tau": 9}, r"exploration\.tau"),
@@ -193,6 +198,23 @@ def test_exploration_changes_that_cannot_keep_the_weights_are_refused(start: dic
     policy = make_policy(exploration=start)
     with pytest.raises(ExplorationChangeError, match=message):
         policy.with_exploration(new)
+
+
+def test_online_cover_defaults_to_vws_decaying_epsilon() -> None:
+    """Without an epsilon VW's cover floors probabilities at min(1/K, 1/sqrt(t K)) after t learned examples;
+    with one, at epsilon/K. A fixed epsilon can be set later on the same weights."""
+    decaying = make_policy(exploration={"algorithm": "online_cover", "policies": 2})
+    fixed = make_policy(exploration={"algorithm": "online_cover", "policies": 2, "epsilon": 0.05})
+    assert "--epsilon" not in decaying.vw_args
+    for policy in (decaying, fixed):
+        assert min(pmf_of(policy, HELD_OUT[0])) == pytest.approx(1 / sp.K)  # t = 0: uniform floor for both
+        policy.learn(sp.uniform_events(200, seed=3))
+    floors = {"decaying": 1 / np.sqrt(200 * sp.K), "fixed": 0.05 / sp.K}  # 0.0250 and 0.00625
+    for name, policy in (("decaying", decaying), ("fixed", fixed)):
+        lowest = min(min(pmf_of(policy, ctx)) for ctx in HELD_OUT[:20])
+        assert lowest == pytest.approx(floors[name], rel=1e-5), name
+    changed = decaying.with_exploration({"algorithm": "online_cover", "policies": 2, "epsilon": 0.2})
+    assert min(min(pmf_of(changed, ctx)) for ctx in HELD_OUT[:20]) == pytest.approx(0.2 / sp.K, rel=1e-5)
 
 
 def test_identical_exploration_returns_the_same_policy(trained: Policy) -> None:

@@ -31,9 +31,14 @@ def test_exploration_without_algorithm_means_epsilon_greedy() -> None:
         ({"algorithm": "greedy"}, ["--epsilon", "0"]),
         ({"algorithm": "softmax", "lambda": 4}, ["--softmax", "--lambda", "4.0", "--epsilon", "0.0"]),
         ({"algorithm": "bagging", "bags": 4, "greedify": True}, ["--bag", "4", "--epsilon", "0.0", "--greedify"]),
+        # No --epsilon by default: VW's cover then decays its epsilon from 1 (see test_policy.py).
         (
             {"algorithm": "online_cover", "policies": 2, "nounif": True},
-            ["--cover", "2", "--psi", "1.0", "--epsilon", "0.05", "--nounif"],
+            ["--cover", "2", "--psi", "1.0", "--nounif"],
+        ),
+        (
+            {"algorithm": "online_cover", "policies": 2, "epsilon": 0.05},
+            ["--cover", "2", "--psi", "1.0", "--epsilon", "0.05"],
         ),
         (
             {"algorithm": "squarecb", "gamma_scale": 20, "elim": True},
@@ -143,3 +148,28 @@ def test_the_validation_table_agrees_with_vw(algorithm: str, cb_type: str, mode:
     else:
         with pytest.raises(PolicyError, match="cb_type"):
             VWModel(args)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "refused"),
+    [
+        ({}, {"epsilon": 0.1}, False),  # VW takes a fixed epsilon on a model trained without one
+        ({"epsilon": 0.1}, {"epsilon": 0.3}, False),
+        ({"epsilon": 0.1}, {}, True),  # VW would keep the stored 0.1: the decaying default cannot apply
+        ({}, {"nounif": True}, False),
+    ],
+)
+def test_online_cover_epsilon_changes_follow_what_vw_stores(old: dict, new: dict, refused: bool) -> None:
+    before = parse_exploration({"algorithm": "online_cover", **old})
+    refusal = before.change_refusal(parse_exploration({"algorithm": "online_cover", **new}))
+    if refused:
+        assert refusal is not None and "exploration.epsilon from 0.1 to unset" in refusal
+    else:
+        assert refusal is None
+
+
+def test_online_cover_epsilon_defaults_to_unset_and_keeps_explicit_values() -> None:
+    assert parse_exploration({"algorithm": "online_cover"}).epsilon is None
+    assert parse_exploration({"algorithm": "online_cover"}).as_dict()["epsilon"] is None
+    # Settings logged or stored with an explicit epsilon (as every cover model had before) still parse.
+    assert parse_exploration({"algorithm": "online_cover", "epsilon": 0.05}).epsilon == 0.05
