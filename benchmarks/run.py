@@ -16,7 +16,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import bench_feature_store, bench_ope, bench_policy, bench_service
+from benchmarks import bench_feature_store, bench_ope, bench_policy, bench_replay, bench_service
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
@@ -32,6 +32,7 @@ BENCHMARKS = {
     "feature_store": bench_feature_store,
     "ope": bench_ope,
     "policy": bench_policy,
+    "replay": bench_replay,
     "service": bench_service,
 }
 

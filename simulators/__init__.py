@@ -8,7 +8,11 @@ Public API (``from simulators import NAME``; each name is imported on first use,
 - estimators: ``InverseProbabilityWeighting`` ... ``DoublyRobustWithShrinkage``, ``make_estimator``
 - evaluation: ``evaluate_policy``, ``evaluate_log``, ``EvaluationConfig``, ``fit_reward_model``
 - synthetic environments: ``SyntheticEnvironment`` and policies in ``simulators.synthetic``
-- reports: ``format_table`` (text), ``render_html`` (HTML); partitions on Dask: ``simulators.dask_backend``
+- replay of learning settings: ``ReplayLog`` (a log converted once into VW's input), ``ReplaySetting`` and
+  ``make_setting``; sweeps: ``optimize_log``, ``run_sweep``, ``OptimizeConfig``, ``OptimizeResult``,
+  ``SearchSpace``/``load_search_space``, ``rank_feature_importance``; their reports: ``format_optimize_table``,
+  ``render_optimize_html``, ``config_snippet`` (the YAML for configs/)
+- reports: ``format_table`` (text), ``render_html`` (HTML); partitions and replays on Dask: ``simulators.dask_backend``
 
 See docs/offline-evaluation.md.
 """
@@ -42,6 +46,19 @@ _EXPORTS = {
     "SyntheticEnvironment": "simulators.synthetic",
     "format_table": "simulators.text_report",
     "render_html": "simulators.html_report",
+    "ReplayLog": "simulators.replay_log",
+    "ReplaySetting": "simulators.replay",
+    "make_setting": "simulators.replay",
+    "OptimizeConfig": "simulators.optimize",
+    "OptimizeResult": "simulators.optimize",
+    "run_sweep": "simulators.optimize",
+    "optimize_log": "simulators.log_optimization",
+    "SearchSpace": "simulators.search_space",
+    "load_search_space": "simulators.search_space",
+    "rank_feature_importance": "simulators.feature_importance",
+    "format_optimize_table": "simulators.optimize_report",
+    "config_snippet": "simulators.optimize_report",
+    "render_optimize_html": "simulators.optimize_html",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -5,8 +5,17 @@
                          [--reward-model logistic|ridge|hgb] [--folds 3] [--seed 0]
                          [--report out.html] [--json] [--json-out out.json]
 
+    recommender optimize --log PATH [--setting OVERRIDES ...] [--search KEY=V1|V2 ...] [--search-space FILE]
+                         [--budget N] [--no-configured] [--estimators ipw,snipw,dr] [--primary dr]
+                         [--since ISO] [--until ISO] [--position 0] [--importance] [--workers N | --scheduler ADDR]
+                         [--json] [--json-out FILE] [--report FILE.html] [--write-config FILE.yaml]
+
     recommender simulate --out DIR [--rounds 5000] [--items 10] [--users 200] [--logging uniform|epsilon-greedy|softmax]
                          [--epsilon 0.2] [--seed 0]
+
+``optimize`` replays learning settings over the log (``simulators.log_optimization``), compares them with the
+logged policy and recommends one, or says that nothing beat it; outputs are written atomically (temporary
+file and rename), so Ctrl-C leaves no half-written file.
 
 ``evaluate`` prints a table of estimates, intervals and weight diagnostics (or, with ``--json``, the JSON
 document on stdout), and writes the HTML report and JSON file when asked. ``simulate`` writes a synthetic
@@ -24,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +78,45 @@ def register(subparsers: Any) -> None:
     evaluate.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
     evaluate.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
     evaluate.set_defaults(handler=run_evaluate)
+
+    optimize = subparsers.add_parser(
+        "optimize",
+        help="replay learning settings over a log and recommend one",
+        description="Counterfactual progressive validation of learning settings (the configured one, listed "
+        "ones, a search space): estimates with intervals, paired differences with the logged policy "
+        "(Bonferroni-corrected), a recommendation, feature importance.",
+    )
+    optimize.add_argument("--log", required=True, help="event-log root/partition/file, OBD CSV or dir, DSJSON file")
+    optimize.add_argument("--format", default="auto", choices=("auto", "event-log", "obd", "dsjson"))
+    optimize.add_argument("--strict", action="store_true", help="fail on any bad row instead of excluding it")
+    optimize.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="OVERRIDES",
+        help="policy overrides as vw: targets take them, e.g. exploration.epsilon=0.05 (repeat)",
+    )
+    optimize.add_argument("--search", action="append", default=[], metavar="KEY=V1|V2", help="a search-space key")
+    optimize.add_argument("--search-space", type=Path, help="YAML search space (mode, budget, seed, space)")
+    optimize.add_argument("--budget", type=int, help="random search: how many points of the space")
+    optimize.add_argument("--no-configured", action="store_true", help="leave the configured setting out")
+    optimize.add_argument("--estimators", default="ipw,snipw,dr", help="comma-separated (default ipw,snipw,dr)")
+    optimize.add_argument("--primary", default="dr", help="the estimator that ranks and recommends (default dr)")
+    optimize.add_argument("--alpha", type=float, default=0.05, help="family-wise error level (default 0.05)")
+    optimize.add_argument("--since", type=_utc, help="first decision time (ISO 8601, UTC)")
+    optimize.add_argument("--until", type=_utc, help="end of the time range, exclusive (ISO 8601, UTC)")
+    optimize.add_argument("--position", type=int, default=0, help="the slot replayed (default 0)")
+    optimize.add_argument("--importance", action="store_true", help="feature importance of the configured setting")
+    optimize.add_argument("--workers", type=int, default=0, help="replay on a local Dask cluster of N workers")
+    optimize.add_argument("--scheduler", help="replay on the Dask cluster at this scheduler address")
+    optimize.add_argument("--workdir", type=Path, help="where the converted log goes (default: a temp dir)")
+    optimize.add_argument("--seed", type=int, default=0)
+    optimize.add_argument("--quiet", action="store_true", help="no progress bar")
+    optimize.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
+    optimize.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
+    optimize.add_argument("--report", type=Path, help="write the HTML report here")
+    optimize.add_argument("--write-config", type=Path, metavar="PATH", help="write the recommendation as YAML")
+    optimize.set_defaults(handler=run_optimize)
 
     simulate = subparsers.add_parser(
         "simulate",
@@ -117,6 +166,70 @@ def run_evaluate(args: argparse.Namespace, config: AppConfig) -> int:
         raise SimulatorError(f"cannot write output: {exc}") from exc
     if args.report and not args.json:
         print(f"report written to {args.report}", file=sys.stderr)
+    return 0
+
+
+def _utc(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def run_optimize(args: argparse.Namespace, config: AppConfig) -> int:
+    # Lazy: see the module docstring (the same scientific stack, and VW).
+    from simulators.log_optimization import optimize_log
+    from simulators.optimize import OptimizeConfig, write_atomically
+    from simulators.optimize_report import config_snippet, format_optimize_table
+    from simulators.search_space import load_search_space
+
+    if args.workers < 0 or (args.workers and args.scheduler):
+        raise SimulatorError("use --workers N (N >= 1) or --scheduler ADDRESS, not both")
+    estimators = tuple(e for e in (s.strip() for s in args.estimators.split(",")) if e)
+    settings = OptimizeConfig(estimators=estimators, primary=args.primary, alpha=args.alpha, seed=args.seed)
+    search = load_search_space(args.search_space, args.search, budget=args.budget, seed=args.seed)
+    kwargs = dict(
+        app_config=config,
+        settings=args.setting,
+        search=search,
+        include_configured=not args.no_configured,
+        config=settings,
+        format=args.format,
+        strict=args.strict,
+        since=args.since,
+        until=args.until,
+        position=args.position,
+        importance=args.importance,
+        progress=not args.quiet,
+        workdir=args.workdir,
+    )
+    if args.workers or args.scheduler:
+        from simulators.dask_backend import replay_map  # lazy: dask, only when asked for
+
+        with replay_map(workers=args.workers, scheduler=args.scheduler) as map_function:
+            run = optimize_log(args.log, map_function=map_function, **kwargs)
+    else:
+        run = optimize_log(args.log, **kwargs)
+    result = run.result
+    document = result.to_json()
+    outputs: list[tuple[Path, str]] = []
+    if args.json_out:
+        outputs.append((args.json_out, document + "\n"))
+    if args.report:
+        from simulators.optimize_html import render_optimize_html  # lazy: matplotlib, see the module docstring
+
+        outputs.append((args.report, render_optimize_html(result)))
+    if args.write_config:
+        outputs.append((args.write_config, config_snippet(result, config.policy)))
+    try:
+        for path, text in outputs:
+            write_atomically(path, text)
+    except OSError as exc:
+        raise SimulatorError(f"cannot write output: {exc}") from exc
+    print(document if args.json else format_optimize_table(result))
+    for note in run.skipped:
+        print(f"skipped an invalid search point: {note}", file=sys.stderr)
     return 0
 
 

@@ -5,14 +5,22 @@ e.g. one ``date=/hour=`` directory of the event log) is turned into mergeable st
 (``simulators.evaluate.evaluate_one_partition``); the statistics are merged and finalized on the client.
 The numbers equal ``simulators.evaluate.evaluate_partitioned`` run in process: partition i always draws
 its bootstrap replicates from the stream (seed, i), and the statistics add exactly.
+
+Replays of learning settings (``simulators.optimize``) are independent tasks: ``replay_map`` gives a map
+function that runs each setting's replay on a worker. A task carries the converted log's *path* (and the
+VW arguments), never the log: the file is written once and read by the workers (on a cluster beyond this
+machine, put it on a shared filesystem with ``workdir``); each task returns the setting's pmfs. A replay
+is deterministic in (file, arguments), so the results equal the in-process run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from distributed import Client
+import numpy as np
+from distributed import Client, LocalCluster
 
 from simulators.errors import SimulatorError
 from simulators.estimators import Estimator
@@ -47,3 +55,29 @@ def evaluate_on_cluster(
         return client.gather(futures)
 
     return evaluate_partitioned(partitions, target, estimators, config, map_function=cluster_map)
+
+
+@contextmanager
+def replay_map(*, workers: int = 0, scheduler: str | None = None) -> Iterator[Callable[..., list[np.ndarray]]]:
+    """A map function running replay jobs on a Dask cluster: a LocalCluster of ``workers`` single-threaded
+    processes (a VW run holds the GIL), or the existing cluster at ``scheduler``. Closed on exit."""
+    if scheduler:
+        client = Client(scheduler)
+        cluster = None
+    else:
+        if workers < 1:
+            raise SimulatorError(f"a local cluster needs >= 1 worker, got {workers}")
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+
+    def cluster_map(function: Callable[..., np.ndarray], jobs: Iterable[tuple]) -> list[np.ndarray]:
+        jobs = list(jobs)
+        futures = client.map(function, jobs, key=[f"replay-{i}-{id(jobs)}" for i in range(len(jobs))], pure=False)
+        return client.gather(futures)
+
+    try:
+        yield cluster_map
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -109,7 +109,7 @@ def parse_overrides(text: str) -> dict[str, Any]:
     return out
 
 
-def _apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+def apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     document = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
     # An algorithm change comes first: another algorithm takes other settings, so its block starts afresh.
     for key, value in sorted(overrides.items(), key=lambda kv: kv[0] != "exploration.algorithm"):
@@ -158,7 +158,7 @@ class TrainedVWTarget:
             base = base or app.policy
             users = users or app.features.groups[app.features.user_group]
             items = items or app.features.groups[app.features.item_group]
-        document = _apply_overrides(base.model_dump(by_alias=True), self.overrides)
+        document = apply_overrides(base.model_dump(by_alias=True), self.overrides)
         try:
             config = PolicyConfig.model_validate(document)
         except ValidationError as exc:

@@ -307,6 +307,13 @@ class VWModel:
             return [[(int(a), float(p)) for a, p in slot] for slot in prediction]
         return [float(p) for p in prediction]
 
+    def learn_text(self, lines: Sequence[str]) -> None:
+        """Parse labelled VW text lines and learn from them: the naive replay path (benchmark and tests)."""
+        self._check_open()
+        examples = self._vw.parse(list(lines))
+        self._run(examples, learn=True)
+        self._finish(examples)
+
     # --- model files --------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
@@ -348,3 +355,53 @@ def _normalised(scores: np.ndarray, k: int) -> np.ndarray:
 def vw_version() -> str:
     """The VW library version in use (recorded in model metadata)."""
     return str(vowpalwabbit.__version__)
+
+
+# --- VW's own driver over a data file (replay of learning settings) ----------------------------------
+
+
+def run_driver(args: Sequence[str], data: str | Path, predictions: str | Path) -> None:
+    """Run VW's C++ driver over the text data file ``data`` with the arguments ``args`` (no ``-d``/``-p``).
+
+    Every (multi-line) example is predicted and its prediction written to ``predictions`` (``-p``) before
+    VW learns from its label: progressive validation. VW's learn returns a prediction made before the
+    update (``cb_adf::learn_mtr<true>`` in vowpalwabbit/core/src/reductions/cb/cb_adf.cc predicts, saves the
+    scores, learns, and restores them; ``cb_explore_adf`` explores over those); the tests check the pmfs
+    against a per-example predict-then-learn loop for every exploration algorithm and cb_type. The
+    parsing, predicting and learning all happen in C++: no Python per example. Raises ``PolicyError`` when
+    VW refuses the arguments or the file.
+    """
+    arg_list = [str(a) for a in args] + ["-d", str(data), "-p", str(predictions)]
+    try:
+        workspace = pyvw.Workspace(arg_list=arg_list)  # runs the driver over -d before returning
+    except Exception as exc:  # VW raises plain RuntimeError/ValueError subclasses
+        raise PolicyError(f"VW refused {' '.join(arg_list)!r}: {exc}") from exc
+    workspace.finish()
+
+
+def read_action_probs(predictions: str | Path, counts: np.ndarray, *, normalise: bool = True) -> np.ndarray:
+    """The ``cb_explore_adf`` pmfs of a ``-p`` file, as (n, max(counts)) float64 by action index.
+
+    ``counts[i]`` is the number of actions of example i; VW writes one ``action:probability,...`` line per
+    example with every action listed, each rounded to 6 decimal places (an absolute error <= 5e-7).
+    ``normalise`` rescales each row to sum to 1 (the rounding leaves a sum off by up to K * 5e-7).
+    Raises ``PolicyError`` when the file does not fit.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    text = Path(predictions).read_text(encoding="ascii")
+    try:
+        flat = np.array(text.replace(":", " ").replace(",", " ").split(), dtype=np.float64)
+    except ValueError as exc:
+        raise PolicyError(f"{predictions}: not a cb_explore_adf prediction file: {exc}") from exc
+    if flat.shape[0] != 2 * int(counts.sum()):
+        raise PolicyError(f"{predictions}: {flat.shape[0] // 2} action probabilities for {int(counts.sum())} actions")
+    actions = flat[0::2].astype(np.int64)
+    rows = np.repeat(np.arange(counts.shape[0]), counts)
+    if np.any(actions < 0) or np.any(actions >= counts[rows]):
+        raise PolicyError(f"{predictions}: an action index lies outside its example")
+    out = np.zeros((counts.shape[0], int(counts.max())), dtype=np.float64)
+    out[rows, actions] = np.clip(flat[1::2], 0.0, None)
+    total = out.sum(axis=1, keepdims=True)
+    if np.any(total <= 0.0):
+        raise PolicyError(f"{predictions}: an example has no probability mass")
+    return out / total if normalise else out

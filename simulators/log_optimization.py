@@ -1,0 +1,124 @@
+"""``optimize_log``: a sweep of learning settings over a log file, from Python or ``recommender optimize``.
+
+A synthetic log drawn by a uniform logger (a log on disk is given by its path, e.g. ``"var/events"``):
+
+>>> from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_config
+>>> from simulators import OptimizeConfig, optimize_log
+>>> from simulators.synthetic import SyntheticEnvironment, UniformPolicy
+>>> env = SyntheticEnvironment(n_users=50, n_items=5, seed=0)
+>>> log = env.generate_log(UniformPolicy(), 1500, seed=0).bandit
+>>> run = optimize_log(log, app_config=load_config(DEFAULT_CONFIG_PATH), settings=["exploration.epsilon=0.02"],
+...                    config=OptimizeConfig(estimators=("ipw", "snipw"), primary="ipw"))
+>>> [p.name for p in run.result.policies]
+['logged', 'baseline', 'uniform', 'exploration.epsilon=0.02', 'configured']
+>>> run.result.recommended.name  # a learner beats a uniform logger by far
+'exploration.epsilon=0.02'
+
+Reads the log (our event log, VW DSJSON, the Open Bandit Dataset layout; optionally a time range),
+converts its rows of one slot once into VW's input in a work directory (``simulators.replay_log``), replays
+the settings (``simulators.optimize.run_sweep``): the configured ``policy`` section, the listed settings
+(``vw:`` target overrides), and a search space's; then, optionally, the feature importance of the
+configured setting (``simulators.feature_importance``). ``workers``/``scheduler`` run the replays on Dask
+(``simulators.dask_backend``); the numbers are the same as in process.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from recommender.settings.app import AppConfig
+from simulators.data import LoggedBandit
+from simulators.errors import BanditDataError, LogReadError
+from simulators.feature_importance import rank_feature_importance
+from simulators.optimize import MapFunction, OptimizeConfig, OptimizeResult, run_sweep, settings_from
+from simulators.readers import read_log
+from simulators.readers.bad_rows import ReadReport
+from simulators.replay import ReplaySetting, make_setting
+from simulators.replay_log import ReplayLog
+from simulators.search_space import SearchSpace
+
+
+@dataclass(frozen=True)
+class OptimizeRun:
+    """A sweep's result, the reader's report of excluded rows, and the settings skipped as invalid."""
+
+    result: OptimizeResult
+    read_report: ReadReport | None
+    skipped: tuple[str, ...] = ()
+
+
+def restrict_time(log: LoggedBandit, since: datetime | None, until: datetime | None) -> LoggedBandit:
+    """The rows with since <= timestamp < until (UTC). Raises BanditDataError when none is left."""
+    if since is None and until is None:
+        return log
+    if log.timestamp is None:
+        raise BanditDataError("the log has no timestamps: a time range cannot be applied")
+    keep = np.ones(log.n_rounds, dtype=bool)
+    if since is not None:
+        keep &= log.timestamp >= np.datetime64(since.replace(tzinfo=None), "us")
+    if until is not None:
+        keep &= log.timestamp < np.datetime64(until.replace(tzinfo=None), "us")
+    if not keep.any():
+        raise BanditDataError(f"no rows in the time range [{since}, {until})")
+    return log.subset(keep)
+
+
+def optimize_log(
+    log: str | Path | LoggedBandit,
+    *,
+    app_config: AppConfig,
+    settings: Sequence[str | ReplaySetting] = (),
+    search: SearchSpace | None = None,
+    include_configured: bool = True,
+    config: OptimizeConfig | None = None,
+    format: str = "auto",
+    strict: bool = False,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    position: int = 0,
+    importance: bool = False,
+    importance_keys: Sequence[str] | None = None,
+    map_function: MapFunction = map,
+    progress: bool = False,
+    workdir: str | Path | None = None,
+) -> OptimizeRun:
+    """Read, convert and sweep (see the module docstring). Settings given as strings are overrides of the
+    configured policy section (``exploration.epsilon=0.05,learning.learning_rate=0.1``).
+
+    ``workdir`` holds the converted log (a temporary directory, removed afterwards, when None; give a
+    directory every Dask worker can read when the cluster is not on this machine).
+    """
+    config = config or OptimizeConfig()
+    read_report = None
+    if not isinstance(log, LoggedBandit):
+        loaded = read_log(log, format, strict=strict)
+        log, read_report = loaded.bandit, loaded.report
+    log = restrict_time(log, since, until)
+    base_config = app_config.policy
+    base = make_setting(base_config, {}, label="configured") if include_configured else None
+    listed = [s if isinstance(s, ReplaySetting) else make_setting(base_config, s) for s in settings]
+    searched, skipped = search.expand(base_config) if search is not None and not search.empty else ([], [])
+    chosen = settings_from(base, listed, searched)
+    features = app_config.features
+    groups = {
+        "user_group": features.groups.get(features.user_group),
+        "item_group": features.groups.get(features.item_group),
+    }
+    with tempfile.TemporaryDirectory(prefix="optimize-", dir=workdir) as tmp:
+        replay_log = ReplayLog.build(log, Path(tmp) / "log.vw", position=position, progress=progress, **groups)
+        if replay_log.n_rows < 2:
+            raise LogReadError("the log has fewer than 2 rows to replay")
+        result = run_sweep(replay_log, chosen, config, map_function=map_function, progress=progress)
+        if importance:
+            setting = base or chosen[0][1]
+            rows = rank_feature_importance(
+                replay_log, log, setting, config, tmp, keys=importance_keys, map_function=map_function, **groups
+            )
+            result = result.with_feature_importance(rows)
+    return OptimizeRun(result, read_report, tuple(skipped))
