@@ -230,6 +230,9 @@ def run_optimize(args: argparse.Namespace, config: AppConfig) -> int:
     print(document if args.json else format_optimize_table(result))
     for note in run.skipped:
         print(f"skipped an invalid search point: {note}", file=sys.stderr)
+    if run.inferred_groups is not None:
+        print(f"the log's features do not fit the configured feature groups ({run.inferred_groups}): "
+              "replayed with groups inferred from the logged values", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -40,7 +40,7 @@ from simulators.optimize import MapFunction, OptimizeConfig, OptimizeResult, run
 from simulators.readers import read_log
 from simulators.readers.bad_rows import ReadReport
 from simulators.replay import ReplaySetting, make_setting
-from simulators.replay_log import ReplayLog
+from simulators.replay_log import ReplayLog, groups_fit, inferred_feature_groups
 from simulators.search_space import SearchSpace
 
 
@@ -51,6 +51,9 @@ class OptimizeRun:
     result: OptimizeResult
     read_report: ReadReport | None
     skipped: tuple[str, ...] = ()
+    # Set when the log's features did not fit the configured feature groups and groups inferred from the
+    # log were used instead: why (the CLI prints it).
+    inferred_groups: str | None = None
 
 
 def restrict_time(log: LoggedBandit, since: datetime | None, until: datetime | None) -> LoggedBandit:
@@ -105,11 +108,11 @@ def optimize_log(
     listed = [s if isinstance(s, ReplaySetting) else make_setting(base_config, s) for s in settings]
     searched, skipped = search.expand(base_config) if search is not None and not search.empty else ([], [])
     chosen = settings_from(base, listed, searched)
-    features = app_config.features
-    groups = {
-        "user_group": features.groups.get(features.user_group),
-        "item_group": features.groups.get(features.item_group),
-    }
+    user_group, item_group = app_config.user_group, app_config.item_group
+    misfit = groups_fit(log, user_group, item_group)
+    if misfit is not None:
+        user_group, item_group = inferred_feature_groups(log)
+    groups = {"user_group": user_group, "item_group": item_group}
     with tempfile.TemporaryDirectory(prefix="optimize-", dir=workdir) as tmp:
         replay_log = ReplayLog.build(log, Path(tmp) / "log.vw", position=position, progress=progress, **groups)
         if replay_log.n_rows < 2:
@@ -121,4 +124,4 @@ def optimize_log(
                 replay_log, log, setting, config, tmp, keys=importance_keys, map_function=map_function, **groups
             )
             result = result.with_feature_importance(rows)
-    return OptimizeRun(result, read_report, tuple(skipped))
+    return OptimizeRun(result, read_report, tuple(skipped), misfit)

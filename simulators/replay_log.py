@@ -10,7 +10,8 @@ Where the features come from:
 
 - our event log (``LoggedBandit.decisions`` holds the raw ``JoinedEvent`` records): the decision's user
   features, context and candidate features, through the configured feature groups, exactly as serving
-  built them;
+  built them (a log whose rows do not fit those groups, e.g. one ``recommender simulate`` wrote, is read
+  through groups inferred from its logged values: ``inferred_feature_groups``);
 - any other log (VW DSJSON, the Open Bandit Dataset layout, synthetic logs): the reader's numeric context
   matrix becomes the ``User`` namespace (a vector feature ``x``) and each candidate's item row becomes the
   ``Item`` namespace (a categorical ``id``, the item's name, and a vector ``x`` of its features). The
@@ -28,7 +29,7 @@ so they are refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from features.config import FeatureGroup, FeatureSpec, FeatureType
+from recommender.errors import ExampleError
 from recommender.policy.examples import ExampleBuilder, ExampleFeatures, cost_from_reward
 from recommender.policy.vw import cb_text
 from simulators.data import LoggedBandit
@@ -156,6 +158,77 @@ def generic_feature_groups(log: LoggedBandit) -> tuple[FeatureGroup, FeatureGrou
         FeatureGroup(entity="user", key="user_id", features=user),
         FeatureGroup(entity="item", key="item_id", features=item),
     )
+
+
+# Rows looked at to decide whether the configured groups fit a log and, if not, to infer its groups.
+SCHEMA_SAMPLE_DECISIONS = 200
+
+
+def _spec_of(value: object) -> FeatureSpec | None:
+    """The feature type of one logged value (as the request context is typed); None for what has none."""
+    if isinstance(value, bool | str):
+        return FeatureSpec(type=FeatureType.CATEGORICAL)
+    if isinstance(value, int | float):
+        return FeatureSpec(type=FeatureType.NUMERIC)
+    if isinstance(value, list | tuple) and value:
+        if all(isinstance(v, str) for v in value):
+            return FeatureSpec(type=FeatureType.TAGS)
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            return FeatureSpec(type=FeatureType.VECTOR, dim=len(value))
+    return None
+
+
+def _infer_group(entity: str, rows: Iterable[Mapping[str, object]]) -> FeatureGroup:
+    specs: dict[str, FeatureSpec] = {}
+    refused: set[str] = set()
+    for row in rows:
+        for name, value in row.items():
+            spec = _spec_of(value)
+            if name in refused or spec is None or not name.replace("_", "").isalnum():
+                continue
+            known = specs.setdefault(name, spec)
+            if known != spec:  # mixed types or vector lengths across rows: not a feature of one type
+                refused.add(name)
+                del specs[name]
+    if not specs:  # a group needs one feature: a numeric one that is never present encodes to nothing
+        specs = {"none": FeatureSpec(type=FeatureType.NUMERIC)}
+    return FeatureGroup(entity=entity, key=f"{entity}_id", features=specs)
+
+
+def inferred_feature_groups(log: LoggedBandit) -> tuple[FeatureGroup, FeatureGroup]:
+    """The user and item groups of our event log's decisions, typed from the logged values of its first
+    ``SCHEMA_SAMPLE_DECISIONS`` decisions: strings and booleans categorical, numbers numeric, lists of
+    strings tags, lists of numbers vectors of their length. A name whose type varies is left out."""
+    if log.decisions is None:
+        raise BanditDataError("only a log of raw decisions has feature rows to infer groups from")
+    sample = log.decisions[:SCHEMA_SAMPLE_DECISIONS]
+    users = _infer_group("user", (e.decision.user_features for e in sample))
+    items = _infer_group("item", (row for e in sample for row in e.decision.candidate_features))
+    return users, items
+
+
+def groups_fit(log: LoggedBandit, user_group: FeatureGroup, item_group: FeatureGroup) -> str | None:
+    """None when ``user_group``/``item_group`` can build the examples of the log's first decisions and
+    declare at least one of the features each side logs; else what does not fit."""
+    if log.decisions is None:
+        return None
+    builder = ExampleBuilder(user_group, item_group)
+    logged_users: set[str] = set()
+    logged_items: set[str] = set()
+    for event in log.decisions[:SCHEMA_SAMPLE_DECISIONS]:
+        decision = event.decision
+        logged_users.update(decision.user_features)
+        logged_items.update(k for row in decision.candidate_features for k in row)
+        try:
+            builder.shared(decision.user_features, decision.context)
+            for row in decision.candidate_features:
+                builder.item(row)
+        except ExampleError as exc:
+            return str(exc)
+    for role, logged, group in (("user", logged_users, user_group), ("item", logged_items, item_group)):
+        if logged and not logged & set(group.features):
+            return f"none of the logged {role} features ({', '.join(sorted(logged))}) is in the configured group"
+    return None
 
 
 def _without(group: FeatureGroup, role: str, leave_out: Sequence[str]) -> FeatureGroup:

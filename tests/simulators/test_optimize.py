@@ -287,3 +287,19 @@ def test_cli_optimize_on_an_existing_dask_scheduler_prints_the_in_process_docume
     with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
         assert main([*argv, "--scheduler", cluster.scheduler_address]) == 0
     assert json.loads(capsys.readouterr().out) == local
+
+
+def test_a_log_that_does_not_fit_the_configured_groups_is_replayed_with_groups_inferred_from_it(event_log):
+    """`recommender simulate` writes 5-dimensional embeddings; configs/default.yaml declares 8."""
+    events, fitting_config = event_log
+    default = load_config(DEFAULT_CONFIG_PATH)
+    settings = ["exploration.epsilon=0.05"]
+    quick = OptimizeConfig(estimators=("ipw",), primary="ipw")
+    inferred = optimize_log(events, app_config=default, settings=settings, include_configured=False, config=quick)
+    fitting = optimize_log(events, app_config=load_config(fitting_config), settings=settings,
+                           include_configured=False, config=quick)  # fmt: skip
+    assert inferred.inferred_groups is not None and "expected a vector of 8 numbers, got 5" in inferred.inferred_groups
+    assert fitting.inferred_groups is None
+    # The inferred groups are the fitting config's (one 5-vector per side): the same replay, the same value.
+    values = [run.result.settings[0].value("ipw") for run in (inferred, fitting)]
+    assert values[0] == pytest.approx(values[1], abs=1e-12)
