@@ -134,12 +134,17 @@ class Decision:
 
 @dataclass(frozen=True)
 class Reward:
-    """A reward reported for a decision's slot (slot 0 for single-slot pages)."""
+    """A reward reported for a decision's slot (slot 0 for single-slot pages).
+
+    ``reward_id``: the client's id of this report (optional); a second report with the same id for the same
+    event is a retry of the first, not a second reward (``EventBus.add_reward``).
+    """
 
     event_id: str
     value: float
     received_at: datetime
     slot: int = 0
+    reward_id: str | None = None
 
     def __post_init__(self) -> None:
         _check_event_id(self.event_id)
@@ -148,6 +153,10 @@ class Reward:
             raise RecordError(f"reward value must be a finite number, got {self.value!r}")
         if not isinstance(self.slot, int) or self.slot < 0:
             raise RecordError(f"slot must be a non-negative integer, got {self.slot!r}")
+        if self.reward_id is not None and (
+            not isinstance(self.reward_id, str) or not self.reward_id or len(self.reward_id) > MAX_EVENT_ID_LENGTH
+        ):
+            raise RecordError(f"reward_id must be a non-empty string of at most {MAX_EVENT_ID_LENGTH} characters")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,12 @@ Serving side: ``put_decision`` (on /v1/score), ``add_reward``, ``activate``. Joi
 Every call on the serving side gives up after ``bus.timeout_ms`` and raises ``BusUnavailable``. A reward
 is accepted only while its decision's window is open; ``add_reward`` returning ACCEPTED means Redis has
 acknowledged the write.
+
+Remembered for ``recovery_seconds`` after a decision is joined (``commit_batch``): its event id (a new
+decision with that id is refused like a pending duplicate, so one id never makes two log rows) and the
+reward ids of its rewards (a retried reward is answered DUPLICATE, as it was while pending).
+A decision a joiner has taken (``take_new``, ``take_stale``) does not expire until it is committed: only a
+decision no joiner has taken expires, ``wait_seconds + recovery_seconds`` after it was put.
 """
 
 from __future__ import annotations
@@ -39,13 +45,18 @@ class BusUnavailable(BusError, ConnectionError):
 
 
 class DuplicateEventError(BusError):
-    """A decision with this event id is already pending."""
+    """A decision with this event id is already pending, or was joined within the last ``recovery_seconds``."""
+
+
+class ReusedEventError(DuplicateEventError):
+    """A decision with this event id was joined within the last ``recovery_seconds`` (event ids are used once)."""
 
 
 class RewardOutcome(enum.Enum):
     ACCEPTED = "accepted"
     UNKNOWN = "unknown"  # no such event, its window has closed, or it was already joined
     BAD_SLOT = "bad_slot"  # the decision has fewer slots
+    DUPLICATE = "duplicate"  # a reward with this reward id was accepted already: nothing added (a retry)
 
 
 class CloseStatus(enum.Enum):
@@ -96,13 +107,17 @@ class EventBus(abc.ABC):
     def put_decision(self, decision: Decision) -> None:
         """Make ``decision`` pending; its window closes ``wait_seconds`` after its timestamp.
 
-        Raises DuplicateEventError when that event id is already pending, BusUnavailable when the
-        backend cannot be reached within budget.
+        Raises DuplicateEventError when that event id is already pending or was joined within the last
+        ``recovery_seconds``, BusUnavailable when the backend cannot be reached within budget.
         """
 
     @abc.abstractmethod
     def add_reward(self, reward: Reward) -> RewardOutcome:
-        """Append a reward to its pending decision, if that decision's window is still open."""
+        """Append a reward to its pending decision, if that decision's window is still open.
+
+        A reward with a ``reward_id`` the decision has accepted already (pending, or joined within the last
+        ``recovery_seconds``) adds nothing and answers DUPLICATE, whatever the window says now.
+        """
 
     @abc.abstractmethod
     def activate(self, event_id: str, now: float | None = None) -> bool:
@@ -116,7 +131,8 @@ class EventBus(abc.ABC):
     @abc.abstractmethod
     def take_new(self, consumer: str, count: int) -> list[PendingDecision]:
         """Up to ``count`` decisions no joiner has taken yet, now assigned to ``consumer`` (without waiting:
-        a decision is due only after its reward window, so the joiner polls)."""
+        a decision is due only after its reward window, so the joiner polls). A taken decision no longer
+        expires: it stays until committed (another joiner claims it with ``take_stale`` if this one dies)."""
 
     @abc.abstractmethod
     def take_stale(self, consumer: str, min_idle_seconds: float, count: int) -> list[PendingDecision]:
@@ -139,7 +155,8 @@ class EventBus(abc.ABC):
 
     @abc.abstractmethod
     def commit_batch(self, batch_id: str, pending: Sequence[PendingDecision]) -> None:
-        """Acknowledge and delete ``pending`` (their events are in the log) and forget the batch."""
+        """Acknowledge and delete ``pending`` (their events are in the log) and forget the batch. Their event
+        ids and reward ids are remembered for ``recovery_seconds`` (see the module docstring)."""
 
     @abc.abstractmethod
     def open_batches(self) -> dict[str, dict[str, Any]]:

@@ -5,7 +5,9 @@ Semantics (docs/service.md, "Join"):
 - A decision's reward window runs from its timestamp for ``join.reward_wait_time`` seconds. Rewards
   arriving in the window count; later ones are refused by the bus (404).
 - Rewards of one slot are combined by ``join.aggregation`` (``sum``, ``first``, ``last``, ``max``, in
-  arrival order). A slot without any reward gets ``join.default_reward``, flagged ``reward_is_default``.
+  arrival order), then clipped into ``join.reward_range`` (a sum of rewards each within the range may
+  leave it; clipped slots are counted). A slot without any reward gets ``join.default_reward``, flagged
+  ``reward_is_default``. A retried reward (same reward id) was never added twice (``EventBus.add_reward``).
 - A deferred decision is joined only if it was activated within its window; otherwise it was never
   shown, so it is dropped (counted, not logged, not learned from).
 - Joined events go to the event log (``recommender.events.log.write_events``), then to ``on_joined``
@@ -26,8 +28,10 @@ A joiner that dies leaves its manifest behind. Any joiner finding a manifest unt
 ``join.recovery_seconds`` adopts it (compare-and-set on its stamp) and resumes: from step 2 with the same
 batch id if no files were recorded (closing again is idempotent), else from step 4. Decisions a dead
 joiner had taken but not batched are claimed by another joiner once idle longer than their wait time
-plus that same grace. This assumes every joiner sees the same ``join.event_log_dir`` (one host, or a
-shared volume) and that a live joiner finishes a batch well within the grace.
+plus that same grace; taken decisions do not expire meanwhile, however long that takes (a Redis outage
+included: ``recommender.events.redis_bus``, "Expiry"). This assumes every joiner sees the same
+``join.event_log_dir`` (one host, or a shared volume) and that a live joiner finishes a batch well within
+the grace.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class JoinStats:
     default_slots: int = 0
     expired: int = 0  # decisions that vanished from the bus before being joined (lost)
     dropped_deferred: int = 0  # deferred decisions never activated
+    clipped_slots: int = 0  # slots whose aggregated reward was outside join.reward_range and was clipped into it
 
 
 def aggregate(values: Sequence[float], how: str) -> float:
@@ -83,19 +88,35 @@ def aggregate(values: Sequence[float], how: str) -> float:
 
 
 def join_event(closed: ClosedEvent, settings: JoinConfig, joined_at: datetime) -> JoinedEvent:
-    """The JoinedEvent of a closed decision under the current aggregation and default reward."""
+    """The JoinedEvent of a closed decision under the current aggregation and default reward, every
+    aggregated reward clipped into ``settings.reward_range`` (``clipped_slots`` counts the slots clipped)."""
+    return _join_event(closed, settings, joined_at)[0]
+
+
+def _join_event(closed: ClosedEvent, settings: JoinConfig, joined_at: datetime) -> tuple[JoinedEvent, int]:
+    """``join_event`` and the number of its slots whose aggregated reward was clipped."""
     decision = closed.decision
     assert decision is not None
+    low, high = settings.reward_range
     by_slot: dict[int, list[float]] = {}
     for entry in closed.rewards:
         by_slot.setdefault(entry.slot, []).append(entry.value)
     rewards = []
     defaults = []
+    clipped = 0
     for slot in range(decision.num_slots):
         values = by_slot.get(slot)
-        rewards.append(settings.default_reward if not values else aggregate(values, settings.aggregation))
+        if not values:
+            rewards.append(settings.default_reward)  # within the range (checked with the configuration)
+        else:
+            value = aggregate(values, settings.aggregation)
+            if not low <= value <= high:
+                clipped += 1
+                value = min(max(value, low), high)
+            rewards.append(value)
         defaults.append(not values)
-    return JoinedEvent(decision, rewards=tuple(rewards), reward_is_default=tuple(defaults), joined_at=joined_at)
+    event = JoinedEvent(decision, rewards=tuple(rewards), reward_is_default=tuple(defaults), joined_at=joined_at)
+    return event, clipped
 
 
 def _fsync(path: Path) -> None:
@@ -220,26 +241,31 @@ class Joiner:
         joined_at = datetime.now(UTC)
         events: list[JoinedEvent] = []
         mine: list[PendingDecision] = []
-        expired = dropped = 0
+        expired = dropped = clipped = 0
+        lost: list[str] = []
         for item in closed:
             if item.status is CloseStatus.TAKEN:
                 continue
             mine.append(item.pending)
             if item.status is CloseStatus.EXPIRED:
                 expired += 1
+                lost.append(item.pending.event_id)
             elif item.decision is not None and item.decision.deferred and not item.activated:
                 dropped += 1
             else:
-                events.append(join_event(item, settings, joined_at))
-        if expired:
-            log.warning("%d decisions expired from the bus before they could be joined (lost)", expired)
+                event, clipped_slots = _join_event(item, settings, joined_at)
+                events.append(event)
+                clipped += clipped_slots
+        if expired:  # lost data, rewards included: an error, not a warning
+            log.error("%d decisions expired from the bus before they could be joined (lost), e.g. %s", expired,
+                      ", ".join(lost[:5]))  # fmt: skip
         if events:
             manifest = {**manifest, "files": self._stage(batch_id, events)}
             self.bus.set_batch_files(batch_id, manifest)
         self._publish(manifest.get("files") or [])
         self.bus.commit_batch(batch_id, mine)
         shutil.rmtree(self.log_dir / STAGING_DIR / batch_id, ignore_errors=True)
-        self._notify(events, expired, dropped)
+        self._notify(events, expired, dropped, clipped)
         return len(events)
 
     def _stage(self, batch_id: str, events: list[JoinedEvent]) -> list[list[str]]:
@@ -266,12 +292,12 @@ class Joiner:
                     raise
             _fsync(target.parent)
 
-    def _notify(self, events: list[JoinedEvent], expired: int, dropped: int) -> None:
+    def _notify(self, events: list[JoinedEvent], expired: int, dropped: int, clipped: int = 0) -> None:
         if self.observer is not None:
             slots = sum(len(e.rewards) for e in events)
             default_slots = sum(sum(e.reward_is_default) for e in events)
             rewarded = sum(1 for e in events if not all(e.reward_is_default))
-            self.observer(JoinStats(len(events), rewarded, slots, default_slots, expired, dropped))
+            self.observer(JoinStats(len(events), rewarded, slots, default_slots, expired, dropped, clipped))
         if self.on_joined is not None and events:
             try:
                 self.on_joined(events)

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from recommender.events.bus import (
@@ -16,6 +16,7 @@ from recommender.events.bus import (
     DuplicateEventError,
     EventBus,
     PendingDecision,
+    ReusedEventError,
     RewardEntry,
     RewardOutcome,
 )
@@ -34,6 +35,7 @@ class MemoryEventBus(EventBus):
         activated: bool = False
         rewards: list[RewardEntry] | None = None
         batch: str | None = None
+        reward_ids: set[str] = field(default_factory=set)
 
     def __init__(self, wait_seconds: float, recovery_seconds: float) -> None:
         super().__init__(wait_seconds, recovery_seconds)
@@ -43,12 +45,27 @@ class MemoryEventBus(EventBus):
         self._taken: dict[str, tuple[str, float, PendingDecision]] = {}  # entry id -> consumer, since, entry
         self._batches: dict[str, dict[str, Any]] = {}
         self._sequence = 0
+        # Joined decisions remembered for recovery_seconds: event id -> (forget at, its reward ids), and the
+        # order they are forgotten in.
+        self._closed: dict[str, tuple[float, frozenset[str]]] = {}
+        self._closed_order: deque[tuple[float, str]] = deque()
+
+    def _forget_closed(self, now: float) -> None:
+        while self._closed_order and self._closed_order[0][0] <= now:
+            _, event_id = self._closed_order.popleft()
+            remembered = self._closed.get(event_id)
+            if remembered is not None and remembered[0] <= now:
+                del self._closed[event_id]
 
     def put_decision(self, decision: Decision) -> None:
         due = decision.timestamp.timestamp() + self.wait_seconds
         with self._lock:
             if decision.event_id in self._pending:
                 raise DuplicateEventError(f"event {decision.event_id!r} is already pending")
+            self._forget_closed(time.time())
+            if decision.event_id in self._closed:
+                raise ReusedEventError(f"event {decision.event_id!r} was joined already (an event id is "
+                                          f"remembered for {self.recovery_seconds:g} s after its join)")  # fmt: skip
             self._pending[decision.event_id] = self._Pending(decision, due, rewards=[])
             self._sequence += 1
             self._new.append(PendingDecision(str(self._sequence), decision.event_id, due))
@@ -62,6 +79,14 @@ class MemoryEventBus(EventBus):
     def add_reward(self, reward: Reward) -> RewardOutcome:
         received = reward.received_at.timestamp()
         with self._lock:
+            if reward.reward_id is not None:
+                pending = self._pending.get(reward.event_id)
+                if pending is not None and reward.reward_id in pending.reward_ids:
+                    return RewardOutcome.DUPLICATE
+                self._forget_closed(time.time())
+                closed = self._closed.get(reward.event_id)
+                if pending is None and closed is not None and reward.reward_id in closed[1]:
+                    return RewardOutcome.DUPLICATE
             entry = self._open(reward.event_id, received)
             if entry is None:
                 return RewardOutcome.UNKNOWN
@@ -69,6 +94,8 @@ class MemoryEventBus(EventBus):
                 return RewardOutcome.BAD_SLOT
             assert entry.rewards is not None
             entry.rewards.append(RewardEntry(reward.slot, float(reward.value), received))
+            if reward.reward_id is not None:
+                entry.reward_ids.add(reward.reward_id)
             return RewardOutcome.ACCEPTED
 
     def activate(self, event_id: str, now: float | None = None) -> bool:
@@ -126,12 +153,15 @@ class MemoryEventBus(EventBus):
         return results
 
     def commit_batch(self, batch_id: str, pending: Sequence[PendingDecision]) -> None:
+        forget_at = time.time() + self.recovery_seconds
         with self._lock:
             for item in pending:
                 self._taken.pop(item.entry_id, None)
                 entry = self._pending.get(item.event_id)
                 if entry is not None and entry.batch in (None, batch_id):
                     del self._pending[item.event_id]
+                    self._closed[item.event_id] = (forget_at, frozenset(entry.reward_ids))
+                    self._closed_order.append((forget_at, item.event_id))
             self._batches.pop(batch_id, None)
 
     def open_batches(self) -> dict[str, dict[str, Any]]:

@@ -8,21 +8,41 @@ which touch several keys, also run on Redis Cluster):
 
 - ``{P}:d:<event_id>``  hash: ``d`` decision JSON, ``slots``, ``due`` (epoch seconds when the reward
   window closes), ``deferred`` and ``activated`` ("0"/"1"), ``batch`` (set once the joiner closed it).
-  TTL: wait time + ``join.recovery_seconds``.
-- ``{P}:r:<event_id>``  list of rewards ``[slot, value, received_at]`` (JSON), in arrival order; same TTL.
+  TTL: wait time + ``join.recovery_seconds`` while no joiner has taken it; none once a joiner has (see
+  "Expiry" below); deleted when its joined event is in the log.
+- ``{P}:r:<event_id>``  list of rewards ``[slot, value, received_at]`` (JSON), in arrival order; same TTL
+  as its decision.
+- ``{P}:i:<event_id>``  set of the reward ids its rewards came with (idempotent retries); same TTL as its
+  decision while pending, ``join.recovery_seconds`` once joined (a retry after the join is still a no-op).
+- ``{P}:x:<event_id>``  string "1": this event was joined; TTL ``join.recovery_seconds``. While it lives, a
+  new decision with that event id is refused like a pending duplicate (one id, one log row).
 - ``{P}:<stream>``       stream with one entry per decision (``e`` event id, ``due``), read by the joiners
   through the consumer group ``bus.group``; an entry is acknowledged and deleted only once its joined
   event is in the Parquet log.
 - ``{P}:batches``        hash: batch id -> manifest JSON of the joiner's batches in flight.
 - ``{P}:row:<digest>``  string: the JSON text of one candidate feature row, named by its content digest
   (``recommender.events.codec``); decisions refer to rows by digest. Written with the first decision that
-  names it (and again by each worker once per wait + recovery seconds it uses it), TTL 2 x (wait +
-  recovery) + 10 minutes, so it outlives every pending decision naming it. Redis must not evict keys
-  (``maxmemory-policy noeviction``, as for the stream); a decision whose rows were lost anyway is counted
-  as expired, with an error logged.
+  names it (and again by each worker once per wait + recovery seconds it uses it, and after it found Redis
+  unavailable: Redis may be back empty), TTL 2 x (wait + recovery) + 10 minutes, so it outlives every
+  pending decision naming it. Redis must not evict keys (``maxmemory-policy noeviction``, as for the
+  stream); a decision whose rows were lost anyway is counted as expired, with an error logged.
 
 Every call on the serving side gives up after ``bus.timeout_ms`` and raises ``BusUnavailable``;
 ``add_reward`` returning ACCEPTED means Redis has acknowledged the write.
+
+Expiry. A decision's TTL is what lets Redis forget decisions no joiner ever comes for; it must never be
+what loses a decision a joiner has taken. The TTL runs from the decision's write, while the idle time after
+which another joiner may claim a dead joiner's decisions (``take_stale``: wait + a third of the recovery
+time) runs from the take, and stops meaning anything across a Redis outage: every idle time is measured
+again from 0 when Redis reloads its AOF (the consumer group's pending entries are replayed), while the TTLs
+are absolute times and keep running. A joiner crash followed by an outage of a few seconds therefore let
+the TTL win the race, and decisions with acknowledged rewards expired before anyone could claim them. So
+``take_new`` and ``take_stale`` remove the TTL of the decisions they hand out (``redis_scripts.HOLD``, one script call
+per ``HOLD_CHUNK``): a taken decision lives until a joiner commits it, however long the joiners or Redis
+are away. Only a decision no joiner has taken expires (no joiner ran for wait + ``join.recovery_seconds``).
+Its feature rows keep their own TTL (refreshed by every worker using them): a taken decision outlives its
+rows only if no joiner takes over from a dead one within 2 x (wait + recovery) + 10 minutes; it is then
+counted as expired with an error logged.
 """
 
 from __future__ import annotations
@@ -38,6 +58,7 @@ from typing import Any
 import redis
 
 from features.redis_store import DirectCommands, redact_url
+from recommender.events import redis_scripts
 from recommender.events.bus import (
     BusError,
     BusUnavailable,
@@ -46,6 +67,7 @@ from recommender.events.bus import (
     DuplicateEventError,
     EventBus,
     PendingDecision,
+    ReusedEventError,
     RewardEntry,
     RewardOutcome,
 )
@@ -54,65 +76,12 @@ from recommender.records import Decision, Reward
 
 log = logging.getLogger(__name__)
 
-# KEYS: decision, stream, then rows to (re)store. ARGV: decision JSON, slots, due, decision TTL ms, event id,
-# deferred, row TTL ms, then the rows' texts. 1 stored, 0 the event id is already pending.
-_PUT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 5], 'PX', ARGV[7]) end
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 'slots', ARGV[2], 'due', ARGV[3], 'deferred', ARGV[6], 'activated', '0')
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('XADD', KEYS[2], '*', 'e', ARGV[5], 'due', ARGV[3])
-return 1
-"""
-
-# KEYS: decision, rewards. ARGV: reward JSON, slot, now. 1 accepted, 0 unknown/closed, -1 bad slot.
-_REWARD = """
-local h = redis.call('HMGET', KEYS[1], 'due', 'slots', 'batch')
-if not h[1] or h[3] or tonumber(ARGV[3]) > tonumber(h[1]) then return 0 end
-if tonumber(ARGV[2]) >= tonumber(h[2]) then return -1 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
-return 1
-"""
-
-_ACTIVATE = """
-local h = redis.call('HMGET', KEYS[1], 'due', 'batch')
-if not h[1] or h[2] or tonumber(ARGV[1]) > tonumber(h[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'activated', '1')
-return 1
-"""
-
-# KEYS: decision and rewards keys of each decision, in pairs. ARGV: batch id. Per decision, in order:
-# {0} expired, {1} taken, {2, decision, activated, rewards}. One call closes up to CLOSE_CHUNK decisions.
-_CLOSE = """
-local out = {}
-for i = 1, #KEYS, 2 do
-  local h = redis.call('HMGET', KEYS[i], 'd', 'batch', 'activated')
-  if not h[1] then
-    out[#out + 1] = {0}
-  elseif h[2] and h[2] ~= ARGV[1] then
-    out[#out + 1] = {1}
-  else
-    redis.call('HSET', KEYS[i], 'batch', ARGV[1])
-    out[#out + 1] = {2, h[1], h[3] or '0', redis.call('LRANGE', KEYS[i + 1], 0, -1)}
-  end
-end
-return out
-"""
-
-# KEYS: batches hash. ARGV: batch id, expected stamp, owner, now, new stamp.
-_ADOPT = """
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return 0 end
-local manifest = cjson.decode(raw)
-if manifest['stamp'] ~= ARGV[2] then return 0 end
-manifest['owner'] = ARGV[3]
-manifest['touched'] = tonumber(ARGV[4])
-manifest['stamp'] = ARGV[5]
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(manifest))
-return 1
-"""
-
+_REWARD_OUTCOMES = {
+    1: RewardOutcome.ACCEPTED,
+    0: RewardOutcome.UNKNOWN,
+    -1: RewardOutcome.BAD_SLOT,
+    2: RewardOutcome.DUPLICATE,
+}
 
 # Entries in the per-process caches of row digests (stored ones on the serving side, rows on the joiner's).
 ROW_CACHE_SIZE = 200_000
@@ -123,6 +92,8 @@ ROW_CACHE_SIZE = 200_000
 CLOSE_CHUNK = 10
 # Decisions acknowledged and deleted per transaction (see commit_batch), for the same reason.
 COMMIT_CHUNK = 100
+# Decisions whose TTL one call of the hold script removes (three PERSISTs each: a few microseconds).
+HOLD_CHUNK = 200
 # Extra lifetime of a stored feature row beyond what the decisions naming it can need.
 ROW_TTL_MARGIN_SECONDS = 600
 
@@ -148,6 +119,7 @@ class RedisEventBus(EventBus):
         self._batches_key = f"{self._tag}:batches"
         self._group = group
         self._ttl_ms = int((wait_seconds + recovery_seconds) * 1000)
+        self._recovery_ms = int(recovery_seconds * 1000)
         # A row is (re)stored by a worker once every ``_row_refresh`` seconds it is used (``_stored_rows``)
         # and lives ``_row_ttl_ms``: refresh + the longest a pending decision lives + a margin, so a row
         # outlives every decision that names it without being rewritten.
@@ -166,11 +138,12 @@ class RedisEventBus(EventBus):
         # The request path's scripts (decision, reward, activation) skip redis-py's client layer
         # (features.redis_store.DirectCommands).
         self._direct = DirectCommands(self._client)
-        self._put = self._client.register_script(_PUT)
-        self._reward = self._client.register_script(_REWARD)
-        self._activate = self._client.register_script(_ACTIVATE)
-        self._close = self._joiner.register_script(_CLOSE)
-        self._adopt = self._joiner.register_script(_ADOPT)
+        self._put = self._client.register_script(redis_scripts.PUT)
+        self._reward = self._client.register_script(redis_scripts.REWARD)
+        self._activate = self._client.register_script(redis_scripts.ACTIVATE)
+        self._close = self._joiner.register_script(redis_scripts.CLOSE)
+        self._hold_script = self._joiner.register_script(redis_scripts.HOLD)
+        self._adopt = self._joiner.register_script(redis_scripts.ADOPT)
         self._group_ready = False
 
     # ----- keys and errors ---------------------------------------------------------------------------
@@ -179,6 +152,12 @@ class RedisEventBus(EventBus):
 
     def _rkey(self, event_id: str) -> str:
         return f"{self._tag}:r:{event_id}"
+
+    def _ikey(self, event_id: str) -> str:
+        return f"{self._tag}:i:{event_id}"
+
+    def _xkey(self, event_id: str) -> str:
+        return f"{self._tag}:x:{event_id}"
 
     def _row_key(self, digest: str) -> str:
         return f"{self._tag}:row:{digest}"
@@ -199,25 +178,45 @@ class RedisEventBus(EventBus):
         stored = self._stored_rows()
         # Usually every row is stored already: one C-level check instead of one per row.
         new_texts = {} if stored.issuperset(digests) else {d: text for _, text, d in rows if d not in stored}
-        created = self._call(
-            "storing a decision",
-            self._direct.run_script,
-            self._put,
-            keys=[self._dkey(decision.event_id), self._stream, *map(self._row_key, new_texts)],
-            args=[
-                encode_decision(decision, digests),
-                decision.num_slots,
-                repr(due),
-                self._ttl_ms,
-                decision.event_id,
-                "1" if decision.deferred else "0",
-                self._row_ttl_ms,
-                *new_texts.values(),
-            ],
-        )
-        if not created:  # the script stopped before writing anything, rows included
+        try:
+            created = self._put_script(decision, due, digests, new_texts)
+        except BusUnavailable:
+            # A Redis that was away may come back empty (restarted without persistence): store every row again
+            # rather than name rows it no longer has.
+            self._rows_stored = set()
+            raise
+        if created == 0:  # the script stopped before writing anything, rows included
             raise DuplicateEventError(f"event {decision.event_id!r} is already pending")
+        if created == -1:
+            raise ReusedEventError(f"event {decision.event_id!r} was joined already (an event id is remembered "
+                                      f"for {self.recovery_seconds:g} s after its join)")  # fmt: skip
         stored.update(new_texts)
+
+    def _put_script(self, decision: Decision, due: float, digests: list[str], new_texts: dict[str, str]) -> int:
+        """Run the decision script: 1 stored, 0 pending duplicate, -1 joined within the recovery time."""
+        return int(
+            self._call(
+                "storing a decision",
+                self._direct.run_script,
+                self._put,
+                keys=[
+                    self._dkey(decision.event_id),
+                    self._stream,
+                    self._xkey(decision.event_id),
+                    *map(self._row_key, new_texts),
+                ],
+                args=[
+                    encode_decision(decision, digests),
+                    decision.num_slots,
+                    repr(due),
+                    self._ttl_ms,
+                    decision.event_id,
+                    "1" if decision.deferred else "0",
+                    self._row_ttl_ms,
+                    *new_texts.values(),
+                ],
+            )
+        )
 
     def _stored_rows(self) -> set[str]:
         """Digests of the rows this process stored in Redis within the last ``_row_refresh`` seconds.
@@ -239,10 +238,10 @@ class RedisEventBus(EventBus):
             "storing a reward",
             self._direct.run_script,
             self._reward,
-            keys=[self._dkey(reward.event_id), self._rkey(reward.event_id)],
-            args=[entry, reward.slot, repr(received)],
+            keys=[self._dkey(reward.event_id), self._rkey(reward.event_id), self._ikey(reward.event_id)],
+            args=[entry, reward.slot, repr(received), reward.reward_id or ""],
         )
-        return {1: RewardOutcome.ACCEPTED, 0: RewardOutcome.UNKNOWN, -1: RewardOutcome.BAD_SLOT}[int(result)]
+        return _REWARD_OUTCOMES[int(result)]
 
     def activate(self, event_id: str, now: float | None = None) -> bool:
         now = time.time() if now is None else now
@@ -298,7 +297,24 @@ class RedisEventBus(EventBus):
         reply = self._joiner_call(
             "reading decisions", self._joiner.xreadgroup, self._group, consumer, {self._stream: ">"}, count=count
         )
-        return self._entries(reply[0][1]) if reply else []
+        return self._hold(self._entries(reply[0][1]) if reply else [])
+
+    def _hold(self, entries: list[PendingDecision]) -> list[PendingDecision]:
+        """Remove the TTL of the decisions just taken (module docstring, "Expiry"); returns ``entries``.
+
+        If this call fails after the take, the decisions keep their TTL and the joiner's cycle fails and is
+        retried; the next take of them (``take_stale``, by this joiner or another) holds them then."""
+
+        def run() -> None:
+            for start in range(0, len(entries), HOLD_CHUNK):
+                chunk = entries[start : start + HOLD_CHUNK]
+                keys = [key for item in chunk for key in (self._dkey(item.event_id), self._rkey(item.event_id),
+                                                          self._ikey(item.event_id))]  # fmt: skip
+                self._hold_script(keys=keys)
+
+        if entries:
+            self._call("holding taken decisions", run)
+        return entries
 
     def take_stale(self, consumer: str, min_idle_seconds: float, count: int) -> list[PendingDecision]:
         reply = self._joiner_call(
@@ -311,7 +327,7 @@ class RedisEventBus(EventBus):
             start_id="0-0",
             count=count,
         )
-        return self._entries(reply[1])
+        return self._hold(self._entries(reply[1]))
 
     def begin_batch(self, batch_id: str, manifest: Mapping[str, Any]) -> None:
         self._call("recording a batch", self._joiner.hset, self._batches_key, batch_id, json.dumps(manifest))
@@ -399,6 +415,9 @@ class RedisEventBus(EventBus):
                 pipe.xdel(self._stream, *ids)
                 keys = [key for item in chunk for key in (self._dkey(item.event_id), self._rkey(item.event_id))]
                 pipe.delete(*keys)
+                for item in chunk:  # remembered for the recovery time: a reused id is refused, a retry a no-op
+                    pipe.set(self._xkey(item.event_id), "1", px=self._recovery_ms)
+                    pipe.pexpire(self._ikey(item.event_id), self._recovery_ms)
             if last:
                 pipe.hdel(self._batches_key, batch_id)
             pipe.execute()

@@ -4,12 +4,29 @@ in tests), exported at ``/metrics``.
 Under gunicorn with several workers, ``recommender serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` and
 ``/metrics`` aggregates every worker's values (counters and histograms summed; per-worker gauges
 labelled by pid).
+
+Shares and rates are not exported as gauges: a gauge computed in a process averages over that process's
+life. The counters behind them are exported and Prometheus computes the rate over the window it is asked
+for (docs/operations.md gives the queries).
+
+Info gauges (``recommender_model_info``, ``recommender_learning_mode``) show the value in force only: the
+old label set is removed on a change. A worker's value file under multiprocess mode cannot forget a label
+(prometheus_client does not implement removal there), so the worker marks it (0 for an info gauge, NaN for
+an exploration setting) and rendering drops marked samples.
+
+Process metrics (``process_resident_memory_bytes``, ``process_cpu_seconds_total``, ``process_open_fds``,
+...): prometheus_client's ``MultiProcessCollector`` has none, so under multiprocess mode ``/metrics`` reads
+``/proc`` of every live process that writes to the metrics directory (the workers, the joiner) and of the
+gunicorn master, labelled by ``pid``.
 """
 
 from __future__ import annotations
 
+import glob
+import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -22,6 +39,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from recommender.events.joiner import JoinStats
 
@@ -49,6 +69,8 @@ class ServiceMetrics:
         self.responses = Counter("recommender_responses", "Responses by endpoint and status", ["endpoint", "status"],
                                  registry=r)
         self.decisions = Counter("recommender_decisions", "Decisions made", ["degraded"], registry=r)
+        self.degraded = Counter("recommender_degraded_decisions", "Degraded decisions by reason (degraded_reason)",
+                                ["reason"], registry=r)
         self.queue_wait = Histogram(
             "recommender_request_queue_seconds", "Time a request waited for a worker after it had arrived "
             "(requests of kept-alive connections, the storefront's steady state)", buckets=LATENCY_BUCKETS, registry=r,
@@ -76,14 +98,16 @@ class ServiceMetrics:
                                "Decisions that expired from the bus before being joined (lost)", registry=r)
         self.dropped_deferred = Counter("recommender_dropped_deferred_decisions",
                                         "Deferred decisions never activated (not logged)", registry=r)
+        self.clipped_slots = Counter("recommender_clipped_reward_slots", "Slots of joined decisions whose "
+                                     "aggregated reward left join.reward_range and was clipped into it", registry=r)
         self.dropped_buffered = Counter("recommender_dropped_buffered_decisions",
                                         "Decisions dropped from a full buffer while Redis was down", registry=r)
         self.buffered = Gauge("recommender_buffered_decisions", "Decisions waiting for Redis in this worker",
                               registry=r, multiprocess_mode="livesum")
-        self.join_rate = Gauge("recommender_join_rate", "Share of joined decisions that received a reward",
-                               registry=r, multiprocess_mode="liveall")
-        self.default_rate = Gauge("recommender_default_reward_rate", "Share of joined slots given the default",
-                                  registry=r, multiprocess_mode="liveall")
+        self.unloaded_reads = Counter(
+            "recommender_unloaded_feature_reads", "Feature reads that found a group with no live version (nothing "
+            "loaded, e.g. Redis restarted empty): every row of it was the group's default", ["group"], registry=r,
+        )  # fmt: skip
         self.exploration = Gauge("recommender_exploration_setting", "Exploration settings in force",
                                  ["algorithm", "name"], registry=r, multiprocess_mode="liveall")
         self.model = Gauge("recommender_model_info", "1 for the model version being served", ["version"],
@@ -100,8 +124,9 @@ class ServiceMetrics:
         self.agreement_rate = Gauge("recommender_apprentice_agreement_rate",
                                     "Share of recent apprentice decisions (trainer.agreement_window) the model agreed "
                                     "with", registry=r, multiprocess_mode="liveall")
+        if multiprocess_dir() is None:
+            ProcessCollector(registry=r)  # under multiprocess mode, render() reads every process's /proc
         self._mode: str | None = None
-        self._totals = [0, 0, 0, 0]  # joined, rewarded, slots, default slots (this process)
         self._model_version: str | None = None
         self._exploration_labels: list[tuple[str, str]] = []
 
@@ -112,29 +137,23 @@ class ServiceMetrics:
         self.default_slots.inc(stats.default_slots)
         self.expired.inc(stats.expired)
         self.dropped_deferred.inc(stats.dropped_deferred)
-        totals = self._totals
-        totals[0] += stats.joined
-        totals[1] += stats.rewarded
-        totals[2] += stats.slots
-        totals[3] += stats.default_slots
-        if totals[0]:
-            self.join_rate.set(totals[1] / totals[0])
-        if totals[2]:
-            self.default_rate.set(totals[3] / totals[2])
+        self.clipped_slots.inc(stats.clipped_slots)
+
+    def observe_unloaded(self, groups: Iterable[str]) -> None:
+        """A feature read found these groups with no live version."""
+        for group in groups:
+            self.unloaded_reads.labels(group).inc()
 
     def set_policy(self, model_version: str, exploration: Mapping[str, Any]) -> None:
         """Publish the model version and exploration settings now in force."""
         if model_version != self._model_version:
             if self._model_version is not None:
-                self.model.labels(version=self._model_version).set(0)
+                _forget(self.model, (self._model_version,), 0.0)
             self.model.labels(version=model_version).set(1)
             self._model_version = model_version
         algorithm = str(exploration.get("algorithm") or exploration.get("exploration") or "unknown")
         for labels in self._exploration_labels:
-            if multiprocess_dir() is None:
-                self.exploration.remove(*labels)
-            else:  # a worker's value file cannot forget a label: mark it as no longer meaningful
-                self.exploration.labels(*labels).set(float("nan"))
+            _forget(self.exploration, labels, math.nan)
         self._exploration_labels = []
         for name, value in exploration.items():
             if isinstance(value, bool | int | float):
@@ -145,7 +164,7 @@ class ServiceMetrics:
         """Publish the learning mode in force."""
         if mode != self._mode:
             if self._mode is not None:
-                self.mode.labels(self._mode).set(0)
+                _forget(self.mode, (self._mode,), 0.0)
             self.mode.labels(mode).set(1)
             self._mode = mode
 
@@ -161,5 +180,69 @@ class ServiceMetrics:
         if directory is None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=directory)
+        registry.register(_WithoutForgotten(multiprocess.MultiProcessCollector(None, path=directory)))
+        registry.register(_ProcessesCollector(directory))
         return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+# Label sets a process no longer uses keep this value in its multiprocess value file; render() drops them.
+_FORGOTTEN = {"recommender_model_info": 0.0, "recommender_learning_mode": 0.0,
+              "recommender_exploration_setting": math.nan}  # fmt: skip
+
+
+def _forget(gauge: Gauge, labels: tuple[str, ...], marker: float) -> None:
+    """Remove a label set of ``gauge``; under multiprocess mode (no removal there) set it to ``marker``."""
+    if multiprocess_dir() is None:
+        gauge.remove(*labels)
+    else:
+        gauge.labels(*labels).set(marker)
+
+
+class _WithoutForgotten(Collector):
+    """The metrics of ``inner`` without the samples marked as forgotten (``_FORGOTTEN``)."""
+
+    def __init__(self, inner: Collector) -> None:
+        self.inner = inner
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self.inner.collect():
+            marker = _FORGOTTEN.get(metric.name)
+            if marker is not None:
+                metric.samples = [s for s in metric.samples if not _is_marker(s.value, marker)]
+            yield metric
+
+
+def _is_marker(value: float, marker: float) -> bool:
+    return math.isnan(value) if math.isnan(marker) else value == marker
+
+
+# Value files of live gauges are per process (``gauge_liveall_<pid>.db``) and removed when the process is
+# marked dead: their names list the live processes that report metrics.
+_LIVE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db$")
+
+
+def reporting_pids(directory: str) -> list[int]:
+    """Pids of the live processes writing to the multiprocess ``directory``, with this process's parent
+    (the gunicorn master) and this process, ascending."""
+    pids = {int(m.group(1)) for path in glob.glob(os.path.join(directory, "gauge_live*_*.db"))
+            if (m := _LIVE_FILE.search(os.path.basename(path)))}  # fmt: skip
+    pids.update((os.getpid(), os.getppid()))
+    return sorted(pid for pid in pids if pid > 1 and os.path.isdir(f"/proc/{pid}"))
+
+
+class _ProcessesCollector(Collector):
+    """prometheus_client's process metrics of every process in ``reporting_pids``, labelled by ``pid``."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        for pid in reporting_pids(self.directory):
+            for metric in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+                family = families.get(metric.name)
+                if family is None:
+                    family = families[metric.name] = Metric(metric.name, metric.documentation, metric.type)
+                for sample in metric.samples:
+                    family.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        return list(families.values())

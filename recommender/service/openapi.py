@@ -141,12 +141,25 @@ def build_openapi(config: AppConfig) -> dict[str, Any]:
         },
         "/readyz": {
             "get": {
-                "summary": "Readiness: model loaded and feature store and bus reachable; says why not",
+                "summary": "Readiness (for probes): 200 while this worker answers /v1/score, degraded or not; "
+                           "`healthy` and `reasons` say whether the answers are the full ones",
                 "operationId": "readyz",
                 "security": [],
                 "responses": {
                     "200": {"description": "ready", "content": _json(_ref(Readiness))},
                     "503": {"description": "not ready; reasons listed", "content": _json(_ref(Readiness))},
+                },
+            }
+        },
+        "/healthz/full": {
+            "get": {
+                "summary": "Full health (for monitoring): model loaded, features loaded and reachable, bus "
+                           "reachable; 503 with the reasons otherwise",
+                "operationId": "healthz_full",
+                "security": [],
+                "responses": {
+                    "200": {"description": "fully healthy", "content": _json(_ref(Readiness))},
+                    "503": {"description": "degraded; reasons listed", "content": _json(_ref(Readiness))},
                 },
             }
         },

@@ -4,6 +4,14 @@ A 204 means the bus has it: with Redis, Redis acknowledged the write. An event t
 reward window has closed, or that was already joined is a 404. When Redis is unreachable the answer is
 503 with ``Retry-After``: the reward was not stored and the client should retry (this is the one 5xx
 the contract has, and it is about the service's state, never about the input).
+
+Idempotency: a reward may carry an id (``reward_id`` in the body, or the ``Idempotency-Key`` header; both
+given must agree). A second report with the same id for the same event adds nothing and is answered 204
+like the first, while the decision is pending and for ``join.recovery_seconds`` after its join.
+
+A decision this worker still holds in memory (made while Redis was down, not yet written) is written out
+first, then the reward is stored: a reward for a decision the service issued is never refused as unknown
+because the decision was waiting to be written (``DecisionPublisher.write_held``).
 """
 
 from __future__ import annotations
@@ -21,6 +29,23 @@ from recommender.service.schemas import Identifier, RewardRequest
 bp = Blueprint("rewards", __name__)
 
 _EVENT_ID = TypeAdapter(Identifier)
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _reward_id(body_id: str | None) -> str | None:
+    """The reward's idempotency id: the body's ``reward_id`` or the ``Idempotency-Key`` header."""
+    header = request.headers.get(IDEMPOTENCY_HEADER)
+    if header is None:
+        return body_id
+    try:
+        _EVENT_ID.validate_python(header)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_request", f"{IDEMPOTENCY_HEADER}: {exc.errors()[0]['msg']}",
+                       field=IDEMPOTENCY_HEADER) from None  # fmt: skip
+    if body_id is not None and body_id != header:
+        raise ApiError(400, "invalid_request", f"reward_id: {body_id!r} differs from the {IDEMPOTENCY_HEADER} header "
+                       f"{header!r}; send one, or the same in both", field="reward_id")  # fmt: skip
+    return header
 
 
 def _unavailable(rt: Runtime, exc: Exception | None) -> ApiError:
@@ -48,10 +73,19 @@ def reward() -> Response:
         rt.metrics.rewards.labels("out_of_range").inc()
         raise ApiError(400, "invalid_request", f"reward: {req.reward} is outside the accepted range [{low}, {high}]",
                        field="reward")  # fmt: skip
+    reward_id = _reward_id(req.reward_id)
     if not rt.bus_breaker.allow():
         raise _unavailable(rt, None)
+    record = Reward(req.event_id, float(req.reward), utc_now(), req.slot, reward_id)
+    written = rt.publisher.written
     try:
-        outcome = rt.bus.add_reward(Reward(req.event_id, float(req.reward), utc_now(), req.slot))
+        outcome = rt.bus.add_reward(record)
+        # Unknown to the bus, but perhaps held by this worker (or written by its flusher just now): write it
+        # out, then store the reward. Only on this path: a known event costs nothing more.
+        if outcome is RewardOutcome.UNKNOWN and (
+            rt.publisher.write_held(req.event_id) or rt.publisher.written != written
+        ):
+            outcome = rt.bus.add_reward(record)
     except BusError as exc:
         raise _unavailable(rt, exc) from None
     rt.bus_breaker.success()

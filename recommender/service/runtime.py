@@ -38,7 +38,13 @@ from recommender.policy.policy import Policy
 from recommender.records import Decision
 from recommender.service.apprentice import AgreementTracker, agrees, baseline_decision
 from recommender.service.breaker import CircuitBreaker
-from recommender.service.fallback import UNIFORM_EXPLORATION, UNIFORM_VERSION, uniform_decision
+from recommender.service.fallback import (
+    UNIFORM_EXPLORATION,
+    UNIFORM_VERSION,
+    DegradedLog,
+    DegradedReason,
+    uniform_decision,
+)
 from recommender.service.inputs import DecisionInput
 from recommender.service.metrics import ServiceMetrics
 from recommender.service.periodic import PeriodicCheck
@@ -106,7 +112,8 @@ class Runtime:
         self.store_breaker = CircuitBreaker("feature store", retry)
         self.bus_breaker = CircuitBreaker("event bus", retry)
         self.publisher = DecisionPublisher(
-            bus, self.bus_breaker, config.service.decision_buffer_size, on_dropped=metrics.dropped_buffered.inc
+            bus, self.bus_breaker, config.service.decision_buffer_size, on_dropped=metrics.dropped_buffered.inc,
+            on_buffered=metrics.buffered.set,
         )
         features = config.features
         self._default_user = default_row(features.groups[features.user_group])
@@ -115,6 +122,7 @@ class Runtime:
             bus, config.join.event_log_dir, lambda: self.snapshot.config.join, observer=metrics.observe_join,
         )  # fmt: skip
         self.agreement = AgreementTracker(config.trainer.agreement_window)
+        self.degraded_log = DegradedLog()  # the decision log line of degraded decisions
         self.trainer: Trainer | None = None  # when this process learns (the embedded default)
         self.trainer_error: str | None = None
         # False when a separate joiner process does the joining (``recommender serve`` on Redis).
@@ -169,21 +177,27 @@ class Runtime:
         self.trainer.start()
 
     # ----- the request path -------------------------------------------------------------------------
-    def read_features(self, user_id: str | None, item_ids: Sequence[str]) -> tuple[UserItemFeatures, str | None]:
-        """The user's and candidates' features in one round trip, or defaults and the reason why not."""
+    def read_features(
+        self, user_id: str | None, item_ids: Sequence[str]
+    ) -> tuple[UserItemFeatures, DegradedReason | None]:
+        """The user's and candidates' features in one round trip, or defaults and the reason why not (the
+        store logs the details: once per outage or per group found unloaded)."""
         if self.store_breaker.allow():
             try:
                 features = self.store.read_user_items(user_id, item_ids)
                 self.store_breaker.success()
+                if features.unloaded:  # nothing loaded (e.g. Redis restarted empty): every row is a default
+                    self.metrics.observe_unloaded(features.unloaded)
+                    return features, DegradedReason.FEATURES_NOT_LOADED
                 return features, None
             except FeatureStoreUnavailable as exc:
                 self.store_breaker.failure(str(exc))
-                reason = str(exc)
+                reason = DegradedReason.FEATURE_STORE_UNAVAILABLE
             except FeatureStoreError as exc:  # e.g. pointers moving during a reload: serve, do not fail
                 log.warning("feature read failed, serving defaults: %s", exc)
-                reason = str(exc)
-        else:
-            reason = f"feature store skipped after a recent failure: {self.store_breaker.reason}"
+                reason = DegradedReason.FEATURE_READ_FAILED
+        else:  # skipped after a recent failure (self.store_breaker.reason says which)
+            reason = DegradedReason.FEATURE_STORE_UNAVAILABLE
         defaults = UserItemFeatures(
             user=self._default_user,
             user_missing=True,
@@ -192,8 +206,16 @@ class Runtime:
         )
         return defaults, reason
 
-    def decide(self, snapshot: Snapshot, request: DecisionInput, *, degraded: bool, shed: bool = False) -> Decision:
-        """The policy's decision; uniform (and degraded) when there is no policy or it fails.
+    def decide(
+        self,
+        snapshot: Snapshot,
+        request: DecisionInput,
+        *,
+        problem: DegradedReason | None = None,
+        shed: bool = False,
+    ) -> tuple[Decision, DegradedReason | None]:
+        """The policy's decision, and why it is degraded (None when it is not); uniform (and degraded) when
+        there is no policy or it fails. ``problem``: why the features are defaults (``read_features``).
 
         ``request`` was validated at the HTTP edge (ids unique, slots within the candidates and allowed by
         the snapshot's policy), so the policy does not check it again (``Policy.decide(inputs_checked=True)``).
@@ -201,11 +223,12 @@ class Runtime:
         uniform (the baseline in apprentice mode) and degraded."""
         policy = None if shed else snapshot.policy
         trainer = snapshot.config.trainer
+        first = problem or (DegradedReason.SHED if shed else None)  # the reason, whoever decides
         if trainer.mode == "apprentice":
-            decision = baseline_decision(request, degraded=degraded or shed, baseline=trainer.apprentice_baseline)
+            decision = baseline_decision(request, degraded=first is not None, baseline=trainer.apprentice_baseline)
             if policy is not None:
                 self._observe_agreement(policy, decision)
-            return decision
+            return decision, first
         if policy is not None:
             try:
                 started = time.thread_time()  # CPU, not wall: what the decision itself costs this worker
@@ -218,15 +241,16 @@ class Runtime:
                     candidate_ids=request.candidate_ids,
                     candidate_features=request.candidate_features,
                     slots=request.slots or 1,
-                    degraded=degraded,
+                    degraded=problem is not None,
                     deferred=request.deferred,
                     inputs_checked=True,
                 )
                 self.metrics.policy_cpu.observe(time.thread_time() - started)
-                return decision
+                return decision, problem
             except Exception:  # a lost request is lost data: decide uniformly, log truthfully, say degraded
                 log.exception("the policy failed to decide event %s; deciding uniformly", request.event_id)
-        return uniform_decision(request, degraded=True)
+                first = first or DegradedReason.POLICY_ERROR
+        return uniform_decision(request, degraded=True), first or DegradedReason.NO_MODEL
 
     def _observe_agreement(self, policy: Policy, decision: Decision) -> None:
         try:
@@ -237,47 +261,6 @@ class Runtime:
             return
         agreed = agrees(pmf, decision.chosen[0])
         self.metrics.observe_agreement(agreed, self.agreement.record(agreed))
-
-    # ----- readiness ----------------------------------------------------------------------------------
-    def readiness(self) -> tuple[bool, dict[str, Any], list[str]]:
-        """(ready, checks, reasons). Pings the store and the bus within their budgets."""
-        snapshot = self.snapshot
-        reasons = []
-        checks: dict[str, Any] = {"model_version": snapshot.model_version}
-        if snapshot.policy is None:
-            reasons.append("no model loaded: decisions are uniform at random")
-        for name, ping, breaker in (
-            ("feature_store", self.store.ping, self.store_breaker),
-            ("event_bus", self.bus.ping, self.bus_breaker),
-        ):
-            try:
-                ping()
-                breaker.success()  # Redis is back: stop skipping it
-                checks[name] = "ok"
-            except (FeatureStoreError, ConnectionError, OSError) as exc:
-                breaker.failure(str(exc))
-                checks[name] = "unavailable"
-                reasons.append(f"{name} unreachable: {exc}")
-            except Exception as exc:  # readiness must answer, whatever the backend raised
-                checks[name] = "error"
-                reasons.append(f"{name} check failed: {exc}")
-        checks["buffered_decisions"] = self.publisher.buffered
-        if self.runs_joiner:
-            checks["joiner"] = "running" if self.joiner.running else "stopped"
-        else:
-            checks["joiner"] = "separate process"
-        if self.joiner.last_error:
-            checks["joiner_error"] = self.joiner.last_error
-        if self.trainer is not None:
-            checks["trainer"] = "running" if self.trainer.running else "stopped"
-            if self.trainer.last_error:
-                checks["trainer_error"] = self.trainer.last_error
-        elif self.trainer_error is not None:
-            checks["trainer"] = "failed"
-            checks["trainer_error"] = self.trainer_error
-        else:
-            checks["trainer"] = "separate process"
-        return not reasons, checks, reasons
 
     # ----- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from recommender.records import MAX_EVENT_ID_LENGTH
+from recommender.service.fallback import DegradedReason
 
 MAX_FEATURES = 256
 MAX_LIST = 4096
@@ -93,6 +94,12 @@ class RewardRequest(_Strict):
     event_id: Identifier
     reward: Number = Field(description="within join.reward_range (default [-1, 1])")
     slot: StrictInt = Field(default=0, ge=0, description="which slot of a multi-slot decision")
+    reward_id: Identifier | None = Field(
+        default=None,
+        description="makes the report idempotent: a retry with the same reward_id (or Idempotency-Key header) for "
+        "the same event_id is a no-op answered like the first (204), while the decision is pending and for "
+        "join.recovery_seconds after its join",
+    )
 
 
 class RankedItem(BaseModel):
@@ -122,6 +129,12 @@ class ScoreResponse(BaseModel):
     model_version: str
     policy: PolicyInfo
     degraded: bool = Field(description="true when features or model were unavailable and a fallback decided")
+    degraded_reason: DegradedReason | None = Field(
+        default=None,
+        description="present only when degraded: why. feature_store_unavailable, "
+        "feature_read_failed, features_not_loaded (default features); shed (overload: decided without the "
+        "model); no_model, policy_error (uniform at random). The first that applies, in that order",
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -137,5 +150,6 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
+    healthy: bool = True
     checks: dict[str, Any]
     reasons: list[str] = []

@@ -21,10 +21,11 @@ from pydantic import ValidationError
 from features.config import FeatureGroup
 from features.encoding import normalize_value
 from features.errors import FeatureSchemaError
-from recommender.events.bus import DuplicateEventError
+from recommender.events.bus import DuplicateEventError, ReusedEventError
 from recommender.records import Decision, new_event_id, utc_now
 from recommender.service.auth import require_key
 from recommender.service.errors import ApiError, from_validation_error, json_response
+from recommender.service.fallback import DegradedReason
 from recommender.service.inputs import DecisionInput
 from recommender.service.runtime import runtime
 from recommender.service.schemas import Candidate, ScoreRequest
@@ -64,8 +65,8 @@ def _collect_candidates(
     return ids, inline
 
 
-def render(decision: Decision, with_slots: bool) -> dict[str, Any]:
-    """The response body of a decision."""
+def render(decision: Decision, with_slots: bool, degraded_reason: DegradedReason | None = None) -> dict[str, Any]:
+    """The response body of a decision (``degraded_reason``: why it is degraded, None when it is not)."""
     ids = decision.candidate_ids
     pmf = decision.pmfs[0]
     body: dict[str, Any] = {
@@ -82,6 +83,8 @@ def render(decision: Decision, with_slots: bool) -> dict[str, Any]:
     body["model_version"] = decision.model_version
     body["policy"] = {"exploration": str(algorithm), **exploration}
     body["degraded"] = decision.degraded
+    if degraded_reason is not None:
+        body["degraded_reason"] = degraded_reason.value
     return body
 
 
@@ -139,12 +142,19 @@ def score() -> Response:
     shed = budget_ms > 0 and queued is not None and queued * 1000.0 > budget_ms
     if shed:
         rt.metrics.shed.inc()
-    decision = rt.decide(snapshot, request_input, degraded=problem is not None, shed=shed)
+    decision, degraded_reason = rt.decide(snapshot, request_input, problem=problem, shed=shed)
     try:
         rt.publisher.publish(decision)
+    except ReusedEventError:
+        raise ApiError(409, "duplicate_event", f"event_id: a decision with event_id {decision.event_id!r} was joined "
+                       "within the last join.recovery_seconds; an event id is used once",
+                       field="event_id") from None  # fmt: skip
     except DuplicateEventError:
         raise ApiError(409, "duplicate_event", f"event_id: a decision with event_id {decision.event_id!r} is "
                        "already pending", field="event_id") from None  # fmt: skip
     rt.metrics.decisions.labels("true" if decision.degraded else "false").inc()
+    if degraded_reason is not None:
+        rt.metrics.degraded.labels(degraded_reason.value).inc()
+        rt.degraded_log.record(decision.event_id, degraded_reason)
     rt.metrics.candidates.observe(len(ids))
-    return json_response(render(decision, req.slots is not None))
+    return json_response(render(decision, req.slots is not None, degraded_reason))

@@ -259,8 +259,11 @@ def test_a_batch_is_recorded_updated_and_forgotten_on_commit_with_its_decisions(
     assert bus.close(pending[:2], "b1") == [ClosedEvent(p, CloseStatus.EXPIRED) for p in pending[:2]]
     assert bus.add_reward(reward("e1", 1.0, 0.1)) is RewardOutcome.UNKNOWN
     assert bus.activate("e2", now=at(0.1).timestamp()) is False
-    bus.put_decision(decision("e1"))  # ...and no longer pending: the id may be used again
-    assert ids(bus.take_new("a", 10)) == ["e1"]
+    # ...and no longer pending, but remembered for the recovery time: the id may be used again only after it
+    # (test_a_joined_event_id_is_refused_for_the_recovery_time_then_free_and_taken_decisions_never_expire).
+    with pytest.raises(DuplicateEventError, match="'e1' was joined already"):
+        bus.put_decision(decision("e1"))
+    assert ids(bus.take_new("a", 10)) == []
     # ...while the decision left out of the commit is still pending and open.
     assert bus.add_reward(reward("e3", 1.0, 0.1)) is RewardOutcome.ACCEPTED
     assert [c.status for c in closed] == [CloseStatus.READY] * 2
@@ -269,6 +272,46 @@ def test_a_batch_is_recorded_updated_and_forgotten_on_commit_with_its_decisions(
 
     bus.commit_batch("b2", [])  # a batch without decisions is forgotten too
     assert bus.open_batches() == {}
+
+
+def test_a_reward_retried_with_its_reward_id_is_a_no_op_while_pending_and_after_the_join(bus):
+    bus.put_decision(decision("e1"))
+    first = Reward("e1", 0.75, at(0.1), reward_id="r-1")
+    assert bus.add_reward(first) is RewardOutcome.ACCEPTED
+    assert bus.add_reward(Reward("e1", 0.75, at(0.15), reward_id="r-1")) is RewardOutcome.DUPLICATE  # a retry
+    assert bus.add_reward(Reward("e1", 0.25, at(0.2), reward_id="r-2")) is RewardOutcome.ACCEPTED  # another one
+    assert bus.add_reward(Reward("e1", 0.5, at(0.25))) is RewardOutcome.ACCEPTED  # no id: counted every time
+    # A retry after the window closed is still the no-op its first attempt made it, not a 404.
+    assert bus.add_reward(Reward("e1", 0.75, at(WAIT + 0.1), reward_id="r-1")) is RewardOutcome.DUPLICATE
+    bus.put_decision(decision("e2"))
+    assert bus.add_reward(Reward("e2", 1.0, at(0.1), reward_id="r-1")) is RewardOutcome.ACCEPTED  # per event
+    pending = bus.take_new("a", 10)
+    one, two = bus.close(pending, "b1")
+    assert one.rewards == (entry(0.75, 0.1), entry(0.25, 0.2), entry(0.5, 0.25))  # the retry added nothing
+    assert two.rewards == (entry(1.0, 0.1),)
+    bus.commit_batch("b1", pending)
+    # Joined: a retry of an accepted reward is still a no-op (what it answered before), a new reward unknown.
+    assert bus.add_reward(Reward("e1", 0.75, at(0.3), reward_id="r-1")) is RewardOutcome.DUPLICATE
+    assert bus.add_reward(Reward("e1", 0.75, at(0.3), reward_id="r-3")) is RewardOutcome.UNKNOWN
+    assert bus.add_reward(Reward("never-decided", 1.0, at(0.1), reward_id="r-1")) is RewardOutcome.UNKNOWN
+
+
+def test_a_joined_event_id_is_refused_for_the_recovery_time_then_free_and_taken_decisions_never_expire(bus):
+    bus.put_decision(decision("joined"))
+    bus.put_decision(decision("taken"))
+    assert bus.add_reward(reward("taken", 0.5, 0.1)) is RewardOutcome.ACCEPTED
+    joined, taken = bus.take_new("a", 10)
+    bus.close([joined], "b1")
+    bus.commit_batch("b1", [joined])
+    with pytest.raises(DuplicateEventError, match="'joined' was joined already"):
+        bus.put_decision(decision("joined"))  # one event id, one decision, one log row
+    # Past the recovery time: "joined" is forgotten, while "taken" (its joiner died, say, and no one claimed
+    # it yet) is still there with its acknowledged reward, however long past the window plus the recovery.
+    time.sleep(WAIT + RECOVERY + 0.3)
+    bus.put_decision(decision("joined"))
+    assert ids(bus.take_new("a", 10)) == ["joined"]
+    [closed] = bus.close([taken], "b2")
+    assert closed.status is CloseStatus.READY and closed.rewards == (entry(0.5, 0.1),)
 
 
 def test_adopting_a_batch_is_a_compare_and_set_on_its_stamp(bus):

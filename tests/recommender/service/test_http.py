@@ -214,8 +214,8 @@ def test_operational_endpoints(serve, catalog_redis, tmp_path):
         "recommender_policy_cpu_seconds_count 1.0",
         'recommender_rewards_total{outcome="accepted"} 1.0',
         "recommender_joined_events_total 1.0",
-        "recommender_join_rate 1.0",
-        "recommender_default_reward_rate 0.0",
+        "recommender_joined_rewarded_events_total 1.0",  # the join rate's numerator (docs/operations.md)
+        "recommender_default_reward_slots_total 0.0",  # the default reward rate's
         'recommender_exploration_setting{algorithm="epsilon_greedy",name="epsilon"} 0.1',
         "recommender_model_info{version=",
     ):

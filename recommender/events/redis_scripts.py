@@ -1,0 +1,81 @@
+"""The Lua scripts of the Redis event bus (``recommender.events.redis_bus``), each run atomically by Redis.
+
+Every key a script touches carries the bus's hash tag, so the scripts also run on Redis Cluster. The key
+layout they work on is described in ``recommender.events.redis_bus``.
+"""
+
+# KEYS: decision, stream, joined marker, then rows to (re)store. ARGV: decision JSON, slots, due, decision TTL
+# ms, event id, deferred, row TTL ms, then the rows' texts. 1 stored, 0 the event id is already pending, -1 it
+# was joined within the last recovery seconds.
+PUT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+for i = 4, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 4], 'PX', ARGV[7]) end
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'slots', ARGV[2], 'due', ARGV[3], 'deferred', ARGV[6], 'activated', '0')
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[5], 'due', ARGV[3])
+return 1
+"""
+
+# KEYS: decision, rewards, reward ids. ARGV: reward JSON, slot, now, reward id ('' for none). 1 accepted,
+# 0 unknown/closed, -1 bad slot, 2 a reward with this id was accepted already (nothing added). The rewards
+# and reward ids take the decision's TTL, or none when a joiner has taken the decision (PTTL -1).
+REWARD = """
+if ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then return 2 end
+local h = redis.call('HMGET', KEYS[1], 'due', 'slots', 'batch')
+if not h[1] or h[3] or tonumber(ARGV[3]) > tonumber(h[1]) then return 0 end
+if tonumber(ARGV[2]) >= tonumber(h[2]) then return -1 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) else redis.call('PERSIST', KEYS[2]) end
+if ARGV[4] ~= '' then
+  redis.call('SADD', KEYS[3], ARGV[4])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) else redis.call('PERSIST', KEYS[3]) end
+end
+return 1
+"""
+
+# KEYS: decision, rewards and reward-id keys of decisions a joiner has just taken. They no longer expire
+# (module docstring, "Expiry"); a key already gone stays gone.
+HOLD = """
+for i = 1, #KEYS do redis.call('PERSIST', KEYS[i]) end
+return 0
+"""
+
+ACTIVATE = """
+local h = redis.call('HMGET', KEYS[1], 'due', 'batch')
+if not h[1] or h[2] or tonumber(ARGV[1]) > tonumber(h[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'activated', '1')
+return 1
+"""
+
+# KEYS: decision and rewards keys of each decision, in pairs. ARGV: batch id. Per decision, in order:
+# {0} expired, {1} taken, {2, decision, activated, rewards}. One call closes up to CLOSE_CHUNK decisions.
+CLOSE = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local h = redis.call('HMGET', KEYS[i], 'd', 'batch', 'activated')
+  if not h[1] then
+    out[#out + 1] = {0}
+  elseif h[2] and h[2] ~= ARGV[1] then
+    out[#out + 1] = {1}
+  else
+    redis.call('HSET', KEYS[i], 'batch', ARGV[1])
+    out[#out + 1] = {2, h[1], h[3] or '0', redis.call('LRANGE', KEYS[i + 1], 0, -1)}
+  end
+end
+return out
+"""
+
+# KEYS: batches hash. ARGV: batch id, expected stamp, owner, now, new stamp.
+ADOPT = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local manifest = cjson.decode(raw)
+if manifest['stamp'] ~= ARGV[2] then return 0 end
+manifest['owner'] = ARGV[3]
+manifest['touched'] = tonumber(ARGV[4])
+manifest['stamp'] = ARGV[5]
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(manifest))
+return 1
+"""
