@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 
-.PHONY: run test lint bench install clean demo
+.PHONY: run test lint bench soak install clean demo
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# The service on Redis (2 workers, joiner, trainer) at 60 requests/s for 10 minutes: RSS of every process at
+# start and end (benchmarks/soak.py; MINUTES=2 for a shorter run).
+MINUTES ?= 10
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak --minutes $(MINUTES)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

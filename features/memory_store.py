@@ -29,12 +29,15 @@ class MemoryFeatureStore(FeatureStore):
         self._live: dict[str, str] = {}
         self._sequence: dict[str, int] = {group: 0 for group in config.groups}
 
-    def _fetch_raw(self, request: ReadRequest) -> list[list[bytes | None]]:
+    def _fetch_raw(self, request: ReadRequest) -> list[list[bytes | None] | None]:
         now = time.monotonic()
-        result = []
+        result: list[list[bytes | None] | None] = []
         for group, ids in request:
             version = self._live.get(group)
-            rows = self._data[group].get(version, {}) if version is not None else {}
+            if version is None:
+                result.append(None)
+                continue
+            rows = self._data[group].get(version, {})
             values: list[bytes | None] = []
             for entity in ids:
                 stored = rows.get(entity)
@@ -87,3 +90,6 @@ class MemoryFeatureStore(FeatureStore):
 
     def ping(self) -> None:
         return None
+
+    def _live_versions(self) -> dict[str, str | None]:
+        return {group: self._live.get(group) for group in self.config.groups}

@@ -17,8 +17,9 @@ sends as one round trip per node touched (``shard_by: group`` keeps a whole cata
 pipeline is not atomic across nodes, so on a cluster a read that finds a row missing reads the pointers
 once more before trusting it (a version's rows only vanish when it is dropped, after a switch).
 
-Row cache (single server, groups without a TTL, ``redis.row_cache_size`` > 0): each process keeps the
-rows it read, tagged with the live version and the group's *change token* ``{P:G}:changed``, a random
+Row cache (single server, groups without a TTL other than the user group, ``redis.row_cache_size`` > 0;
+a request reads one user, mostly a new one, so caching users would only grow each process): each process
+keeps the rows it read, tagged with the live version and the group's *change token* ``{P:G}:changed``, a random
 value that every single-entity write (upsert, delete) replaces in the same MULTI/EXEC as the row. Each
 read fetches the live pointer and the token in its MGET beside the rows not cached; MGET is atomic, so
 when the token is the one the cache is tagged with, no write has touched the group since the cached rows
@@ -253,6 +254,7 @@ class RedisFeatureStore(FeatureStore):
         self._cacheable = frozenset(
             name for name, group in config.groups.items()
             if settings.row_cache_size > 0 and not settings.cluster and group.ttl_seconds is None
+            and name != config.user_group
         )  # fmt: skip
         self._caches: dict[str, _RowCache] = {}
 
@@ -294,7 +296,7 @@ class RedisFeatureStore(FeatureStore):
             pipe.get(key)
         return pipe.execute()
 
-    def _fetch_raw(self, request: ReadRequest) -> list[list[bytes | None]]:
+    def _fetch_raw(self, request: ReadRequest) -> list[list[bytes | None] | None]:
         groups = list(dict.fromkeys(group for group, _ in request))
         tokened = [group for group in groups if group in self._cacheable]
         for _ in range(MAX_POINTER_RETRIES):
@@ -348,11 +350,12 @@ class RedisFeatureStore(FeatureStore):
         raise FeatureStoreError(f"live versions of {groups} kept changing during a read; try again")
 
     def _assemble(self, group: str, ids: Sequence[str], plan: tuple, values: list[bytes | None],
-                  version: str | None, token: bytes | None) -> list[bytes | None]:  # fmt: skip
-        """One request entry's values in id order: cached ones and fetched ones (which are then cached)."""
+                  version: str | None, token: bytes | None) -> list[bytes | None] | None:  # fmt: skip
+        """One request entry's values in id order: cached ones and fetched ones (which are then cached);
+        None when the group has no live version."""
         cached, wanted, start = plan
         if version is None:
-            return [None] * len(ids)
+            return None
         fetched = values[start : start + len(wanted)]
         if group not in self._cacheable:
             return fetched
@@ -452,6 +455,12 @@ class RedisFeatureStore(FeatureStore):
     def ping(self) -> None:
         with self._errors("pinging"):
             self._reader.ping()
+
+    def _live_versions(self) -> dict[str, str | None]:
+        groups = list(self.config.groups)
+        with self._errors("reading the live versions"):
+            values = self._get_many([self.meta_key(group, "live") for group in groups])
+        return {group: None if raw is None else raw.decode() for group, raw in zip(groups, values, strict=True)}
 
     def close(self) -> None:
         if self._direct is not None:

@@ -8,6 +8,11 @@ new one, never a mixture, and a failed load leaves the live version untouched.
 Every entity's row is one encoded value (see ``features.encoding``): a reader never sees an entity half
 written. Missing entities come back with the group's defaults and are listed as missing, not raised.
 
+A group with no live version (nothing was ever loaded, or Redis restarted empty) reads as all defaults too,
+and the read result says so (``EntityRows.loaded``, ``UserItemFeatures.unloaded``): the live pointer is read
+in the same round trip as the rows, so this costs nothing. The store logs a warning once when a group is
+found unloaded (and once when it is loaded again), not on every read.
+
 Backends implement the small set of ``_``-prefixed primitives; everything else lives here once.
 """
 
@@ -15,7 +20,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Sequence
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,8 @@ from features.frames import check_structure, iter_encoded_chunks, read_parquet
 ReadRequest = Sequence[tuple[str, Sequence[str]]]
 ProgressCallback = Callable[[int], None]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class EntityRows:
@@ -40,6 +49,8 @@ class EntityRows:
     ids: tuple[str, ...]
     rows: tuple[FeatureRow, ...]
     missing: tuple[str, ...]
+    # False: the group has no live version (nothing loaded), so every row is the default.
+    loaded: bool = True
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,16 @@ class UserItemFeatures:
     user_missing: bool
     items: tuple[FeatureRow, ...]
     missing_items: tuple[str, ...]
+    # Groups read that have no live version (nothing loaded: their rows are all defaults).
+    unloaded: tuple[str, ...] = ()
+
+
+def unloaded_reason(groups: Iterable[str]) -> str:
+    """What a read of groups with no live version means, for a degraded decision or a health check."""
+    names = [repr(group) for group in groups]
+    if len(names) == 1:
+        return f"feature group {names[0]} has no live version (not loaded): its features are the defaults"
+    return f"feature groups {', '.join(names)} have no live version (not loaded): their features are the defaults"
 
 
 @dataclass(frozen=True)
@@ -68,13 +89,21 @@ class FeatureStore(abc.ABC):
 
     def __init__(self, config: FeatureStoreConfig) -> None:
         self.config = config
-        self._decoder = DecodeCache(config.decode_cache_size)
+        # Decoded rows are remembered for the groups read many at a time and again and again (the catalog),
+        # not for the user group: one user row per request, a new user most of the time, so caching them
+        # only grows each process (to decode_cache_size rows, ~0.5 KB each) for a rare hit.
+        self._decoders = {
+            name: DecodeCache(0 if name == config.user_group else config.decode_cache_size) for name in config.groups
+        }
         self._defaults = {name: default_row(group) for name, group in config.groups.items()}
+        self._unloaded: frozenset[str] = frozenset()  # groups last found with no live version (for the log)
+        self._unloaded_lock = threading.Lock()
 
     # ----- primitives each backend provides -------------------------------------------------------
     @abc.abstractmethod
-    def _fetch_raw(self, request: ReadRequest) -> list[list[bytes | None]]:
-        """Encoded rows of the live versions, one list per request entry, in ONE round trip."""
+    def _fetch_raw(self, request: ReadRequest) -> list[list[bytes | None] | None]:
+        """Encoded rows of the live versions, one list per request entry, in ONE round trip; None for an
+        entry whose group has no live version."""
 
     @abc.abstractmethod
     def _new_version(self, group: str) -> str:
@@ -108,6 +137,19 @@ class FeatureStore(abc.ABC):
     def ping(self) -> None:
         """Raise FeatureStoreUnavailable when the backend cannot be reached."""
 
+    @abc.abstractmethod
+    def _live_versions(self) -> dict[str, str | None]:
+        """The live version of every configured group (None: none), in one round trip within the read
+        budget (``redis.timeout_ms``). Raises FeatureStoreUnavailable like a read."""
+
+    def unloaded_groups(self) -> list[str]:
+        """Configured groups with no live version, in configuration order: one round trip, bounded by the
+        read budget, and a ping too (raises FeatureStoreUnavailable). For health checks."""
+        live = self._live_versions()
+        unloaded = [group for group in self.config.groups if live.get(group) is None]
+        self._note_unloaded(unloaded, checked=self.config.groups)
+        return unloaded
+
     def close(self) -> None:  # noqa: B027 - optional for backends without connections
         """Release connections."""
 
@@ -119,11 +161,16 @@ class FeatureStore(abc.ABC):
             declared = sorted(self.config.groups)
             raise FeatureStoreError(f"unknown feature group {name!r} (declared: {declared})") from None
 
-    def _rows(self, group: str, ids: Sequence[str], raw: list[bytes | None]) -> EntityRows:
+    def _rows(self, group: str, ids: Sequence[str], raw: list[bytes | None] | None) -> EntityRows:
+        if raw is None:  # no live version
+            default = self._defaults[group]
+            return EntityRows(group=group, ids=tuple(ids), rows=(default,) * len(ids), missing=tuple(ids),
+                              loaded=False)  # fmt: skip
         # 200 catalog rows per request: the common case (all present, all decoded before) runs in C.
-        rows = self._decoder.known(raw)
+        decoder = self._decoders[group]
+        rows = decoder.known(raw)
         if None in rows:
-            default, decode = self._defaults[group], self._decoder.decode
+            default, decode = self._defaults[group], decoder.decode
             rows = [row if row is not None else default if value is None else decode(value)
                     for row, value in zip(rows, raw, strict=True)]  # fmt: skip
         missing = tuple(entity for entity, value in zip(ids, raw, strict=True) if value is None) if None in raw else ()
@@ -134,7 +181,24 @@ class FeatureStore(abc.ABC):
         for group, _ in request:
             self._group(group)
         raw = self._fetch_raw(request)
+        if None in raw or self._unloaded:
+            self._note_unloaded({group for (group, _), values in zip(request, raw, strict=True) if values is None},
+                                checked={group for group, _ in request})  # fmt: skip
         return [self._rows(group, ids, values) for (group, ids), values in zip(request, raw, strict=True)]
+
+    def _note_unloaded(self, unloaded: Iterable[str], checked: Iterable[str]) -> None:
+        """Log groups found with no live version, and groups found loaded again, once per change."""
+        checked = set(checked)
+        now = (self._unloaded - checked) | set(unloaded)
+        if now == self._unloaded:
+            return
+        with self._unloaded_lock:
+            before, self._unloaded = self._unloaded, frozenset(now)
+        for group in sorted(now - before):
+            log.warning("feature group %r has no live version (nothing loaded, or the store restarted empty): "
+                        "every read of it gives the group's defaults until it is loaded", group)  # fmt: skip
+        for group in sorted(before - now):
+            log.info("feature group %r has a live version again", group)
 
     def read(self, group: str, ids: Sequence[str]) -> EntityRows:
         """Rows of ``ids`` in ``group`` (defaults for missing ones), one round trip."""
@@ -149,9 +213,11 @@ class FeatureStore(abc.ABC):
         results = self.read_many(request)
         items = results[0]
         if user_id is None:
-            return UserItemFeatures(self._defaults[user_group], True, items.rows, items.missing)
+            unloaded = () if items.loaded else (item_group,)
+            return UserItemFeatures(self._defaults[user_group], True, items.rows, items.missing, unloaded)
         user = results[1]
-        return UserItemFeatures(user.rows[0], bool(user.missing), items.rows, items.missing)
+        unloaded = tuple(r.group for r in results if not r.loaded)
+        return UserItemFeatures(user.rows[0], bool(user.missing), items.rows, items.missing, unloaded)
 
     # ----- writes ------------------------------------------------------------------------------
     def _live_or_new(self, group: str) -> str:

@@ -13,38 +13,18 @@ form (ipw, dr) measures the drops.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from features.config import FeatureGroup
 from simulators.data import LoggedBandit
 from simulators.errors import TargetSpecError
 from simulators.estimators import make_estimator
-from simulators.optimize import Difference, MapFunction, OptimizeConfig, RowEvaluator, json_number, replay_job
+from simulators.optimize import FeatureImportance, MapFunction, OptimizeConfig, RowEvaluator, replay_job
 from simulators.replay import ReplaySetting, as_action_dist
 from simulators.replay_log import NAMESPACE_KEYS, ReplayLog
 from simulators.reward_model import RewardPredictions
 
 _UNNORMALIZED = {"snipw": "ipw", "sndr": "dr"}
-
-
-@dataclass(frozen=True)
-class FeatureImportance:
-    """One left-out key: ``value`` the setting's estimate without it, ``drop`` = V(all) - V(without)."""
-
-    left_out: str
-    value: float
-    drop: Difference
-    rank: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "left_out": self.left_out,
-            "value_without": json_number(self.value),
-            "rank": self.rank,
-            "drop": self.drop.to_dict(),
-        }
 
 
 def candidate_keys(log: ReplayLog, per_feature: bool = True) -> list[str]:

@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -52,9 +52,6 @@ from simulators.replay_log import ReplayLog
 from simulators.results import EstimateResult, Interval, PolicyEvaluation
 from simulators.reward_model import RewardPredictions, fit_reward_model
 from simulators.stats import Clusters, Terms, TermStats
-
-if TYPE_CHECKING:  # the feature-importance module builds on this one
-    from simulators.feature_importance import FeatureImportance
 
 # Below this effective sample size (the diagnostics' low-ESS threshold) a setting's estimate rests on too few
 # rows' worth of data for its normal interval to be trusted: it is reported, flagged, never recommended.
@@ -179,6 +176,25 @@ class Recommendation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"setting": self.policy.name if self.policy else None, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class FeatureImportance:
+    """One left-out key of a feature-importance ranking (``simulators.feature_importance``): ``value`` the
+    setting's estimate without it, ``drop`` = V(all) - V(without)."""
+
+    left_out: str
+    value: float
+    drop: Difference
+    rank: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "left_out": self.left_out,
+            "value_without": json_number(self.value),
+            "rank": self.rank,
+            "drop": self.drop.to_dict(),
+        }
 
 
 @dataclass(frozen=True)

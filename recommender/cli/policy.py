@@ -11,7 +11,7 @@ from recommender.cli.train import add_batch_arguments, run_batch
 from recommender.settings.app import AppConfig
 
 if TYPE_CHECKING:  # the model store imports VW, which listing the CLI's commands does not need
-    from recommender.policy.model_store import ModelVersion
+    from recommender.policy.model_dir import ModelVersion
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

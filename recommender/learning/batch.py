@@ -20,7 +20,8 @@ from recommender.learning.checkpoint import (
     partition_start,
     read_files,
 )
-from recommender.policy.model_store import ModelStore, ModelVersion, load_serving_model, open_model_store
+from recommender.policy.model_dir import ModelVersion
+from recommender.policy.model_store import ModelStore, load_serving_model, open_model_store
 from recommender.policy.policy import EventRange, Policy
 from recommender.settings.app import AppConfig
 

@@ -4,9 +4,17 @@ Checkpoint format (JSON, in the version's ``metadata.json``)::
 
     {"format": 1, "logs": {"<absolute log root>": {
         "files": {"date=2024-05-01/hour=13": ["part-....parquet", ...], ...},
+        "marks": {"date=2024-05-01/hour=13": "part-20240501T134500000000", ...},
         "sealed": [["date=2024-04-01/hour=00", "date=2024-04-30/hour=23"], ...]}}}
 
-A log is identified by its resolved directory. ``files`` lists the learned files of partitions still open.
+A log is identified by its resolved directory. ``files`` lists the learned files of partitions still open
+that are newer than the partition's **mark**: every file of an open partition whose name sorts before its
+mark has been learned. A file's name starts with the time its joiner named it (``part-<UTC time>-...``,
+``recommender.events.log``), and a file appears within seconds of being named; so once a file was named
+more than ``trainer.mark_after_seconds`` ago and nothing older is unlearned, its name is replaced by the
+mark. That keeps the checkpoint (and each model version's metadata) bounded by the files of the last
+``mark_after_seconds``, whatever the traffic and ``seal_after_seconds``. A file that nevertheless appears
+below a mark is not learned, like one in a sealed partition.
 An hour partition is **sealed** once it ended more than ``trainer.seal_after_seconds`` ago and every file in
 it has been learned: its file names are dropped and the partition joins a run of sealed hours, which keeps
 the checkpoint small (a run per stretch of hours with traffic). No joiner writes into an hour later than
@@ -26,7 +34,7 @@ from typing import Any
 
 from recommender.errors import TrainerError
 from recommender.events.log import read_table, table_to_events
-from recommender.policy.model_store import ModelVersion
+from recommender.policy.model_dir import ModelVersion
 from recommender.records import JoinedEvent
 
 log = logging.getLogger(__name__)
@@ -46,6 +54,11 @@ def partition_start(partition: str) -> datetime | None:
     if match is None:
         return None
     return datetime.fromisoformat(f"{match.group(1)}T{match.group(2)}:00:00+00:00")
+
+
+def mark_of(moment: datetime) -> str:
+    """A mark sorting just before the names of the files a joiner named at ``moment`` or later."""
+    return f"part-{moment.astimezone(UTC):%Y%m%dT%H%M%S%f}"
 
 
 def partition_of(start: datetime) -> str:
@@ -90,6 +103,7 @@ class LogCheckpoint:
 
     def __init__(self, files: Mapping[str, Iterable[str]] | None = None, sealed: Iterable[Sequence[str]] = ()) -> None:
         self.files: dict[str, set[str]] = {p: set(names) for p, names in (files or {}).items()}
+        self.marks: dict[str, str] = {}
         self._sealed: list[tuple[datetime, datetime]] = []
         for first, last in sealed:
             start, end = partition_start(first), partition_start(last)
@@ -98,13 +112,34 @@ class LogCheckpoint:
             self._sealed.append((start, end))
         self._sealed.sort()
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LogCheckpoint:
+        checkpoint = cls(data.get("files", {}), data.get("sealed", ()))
+        checkpoint.marks = {str(p): str(mark) for p, mark in data.get("marks", {}).items()}
+        return checkpoint
+
     def is_sealed(self, partition: str) -> bool:
         start = partition_start(partition)
         return start is not None and any(first <= start <= last for first, last in self._sealed)
 
     def covers(self, file: LogFile) -> bool:
         """True when ``file`` was learned (or lies in a sealed partition)."""
-        return file.name in self.files.get(file.partition, ()) or self.is_sealed(file.partition)
+        return (file.name < self.marks.get(file.partition, "") or file.name in self.files.get(file.partition, ())
+                or self.is_sealed(file.partition))  # fmt: skip
+
+    def advance_marks(self, pending: Iterable[LogFile], horizon: datetime) -> None:
+        """Raise each open partition's mark to the name of a file written at ``horizon``, or to its oldest
+        ``pending`` (not yet learned) file if that is older, and drop the learned names below it."""
+        first_pending: dict[str, str] = {}
+        for file in pending:
+            if file.name < first_pending.get(file.partition, "\uffff"):
+                first_pending[file.partition] = file.name
+        limit = mark_of(horizon)
+        for partition, names in self.files.items():
+            mark = min(limit, first_pending.get(partition, limit))
+            if mark > self.marks.get(partition, ""):
+                self.marks[partition] = mark
+                names.difference_update([name for name in names if name < mark])
 
     def add(self, files: Iterable[LogFile]) -> None:
         for file in files:
@@ -115,6 +150,7 @@ class LogCheckpoint:
         hours = sorted({start for p in partitions if (start := partition_start(p)) is not None})
         for start in hours:
             self.files.pop(partition_of(start), None)
+            self.marks.pop(partition_of(start), None)
         runs = sorted(self._sealed + [(h, h) for h in hours])
         merged: list[tuple[datetime, datetime]] = []
         for first, last in runs:
@@ -132,10 +168,13 @@ class LogCheckpoint:
         return sum(len(names) for names in self.files.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "files": {p: sorted(names) for p, names in sorted(self.files.items()) if names},
             "sealed": [[partition_of(first), partition_of(last)] for first, last in self._sealed],
         }
+        if self.marks:
+            document["marks"] = dict(sorted(self.marks.items()))
+        return document
 
 
 class Checkpoint:
@@ -158,7 +197,7 @@ class Checkpoint:
             if data.get("format") != CHECKPOINT_FORMAT:
                 raise TrainerError(f"checkpoint format {data.get('format')!r} is not {CHECKPOINT_FORMAT}")
             logs = data["logs"]
-            return cls({root: LogCheckpoint(e.get("files", {}), e.get("sealed", ())) for root, e in logs.items()})
+            return cls({root: LogCheckpoint.from_dict(entry) for root, entry in logs.items()})
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise TrainerError(f"unreadable trainer checkpoint: {exc!r}") from exc
 

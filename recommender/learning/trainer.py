@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from recommender.errors import ExplorationChangeError, PolicyError, RecommenderError, TrainerError
+from recommender.errors import ExplorationChangeError, ModelStoreError, PolicyError, RecommenderError, TrainerError
 from recommender.learning.checkpoint import (
     Checkpoint,
     LogCheckpoint,
@@ -44,7 +44,8 @@ from recommender.learning.checkpoint import (
     list_log_files,
     read_files,
 )
-from recommender.policy.model_store import ModelStore, ModelVersion, load_serving_model
+from recommender.policy.model_dir import ModelVersion
+from recommender.policy.model_store import ModelStore, load_serving_model
 from recommender.policy.policy import Policy
 from recommender.settings.app import AppConfig
 from recommender.settings.policy import ExplorationSettings
@@ -161,6 +162,9 @@ class Trainer:
         # A partition is sealed only if a fresh listing finds nothing unlearned in it.
         pending = list_log_files(self.log_root, checkpoint) if candidates else []
         checkpoint.seal(due_partitions(candidates, pending, horizon))
+        # Names of files learned long enough ago become the partitions' marks: bounded metadata.
+        checkpoint.advance_marks(pending, datetime.fromtimestamp(self.clock(), UTC)
+                                 - timedelta(seconds=config.trainer.mark_after_seconds))  # fmt: skip
         document = self.checkpoint.as_dict()
         version = self.store.publish(self.policy, checkpoint=document)
         if version.checkpoint != document:  # same bytes published before with another position: say so
@@ -171,6 +175,10 @@ class Trainer:
         self._last_publish = self.clock()
         log.info("published model version %s (%s events learned in total)", version.id,
                  version.event_range.count if version.event_range else 0)  # fmt: skip
+        try:
+            self.store.prune(config.trainer.retention)
+        except (ModelStoreError, OSError) as exc:  # the version is published; pruning is tried again next time
+            log.error("pruning the model store %s failed: %s", self.store.root, exc)
         return version
 
     def _follow_current(self, config: AppConfig) -> None:

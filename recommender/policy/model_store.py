@@ -4,8 +4,10 @@ Layout (``ModelStore(root)``)::
 
     <root>/versions/<id>/model.vw        the VW model file (weights + learning state, VW's --save_resume)
     <root>/versions/<id>/metadata.json   ModelVersion metadata (below)
-    <root>/current                       {"version": "<id>", "updated_at": "..."}; replaced atomically
-    <root>/.staging/                     versions being written (never read)
+    <root>/current                       {"version": "<id>", "updated_at": "...", "history": ["<id>", ...]};
+                                         replaced atomically. ``history``: the last HISTORY_LENGTH current
+                                         versions, oldest first, this one last
+    <root>/.staging/                     versions being written, or being deleted (never read)
 
 A version id is a content hash: the first 20 hex digits of the sha256 of ``model.vw``. Publishing writes
 the files into ``.staging``, fsyncs them, renames the directory to ``versions/<id>`` (atomic on one file
@@ -21,6 +23,13 @@ interactions, bits, seed), ``feature_schema`` and ``schema_hash`` (see ``recomme
 published this version, or null; see ``recommender.learning.trainer``). The checkpoint is written in the same
 metadata file as the model's checksum, so a version's weights and its position are published together.
 
+Retention (``prune``, called by the trainer after each publish with ``trainer.retention``): the store keeps
+the newest ``keep_last`` versions, the pinned ones, the current version and the **rollback targets** (the
+``keep_previous_currents`` most recent distinct versions that were current before it, from the pointer's
+``history``);
+every other version directory is moved into ``.staging`` (one rename: readers see it whole or not at all)
+and deleted there.
+
 Loading checks the checksum (``ModelCorruptError``) and, when the caller says which feature groups it
 serves with, that the model was trained on the same schema (``ModelSchemaMismatchError``).
 
@@ -31,7 +40,6 @@ all start from it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -39,255 +47,37 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from pydantic import ValidationError
 
 from features.config import FeatureGroup
 from recommender.errors import (
     ExplorationChangeError,
     ModelCorruptError,
     ModelNotFoundError,
-    ModelSchemaMismatchError,
     ModelStoreError,
     PolicyError,
 )
-from recommender.policy.examples import feature_schema, schema_hash
-from recommender.policy.policy import EventRange, Policy, content_id
-from recommender.policy.vw import vw_version
+from recommender.policy.model_dir import (
+    MODEL_FILE,
+    ModelVersion,
+    fsync_dir,
+    read_metadata,
+    read_model_dir,
+    with_path,
+    write_version_files,
+)
+from recommender.policy.policy import EventRange, Policy
 from recommender.settings.app import AppConfig
-from recommender.settings.policy import ExplorationSettings, PolicyConfig, parse_exploration
+from recommender.settings.policy import ExplorationSettings
+from recommender.settings.trainer import RetentionConfig
 
 log = logging.getLogger(__name__)
 
-METADATA_FORMAT = 1
-MODEL_FILE = "model.vw"
-METADATA_FILE = "metadata.json"
+# Current versions remembered in ``history`` (rollback targets are chosen among them): a bounded file.
+HISTORY_LENGTH = 100
 
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One published model's metadata. ``path`` is its directory."""
-
-    id: str
-    created_at: datetime
-    vw_args: tuple[str, ...]
-    vw_version: str
-    policy: Mapping[str, Any]
-    schema_hash: str
-    feature_schema: Mapping[str, Any]
-    event_range: EventRange | None
-    parent_version: str | None
-    model_sha256: str
-    path: Path
-    # The trainer's checkpoint (which event-log files these weights have learned), or None.
-    checkpoint: Mapping[str, Any] | None = None
-
-    @property
-    def exploration(self) -> Mapping[str, Any]:
-        return self.policy.get("exploration", {})
-
-    def as_dict(self) -> dict[str, Any]:
-        """The metadata document as stored in ``metadata.json``."""
-        return {
-            "format": METADATA_FORMAT,
-            "id": self.id,
-            "created_at": self.created_at.isoformat(),
-            "vw_args": list(self.vw_args),
-            "vw_version": self.vw_version,
-            "policy": dict(self.policy),
-            "schema_hash": self.schema_hash,
-            "feature_schema": dict(self.feature_schema),
-            "event_range": self.event_range.as_dict() if self.event_range else None,
-            "parent_version": self.parent_version,
-            "model_sha256": self.model_sha256,
-            "checkpoint": dict(self.checkpoint) if self.checkpoint is not None else None,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], path: Path) -> ModelVersion:
-        try:
-            return cls(
-                id=str(data["id"]),
-                created_at=datetime.fromisoformat(data["created_at"]),
-                vw_args=tuple(str(a) for a in data["vw_args"]),
-                vw_version=str(data.get("vw_version", "")),
-                policy=dict(data["policy"]),
-                schema_hash=str(data["schema_hash"]),
-                feature_schema=dict(data["feature_schema"]),
-                event_range=EventRange.from_dict(data["event_range"]) if data.get("event_range") else None,
-                parent_version=data.get("parent_version"),
-                model_sha256=str(data["model_sha256"]),
-                path=path,
-                checkpoint=dict(data["checkpoint"]) if data.get("checkpoint") is not None else None,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelCorruptError(f"{path / METADATA_FILE}: invalid model metadata: {exc!r}") from exc
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_files(
-    policy: Policy,
-    directory: Path,
-    event_range: EventRange | None,
-    checkpoint: Mapping[str, Any] | None = None,
-) -> ModelVersion:
-    """Write model.vw and metadata.json into the existing empty ``directory``; mark the policy saved."""
-    model_path = directory / MODEL_FILE
-    policy.write_model_file(model_path)
-    model_bytes = model_path.read_bytes()
-    version_id = content_id(model_bytes)
-    builder = policy.builder
-    version = ModelVersion(
-        id=version_id,
-        created_at=datetime.now(UTC),
-        vw_args=tuple(policy.config.vw_args()),
-        vw_version=vw_version(),
-        policy=policy.config.model_dump(mode="json", by_alias=True),
-        schema_hash=builder.schema_hash,
-        feature_schema=builder.schema,
-        event_range=event_range if event_range is not None else policy.events_seen,
-        parent_version=policy.model_version or None,
-        model_sha256=hashlib.sha256(model_bytes).hexdigest(),
-        path=directory,
-        checkpoint=checkpoint,
-    )
-    document = version.as_dict()
-    document["groups"] = {
-        "user": builder.user_group.model_dump(mode="json"),
-        "item": builder.item_group.model_dump(mode="json"),
-    }
-    metadata_path = directory / METADATA_FILE
-    metadata_path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    _fsync_file(model_path)
-    _fsync_file(metadata_path)
-    policy.mark_saved(version_id)
-    return version
-
-
-def write_model_dir(policy: Policy, directory: Path, *, event_range: EventRange | None = None) -> ModelVersion:
-    """Save ``policy`` as a model directory (must not exist); written beside it and renamed into place."""
-    if directory.exists():
-        raise ModelStoreError(f"{directory} already exists; a model directory is written once")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        version = _write_files(policy, staging, event_range)
-        staging.rename(directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _fsync_dir(directory.parent)
-    return _with_path(version, directory)
-
-
-def _with_path(version: ModelVersion, path: Path) -> ModelVersion:
-    return dataclasses.replace(version, path=path)
-
-
-def read_metadata(directory: Path) -> tuple[ModelVersion, dict[str, Any]]:
-    """The ModelVersion of a model directory and its raw metadata document."""
-    path = directory / METADATA_FILE
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ModelNotFoundError(f"{directory}: no model metadata ({METADATA_FILE})") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelCorruptError(f"{path}: unreadable model metadata: {exc}") from exc
-    if not isinstance(document, dict) or document.get("format") != METADATA_FORMAT:
-        raise ModelCorruptError(f"{path}: not a model metadata document of format {METADATA_FORMAT}")
-    return ModelVersion.from_dict(document, directory), document
-
-
-def _schema_difference(stored: Mapping[str, Any], serving: Mapping[str, Any]) -> str:
-    problems = []
-    for key in sorted(set(stored) | set(serving)):
-        if key in ("user", "item"):
-            old, new = stored.get(key, {}), serving.get(key, {})
-            for name in sorted(set(old) | set(new)):
-                if name not in new:
-                    problems.append(f"{key}.{name} was trained on but is not served")
-                elif name not in old:
-                    problems.append(f"{key}.{name} is served but was not trained on")
-                elif old[name] != new[name]:
-                    problems.append(f"{key}.{name} changed from {old[name]} to {new[name]}")
-        elif stored.get(key) != serving.get(key):
-            problems.append(f"{key} changed from {stored.get(key)!r} to {serving.get(key)!r}")
-    return "; ".join(problems) or "schemas differ"
-
-
-def read_model_dir(
-    directory: Path,
-    *,
-    user_group: FeatureGroup | None = None,
-    item_group: FeatureGroup | None = None,
-    exploration: ExplorationSettings | Mapping[str, Any] | None = None,
-) -> Policy:
-    """Load the Policy saved in ``directory``.
-
-    ``user_group``/``item_group``: the groups the caller serves with; a model trained on another schema
-    is refused (ModelSchemaMismatchError). Left out, the groups stored with the model are used.
-    ``exploration``: apply these settings at load (same rules as ``Policy.with_exploration``).
-    """
-    version, document = read_metadata(directory)
-    model_path = directory / MODEL_FILE
-    try:
-        model_bytes = model_path.read_bytes()
-    except OSError as exc:
-        raise ModelCorruptError(f"{model_path}: cannot read the model file: {exc}") from exc
-    if hashlib.sha256(model_bytes).hexdigest() != version.model_sha256:
-        raise ModelCorruptError(f"{model_path}: checksum mismatch (the file is damaged or was modified)")
-    try:
-        stored_groups = document["groups"]
-        users = user_group or FeatureGroup.model_validate(stored_groups["user"])
-        items = item_group or FeatureGroup.model_validate(stored_groups["item"])
-        config = PolicyConfig.model_validate(version.policy)
-    except (KeyError, TypeError, ValidationError) as exc:
-        raise ModelCorruptError(f"{directory / METADATA_FILE}: invalid model metadata: {exc}") from exc
-    serving_schema = feature_schema(users, items)
-    if schema_hash(serving_schema) != version.schema_hash:
-        raise ModelSchemaMismatchError(
-            f"model {version.id} was trained on feature schema {version.schema_hash}, "
-            f"serving uses {schema_hash(serving_schema)}: {_schema_difference(version.feature_schema, serving_schema)}"
-        )
-    if exploration is not None:
-        try:
-            new = parse_exploration(exploration)
-        except ValidationError as exc:
-            raise ExplorationChangeError(f"invalid exploration settings: {exc}") from exc
-        refusal = config.exploration.change_refusal(new)
-        if refusal is not None:
-            raise ExplorationChangeError(refusal)
-        config = config.model_copy(update={"exploration": new})
-    try:
-        return Policy.from_model_file(
-            model_path,
-            policy_config=config,
-            user_group=users,
-            item_group=items,
-            version=version.id,
-            events_seen=version.event_range,
-        )
-    except PolicyError as exc:
-        raise ModelCorruptError(f"{model_path}: VW cannot load the model: {exc}") from exc
 
 
 class ModelStore:
@@ -333,7 +123,7 @@ class ModelStore:
         self._versions_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix="publish-", dir=staging_root))
         try:
-            version = _write_files(policy, staging, event_range, checkpoint)
+            version = write_version_files(policy, staging, event_range, checkpoint)
             final = self._versions_dir / version.id
             if final.exists():
                 # Same bytes, same id: the version is already published (content-addressed).
@@ -341,8 +131,8 @@ class ModelStore:
                 version = read_metadata(final)[0]
             else:
                 staging.rename(final)
-                _fsync_dir(self._versions_dir)
-                version = _with_path(version, final)
+                fsync_dir(self._versions_dir)
+                version = with_path(version, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -352,18 +142,81 @@ class ModelStore:
 
     def _set_current(self, version_id: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        document = json.dumps({"version": version_id, "updated_at": datetime.now(UTC).isoformat()})
-        fd, tmp = tempfile.mkstemp(prefix=".current.", dir=self.root)
+        history = self.history()
+        if not history or history[-1] != version_id:
+            history = (history + [version_id])[-HISTORY_LENGTH:]
+        # One file: the pointer and the versions that were current before it change together.
+        document = {"version": version_id, "updated_at": datetime.now(UTC).isoformat(), "history": history}
+        self._replace_file(self._pointer, json.dumps(document))
+
+    def _replace_file(self, path: Path, document: str) -> None:
+        """Replace ``path`` by ``document`` atomically (a temporary file renamed over it, fsynced)."""
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.root)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(document + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, self._pointer)
+            os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
+
+    def history(self) -> list[str]:
+        """The last HISTORY_LENGTH versions made current (by publishes and rollbacks), oldest first; the
+        current version last. Only the current version for a pointer written before histories were kept."""
+        try:
+            document = json.loads(self._pointer.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelCorruptError(f"{self._pointer}: unreadable current-version pointer: {exc}") from exc
+        if not isinstance(document, dict):
+            raise ModelCorruptError(f"{self._pointer}: the current-version pointer names no version")
+        history = document.get("history", [document.get("version")])
+        if not isinstance(history, list) or not all(isinstance(v, str) and v for v in history):
+            raise ModelCorruptError(f"{self._pointer}: not a history of current versions")
+        return history
+
+    def rollback_targets(self, count: int) -> list[str]:
+        """The ``count`` most recent distinct versions that were current before the current one."""
+        current = self.current_version()
+        targets: list[str] = []
+        for version_id in reversed(self.history()):
+            if len(targets) >= count:
+                break
+            if version_id != current and version_id not in targets:
+                targets.append(version_id)
+        return targets
+
+    def prune(self, retention: RetentionConfig) -> list[str]:
+        """Delete the versions ``retention`` does not keep (see the module docstring); returns their ids,
+        oldest first. The current version and the rollback targets are always kept."""
+        versions = self.versions()
+        current = self.current_version()
+        keep = {v.id for v in versions[-retention.keep_last :]} | set(retention.pinned)
+        keep.update(self.rollback_targets(retention.keep_previous_currents))
+        if current is not None:
+            keep.add(current)
+        removed = []
+        staging_root = self.root / ".staging"
+        for version in versions:
+            if version.id in keep:
+                continue
+            staging_root.mkdir(parents=True, exist_ok=True)
+            doomed = Path(tempfile.mkdtemp(prefix=f"prune-{version.id}-", dir=staging_root))
+            try:
+                (self._versions_dir / version.id).rename(doomed / version.id)
+            except FileNotFoundError:  # pruned meanwhile by another process
+                doomed.rmdir()
+                continue
+            shutil.rmtree(doomed, ignore_errors=True)
+            removed.append(version.id)
+        if removed:
+            fsync_dir(self._versions_dir)
+            log.info("pruned %d model versions (%s); %d kept", len(removed), ", ".join(removed), len(keep))
+        return removed
 
     def current_version(self) -> str | None:
         """The current version id, or None when nothing has been published."""

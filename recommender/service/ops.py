@@ -1,4 +1,4 @@
-"""Operational endpoints: liveness, readiness, metrics, the OpenAPI document, the settings in force."""
+"""Operational endpoints: liveness, readiness, full health, metrics, the OpenAPI document, the settings in force."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from flask import Blueprint, Response, current_app, request
 
 from recommender.service.auth import require_key
 from recommender.service.errors import json_response
+from recommender.service.health import check_health
 from recommender.service.runtime import Runtime, runtime
 
 bp = Blueprint("ops", __name__)
@@ -18,8 +19,17 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    ready, checks, reasons = runtime().readiness()
-    return json_response({"ready": ready, "checks": checks, "reasons": reasons}, 200 if ready else 503)
+    """Readiness (the probe's endpoint): 200 while this worker answers /v1/score, degraded or not; the body
+    says whether it is fully healthy and why not (``recommender.service.health``)."""
+    health = check_health(runtime())
+    return json_response(health.as_dict(), 200 if health.ready else 503)
+
+
+@bp.get("/healthz/full")
+def healthz_full() -> Response:
+    """Full health (for monitoring, not for a readiness probe): 503 while anything degrades the answers."""
+    health = check_health(runtime())
+    return json_response(health.as_dict(), 200 if health.healthy else 503)
 
 
 @bp.get("/metrics")

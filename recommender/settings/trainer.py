@@ -4,6 +4,7 @@
   what it earns, report how often the model agrees with it) or ``logging_only`` (serve the model frozen:
   decisions are logged, nothing is learned). Re-read while running by the serving workers and the trainer.
 - ``model_update_interval``: seconds between published model versions.
+- ``retention``: which published versions the trainer keeps after each publish (the others are deleted).
 
 Everything here is validated at load with unknown keys refused, like every other section.
 """
@@ -15,6 +16,20 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 LearningMode = Literal["online", "apprentice", "logging_only"]
+
+
+class RetentionConfig(BaseModel):
+    """``trainer.retention``: the model store keeps the union of these; the rest is pruned after a publish
+    (``ModelStore.prune``). The current version and the rollback targets are never pruned."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The newest versions, by publication time. At the default 30 s interval, 50 is the last 25 minutes.
+    keep_last: int = Field(default=50, ge=1, le=100_000)
+    # Rollback targets: the versions that were current before the current one, most recent first.
+    keep_previous_currents: int = Field(default=5, ge=0, le=1000)
+    # Versions kept whatever their age (e.g. a known good model, a baseline for an experiment).
+    pinned: tuple[str, ...] = ()
 
 
 class TrainerConfig(BaseModel):
@@ -36,9 +51,15 @@ class TrainerConfig(BaseModel):
     # only the partition's name, not its file names. Must exceed join.reward_wait_time +
     # join.recovery_seconds (no joiner writes into a partition later than that); checked by the trainer.
     seal_after_seconds: float = Field(default=86_400.0, ge=60.0, le=30 * 86_400.0)
+    # A learned file's name leaves the checkpoint this long after its joiner named it (the partition's mark
+    # then covers it; recommender.learning.checkpoint): the checkpoint in every version's metadata holds the
+    # names of this many seconds of files at most. A joiner renames a file into place within seconds of
+    # naming it; the margin covers a paused joiner and clock differences between hosts sharing the log.
+    mark_after_seconds: float = Field(default=300.0, ge=10.0, le=86_400.0)
     # The apprentice agreement rate shown in /metrics and /v1/admin/settings is over this many most recent
     # decisions per worker (the counters behind it are cumulative).
     agreement_window: int = Field(default=1000, ge=10, le=1_000_000)
+    retention: RetentionConfig = RetentionConfig()
 
 
 # Settings a running serving worker applies on a config-file change (see recommender.service.reload).
@@ -49,4 +70,5 @@ TRAINER_HOT_RELOADABLE: tuple[str, ...] = (
     "model_update_interval",
     "poll_seconds",
     "agreement_window",
+    "retention",
 )

@@ -92,7 +92,10 @@ class JoinerSupervisor:
     def _watch(self) -> None:
         while not self._stopping.wait(1.0):
             if self.process is not None and self.process.poll() is not None:
-                log.error("the joiner process exited with %s; restarting it", self.process.returncode)
+                # No exit status: gunicorn's master reaps every child (waitpid(-1)), the joiner too, so
+                # Popen sees only that it is gone (returncode 0 whatever happened); the joiner logs its errors.
+                log.error("the joiner process %d exited; restarting it", self.process.pid)
+                _forget_metrics_of(self.process.pid)
                 time.sleep(1.0)
                 self.process = subprocess.Popen(self.command)
 
@@ -122,12 +125,17 @@ def _worker_exit(server: Arbiter, worker: Worker) -> None:
 
 def _child_exit(server: Arbiter, worker: Worker) -> None:
     InlineWorker.forget(worker)  # its connections are gone: other workers may take new ones
+    _forget_metrics_of(worker.pid)
+
+
+def _forget_metrics_of(pid: int) -> None:
+    """A worker or joiner process ended: its per-process gauges (and process metrics) leave /metrics."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Imported here, in the master, only now that serve() has set PROMETHEUS_MULTIPROC_DIR: imported
         # earlier, prometheus_client would keep single-process values in every worker forked afterwards.
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+        multiprocess.mark_process_dead(pid)
 
 
 class ServiceApplication(BaseApplication):
@@ -161,6 +169,8 @@ class ServiceApplication(BaseApplication):
 
 def serve(config: AppConfig, config_path: str | Path, *, log_level: str = "info", access_log: bool = False) -> int:
     """Run gunicorn in the foreground until it is stopped (SIGTERM/SIGINT). Returns its exit status."""
+    # The master logs too (the joiner supervisor's restarts): in the project's format, with time and level.
+    configure_logging()
     options = gunicorn_options(config, log_level=log_level, access_log=access_log)
     if options["workers"] < config.service.workers:
         log.warning("the feature store or event bus is in-process: serving with 1 worker, not %d",

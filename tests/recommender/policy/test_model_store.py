@@ -15,9 +15,11 @@ from recommender.errors import (
     ModelSchemaMismatchError,
     ModelStoreError,
 )
-from recommender.policy.model_store import ModelStore, read_model_dir, write_model_dir
+from recommender.policy.model_dir import read_model_dir, write_model_dir
+from recommender.policy.model_store import ModelStore
 from recommender.policy.policy import Policy
 from recommender.settings.policy import PolicyConfig
+from recommender.settings.trainer import RetentionConfig
 from tests.recommender.policy import synthetic_policy_problem as sp
 
 HELD_OUT = sp.contexts(60, seed=321)
@@ -221,3 +223,47 @@ def test_multi_slot_models_round_trip(tmp_path) -> None:
     )
     a, b = policy.decide(**kwargs), loaded.decide(**kwargs)
     assert a.chosen == b.chosen and np.allclose(a.pmfs, b.pmfs)
+
+
+def publish_many(store: ModelStore, n: int, *, make_current: bool = True, seed: int = 0) -> list[str]:
+    """``n`` distinct versions (the same policy learning a little more before each publish)."""
+    policy = Policy.create(PolicyConfig(), sp.USER_GROUP, sp.ITEM_GROUP)
+    ids = []
+    for i in range(n):
+        policy.learn(sp.uniform_events(5, seed=seed + i))
+        ids.append(store.publish(policy, make_current=make_current).id)
+    return ids
+
+
+def test_prune_keeps_the_newest_the_pinned_the_current_and_the_rollback_targets(store: ModelStore) -> None:
+    currents = publish_many(store, 6)  # each made current in turn
+    later = publish_many(store, 6, make_current=False, seed=100)  # published, never current
+    assert store.current_version() == currents[-1]
+    assert store.rollback_targets(2) == [currents[4], currents[3]]
+    retention = RetentionConfig(keep_last=2, keep_previous_currents=2, pinned=(currents[0],))
+    removed = store.prune(retention)
+    kept = {currents[0], currents[3], currents[4], currents[5], later[4], later[5]}
+    assert set(removed) == set(currents + later) - kept and len(removed) == 6
+    assert {v.id for v in store.versions()} == kept
+    assert {p.name for p in (store.root / "versions").iterdir()} == kept
+    assert list((store.root / ".staging").iterdir()) == []
+    assert store.rollback(currents[3]).id == currents[3]  # a rollback target is intact and loadable
+    assert store.load().model_version == currents[3]
+    assert store.prune(retention) == []  # nothing more to prune
+    # After the rollback, the version rolled back from is itself a rollback target.
+    assert store.rollback_targets(2) == [currents[5], currents[4]]
+
+
+def test_many_publishes_with_pruning_keep_the_store_bounded(store: ModelStore) -> None:
+    retention = RetentionConfig(keep_last=4, keep_previous_currents=3)
+    policy = Policy.create(PolicyConfig(), sp.USER_GROUP, sp.ITEM_GROUP)
+    sizes = []
+    for i in range(60):
+        policy.learn(sp.uniform_events(5, seed=i))
+        store.publish(policy)
+        store.prune(retention)
+        assert len(store.versions()) <= 4 + 3
+        sizes.append(sum(f.stat().st_size for f in store.root.rglob("*") if f.is_file()))
+    assert len(store.versions()) == 4
+    assert max(sizes[10:]) < 1.2 * min(sizes[10:]), sizes  # the disk used stops growing
+    assert len(store.history()) <= 100

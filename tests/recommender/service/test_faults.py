@@ -57,17 +57,21 @@ def test_redis_down_degrades_then_recovers_by_itself(serve, private_redis, tmp_p
         assert decision["model_version"] == healthy.json()["model_version"]  # the current model, not uniform
         assert elapsed < 0.25
         outage_ids.append(decision["event_id"])
+    # Scoring works (degraded): readiness holds, so a probe does not pull the pod; full health says why not.
     ready = client.get("/readyz")
-    assert ready.status == 503
-    reasons = " ".join(ready.json()["reasons"])
+    assert ready.status == 200 and ready.json()["ready"] is True and ready.json()["healthy"] is False
+    full = client.get("/healthz/full")
+    assert full.status == 503
+    reasons = " ".join(full.json()["reasons"])
     assert "feature_store unreachable" in reasons and "event_bus unreachable" in reasons
+    assert full.json()["reasons"] == ready.json()["reasons"]
     reward = client.post("/v1/reward", {"event_id": outage_ids[0], "reward": 1.0})
     assert reward.status == 503 and reward.json()["error"] == "unavailable"  # not stored: the client retries
     assert reward.headers["retry-after"] == "1"
 
     private_redis.start()  # same port, empty: the service must find it again on its own
     load_catalog(served)
-    wait_for(lambda: client.get("/readyz").status == 200, timeout=10)
+    wait_for(lambda: client.get("/healthz/full").status == 200, timeout=10)
     recovered = wait_for(lambda: (r := client.post("/v1/score", body).json()) and not r["degraded"] and r)
     assert recovered["degraded"] is False
 
