@@ -260,7 +260,10 @@ def run_simulate(args: argparse.Namespace, config: AppConfig) -> int:
     except ValueError as exc:
         raise SimulatorError(str(exc)) from exc
     log = env.generate_log(table, args.rounds, seed=args.seed)
-    write_events(to_joined_events(env, log), args.out)
+    try:
+        write_events(to_joined_events(env, log), args.out)
+    except OSError as exc:
+        raise SimulatorError(f"cannot write the log to {args.out}: {exc.strerror or exc}") from exc
     greedy = np.zeros_like(table)
     greedy[np.arange(env.n_users), np.argmax(table[:, :, 0], axis=1), 0] = 1.0
     truth = {

@@ -143,3 +143,9 @@ def test_dask_local_cluster_matches_in_process(simulated):
     for a, b in zip(at_once.estimates, by_parts.estimates, strict=True):
         assert a.value == pytest.approx(b.value, rel=1e-12)
         assert a.interval("normal").low == pytest.approx(b.interval("normal").low, rel=1e-9)
+
+
+def test_simulate_into_an_unwritable_place_is_one_line_and_exit_2(capsys):
+    assert main(["simulate", "--out", "/proc/x", "--rounds", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recommender: error: cannot write the log to /proc/x") and "\n" not in err
