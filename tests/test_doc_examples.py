@@ -2,7 +2,7 @@
 
 - The doctests (``>>>`` examples) of every module of features/, recommender/ and simulators/ that has them.
 - Each fenced ``python`` block of README.md and docs/*.md, in a fresh namespace, in a working directory of
-  its own that holds a copy of ``configs/``. A block whose fence says ``python needs-service`` is skipped.
+  its own that holds a copy of ``configs/``.
 - The ``recommender ...`` commands of their shell blocks, as subprocesses, in order, one working directory
   per document. A command's inputs that the docs take from elsewhere are prepared first (see ``workdir``);
   ``SKIPPED`` names the commands that do not end by themselves. A usage synopsis (``[--flag]``,
@@ -109,8 +109,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(("path", "words", "body"), PYTHON_BLOCKS)
 def test_python_block_runs(path, words, body, tmp_path, monkeypatch, clean_env):
-    if "needs-service" in words:
-        pytest.skip("the block is marked needs-service")
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "__doc_example__"}
