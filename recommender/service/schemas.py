@@ -4,6 +4,14 @@ them. Unknown fields are refused (``extra="forbid"``) and types are strict (no "
 Feature values (context and inline candidate features) are what the feature store holds: a finite number,
 a string, a list of strings (tags) or a list of numbers (a vector). Feature names are letters, digits and
 ``_``, because they become Vowpal Wabbit feature names.
+
+Numbers (feature values, rewards, slots) lie within +-(2^53 - 1), integer or not: beyond it JSON integers are
+not interoperable (I-JSON, RFC 7493: a JavaScript client or the float VW computes with cannot tell 2^53 from
+2^53 + 1), and magnitudes that large would swamp a linear model (VW squares feature values in float32). Such
+a number is refused (400 naming the field), not rounded; the published schema says so (minimum, maximum).
+
+Ids (event, user, candidate, reward ids; the event id of the activation path) hold no control characters,
+C0 (U+0000..U+001F), DEL or C1 (U+0080..U+009F): they end up in logs, URLs and Redis keys.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StringConstraints,
+    TypeAdapter,
     field_validator,
 )
 
@@ -29,13 +38,18 @@ MAX_LIST = 4096
 MAX_STRING = 512
 MAX_EXCLUDED = 10_000
 
-# No control characters: ids end up in logs, URLs and Redis keys.
+# JSON's interoperable integers (RFC 7493), the bound of every number (see the module docstring).
+MAX_SAFE_INTEGER = 2**53 - 1
+
+# No control characters, C0, DEL or C1 (see the module docstring).
 Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_EVENT_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, StringConstraints(min_length=1, max_length=MAX_EVENT_ID_LENGTH, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")
 ]
+# An event id in a path (``/v1/events/{event_id}/activate``): checked, and published, as a body's ids are.
+EVENT_ID = TypeAdapter(Identifier)
 FeatureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
-# Integers beyond 2^53 are not exactly representable as the float VW computes with.
-Number = Annotated[StrictFloat, Field(allow_inf_nan=False)] | Annotated[StrictInt, Field(ge=-(2**53), le=2**53)]
+SafeInt = Annotated[StrictInt, Field(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+Number = Annotated[StrictFloat, Field(allow_inf_nan=False, ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)] | SafeInt
 Text = Annotated[str, StringConstraints(max_length=MAX_STRING)]
 FeatureValue = Number | Text | Annotated[list[Text], Field(max_length=MAX_LIST)] | Annotated[
     list[Number], Field(max_length=MAX_LIST)
@@ -70,7 +84,9 @@ class ScoreRequest(_Strict):
     excluded: Annotated[list[Identifier], Field(max_length=MAX_EXCLUDED)] = Field(
         default=[], description="candidate ids never to rank (left out of the decision)"
     )
-    slots: StrictInt | None = Field(default=None, ge=1, description="fill this many slots (multi-slot decision)")
+    slots: StrictInt | None = Field(
+        default=None, ge=1, le=MAX_SAFE_INTEGER, description="fill this many slots (multi-slot decision)"
+    )
     defer_activation: StrictBool = Field(
         default=False, description="learn from this decision only once POST /v1/events/{event_id}/activate"
     )
@@ -93,7 +109,7 @@ class RewardRequest(_Strict):
 
     event_id: Identifier
     reward: Number = Field(description="within join.reward_range (default [-1, 1])")
-    slot: StrictInt = Field(default=0, ge=0, description="which slot of a multi-slot decision")
+    slot: StrictInt = Field(default=0, ge=0, le=MAX_SAFE_INTEGER, description="which slot of a multi-slot decision")
     reward_id: Identifier | None = Field(
         default=None,
         description="makes the report idempotent: a retry with the same reward_id (or Idempotency-Key header) for "

@@ -1,4 +1,4 @@
-"""Following a configuration file: re-read it when it changes, refusing invalid edits."""
+"""Following a configuration file: re-read it when it (or a file it extends) changes, refusing invalid edits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from recommender.errors import ConfigError
 from recommender.settings.app import AppConfig
-from recommender.settings.loading import load_config
+from recommender.settings.loading import config_signature, load_config
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +27,8 @@ class ConfigFollower:
         self._signature = self._stat()
         self._checked = time.monotonic()
 
-    def _stat(self) -> tuple[int, int] | None:
-        try:
-            stat = self.path.stat()
-        except OSError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
+    def _stat(self) -> tuple[tuple[int, int, int] | None, ...]:
+        return config_signature(self.path)  # the file and any file it extends
 
     def __call__(self) -> AppConfig:
         now = time.monotonic()

@@ -8,6 +8,9 @@ the documented Worker API (``alive``, ``age``, ``pid``, ``cfg``, ``load_wsgi``, 
   (``set_accept_enabled``, ``enqueue_req``, ``handle``, ``handle_request``, ``finish_request``,
   ``wait_for_and_dispatch_events``, ``on_client_socket_readable``), and the state ``__init__`` sets up
   (``_accepting``, ``nr_conns``, ``worker_connections``, ``keepalived_conns``, ``poller``);
+- ``gunicorn.workers.base.Worker.handle_error`` (4 arguments), which writes its error page with
+  ``gunicorn.util.write_error`` through ``util.write_nonblock``: ``InlineWorker.handle_error`` passes it a
+  stand-in socket and sends the same status with a JSON body (``recommender.service.gunicorn.refusals``);
 - ``gunicorn.workers.gthread.TConn``: ``sock``, ``parser``, ``is_http2`` and ``set_timeout()``;
 - the HTTP/1 parser's read-ahead buffer, ``conn.parser.unreader.buf`` (``gunicorn.http.parser.Parser``,
   ``gunicorn.http.unreader.Unreader``), and ``gunicorn.config.Config.is_ssl``.
@@ -24,6 +27,7 @@ import inspect
 from collections.abc import Callable
 
 import gunicorn
+from gunicorn import util
 from gunicorn.config import Config
 from gunicorn.http.parser import Parser
 from gunicorn.http.unreader import Unreader
@@ -42,6 +46,7 @@ THREAD_WORKER_METHODS = {
     "finish_request": 3,
     "wait_for_and_dispatch_events": 2,
     "on_client_socket_readable": 3,
+    "handle_error": 5,
 }
 # Attributes InlineWorker reads, which the class's ``__init__`` assigns.
 THREAD_WORKER_STATE = ("_accepting", "nr_conns", "worker_connections", "keepalived_conns", "poller")
@@ -82,6 +87,8 @@ def missing_internals() -> list[str]:
         missing.append("Parser.unreader")
     if "buf" not in _assigned_in_init(Unreader):
         missing.append("Unreader.buf")
+    if not callable(getattr(util, "write_nonblock", None)):
+        missing.append("util.write_nonblock")
     if not hasattr(Config, "is_ssl"):
         missing.append("Config.is_ssl")
     return missing

@@ -29,6 +29,9 @@ arrived, and the app gets that time in the WSGI environ under ``recommender.serv
 (requests the pool reads themselves carry none). The app measures its queueing with it and sheds load
 (``service.queue_budget_ms``).
 
+Requests gunicorn itself refuses (a header too large, a malformed request line, ...) are answered with the
+service's JSON error body and gunicorn's status (``recommender.service.gunicorn.refusals``).
+
 ``InlineWorker`` overrides and reads gthread internals, listed and checked in
 ``recommender.service.gunicorn.internals``: importing this module fails, naming the gunicorn version and
 what is missing, on a gunicorn without them.
@@ -49,12 +52,14 @@ from concurrent.futures import Future
 from typing import Any, ClassVar
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
+from gunicorn import util
 from gunicorn.http.message import Request
 from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from recommender.service.arrival import ARRIVED_AT
 from recommender.service.gunicorn.internals import check_internals
+from recommender.service.gunicorn.refusals import CapturingSocket, CheckedBody, json_refusal
 
 # Before InlineWorker is defined on them: a gunicorn without the internals it relies on stops here.
 check_internals()
@@ -123,10 +128,15 @@ _handling = threading.local()
 
 
 def _with_arrival(app: WSGIApplication) -> WSGIApplication:
+    """``app`` given the request's arrival time, and a chunked body whose parse errors are a 400
+    (``refusals.CheckedBody``)."""
+
     def app_with_arrival(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         arrived = getattr(_handling, "arrived_at", None)
         if arrived is not None:
             environ[ARRIVED_AT] = arrived
+        if "HTTP_TRANSFER_ENCODING" in environ:  # never on the inline path (complete requests of known length)
+            environ["wsgi.input"] = CheckedBody(environ["wsgi.input"])
         return app(environ, start_response)
 
     return app_with_arrival
@@ -243,6 +253,17 @@ class InlineWorker(ThreadWorker):
             stamp_arrivals(conn.sock)
             conn.stamped = True
         super().enqueue_req(conn)
+
+    def handle_error(self, req: Request | None, client: socket.socket, addr: Any, exc: BaseException) -> None:
+        # gunicorn refused the request (or failed on it): its status, log and access-log line, our JSON body
+        # (recommender.service.gunicorn.refusals).
+        capture = CapturingSocket(client)
+        super().handle_error(req, capture, addr, exc)
+        if capture.sent:
+            try:
+                util.write_nonblock(client, json_refusal(bytes(capture.sent), exc, self.cfg))
+            except Exception:  # the client went away meanwhile: gunicorn ignores this too
+                self.log.debug("Failed to send error message.")
 
     def handle_request(self, req: Request, conn: TConn) -> bool:
         _handling.arrived_at = conn.__dict__.pop("arrived_at", None)  # one request's, not the next one's

@@ -1,7 +1,9 @@
-"""Every malformed request gets a 4xx JSON body {"error", "message", "field"} naming the field."""
+"""Every malformed request gets a 4xx JSON body {"error", "message", "field"} naming the field (the app over
+HTTP; gunicorn's own refusals are in test_gunicorn_refusals.py)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Iterator
 
@@ -13,13 +15,23 @@ MANY = [f"item-{i:04d}" for i in range(1, 502)]
 
 
 @pytest.fixture(scope="module")
-def client(catalog_redis, tmp_path_factory) -> Iterator:
+def served(catalog_redis, tmp_path_factory) -> Iterator[ServedApp]:
     tmp_path = tmp_path_factory.mktemp("bad-input")
     config = write_config(tmp_path / "config.yaml", service_document(tmp_path, catalog_redis.url,
                                                                      service={"max_body_bytes": 65536}))  # fmt: skip
     served = ServedApp(config)
-    yield served.client()
+    yield served
     served.stop()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return served.client()
+
+
+@pytest.fixture(scope="module")
+def served_url(served) -> str:
+    return served.url
 
 
 SCORE_CASES = [
@@ -56,7 +68,25 @@ SCORE_CASES = [
     ({"candidates": CANDIDATES_20, "context": {"x": {"nested": 1}}}, 400, "invalid_request", "context.x"),
     ({"candidates": CANDIDATES_20, "context": {"bad name": 1}}, 400, "invalid_request", "context.bad name"),
     ({"candidates": CANDIDATES_20, "context": {"x": [1, "a"]}}, 400, "invalid_request", "context.x[0]"),
-    ({"candidates": CANDIDATES_20, "context": {"x": 10**30}}, 200, None, None),  # a big number is a number
+    # Numbers within +-(2^53 - 1) (JSON's interoperable integers), integer or not; beyond, refused, not rounded.
+    ({"candidates": CANDIDATES_20, "context": {"x": 2**53 - 1, "y": -(2**53 - 1), "z": 9.0e15}}, 200, None, None),
+    ({"candidates": CANDIDATES_20, "context": {"x": 2**53}}, 400, "invalid_request", "context.x"),
+    ({"candidates": CANDIDATES_20, "context": {"x": 2**53 + 1}}, 400, "invalid_request", "context.x"),
+    ({"candidates": CANDIDATES_20, "context": {"x": -(2**63)}}, 400, "invalid_request", "context.x"),
+    ({"candidates": CANDIDATES_20, "context": {"x": 10**30}}, 400, "invalid_request", "context.x"),
+    ({"candidates": CANDIDATES_20, "context": {"x": 1e30}}, 400, "invalid_request", "context.x"),
+    ({"candidates": CANDIDATES_20, "context": {"x": [1, 2**60]}}, 400, "invalid_request", "context.x[1]"),
+    ({"candidates": [{"id": "x", "features": {"price": 2**64}}]}, 400, "invalid_request",
+     "candidates[0].features.price"),
+    ({"candidates": CANDIDATES_20, "slots": 2**64}, 400, "invalid_request", "slots"),
+    # Ids hold no control characters: C0, DEL, C1 (U+0080..U+009F); other non-ASCII characters are fine.
+    ({"candidates": CANDIDATES_20, "event_id": "a\u0085b"}, 400, "invalid_request", "event_id"),
+    ({"candidates": CANDIDATES_20, "event_id": "a\u009fb"}, 400, "invalid_request", "event_id"),
+    ({"candidates": CANDIDATES_20, "event_id": "a\u007fb"}, 400, "invalid_request", "event_id"),
+    ({"candidates": CANDIDATES_20, "user_id": "u\u0080"}, 400, "invalid_request", "user_id"),
+    ({"candidates": ["item-0001", "item\u0090"]}, 400, "invalid_request", "candidates[1]"),
+    ({"candidates": CANDIDATES_20, "excluded": ["x\u0081"]}, 400, "invalid_request", "excluded[0]"),
+    ({"candidates": ["item-0001"], "event_id": "caf\u00e9-\u00a0-\u4e2d"}, 200, None, None),
     (b'{"candidates": ["item-0001"], "context": {"x": 1e999}}', 400, "invalid_request", "context.x"),
     (b'{"candidates": ["item-0001"], "context": {"x": NaN}}', 400, "invalid_request", "context.x"),
     ({"candidates": CANDIDATES_20, "excluded": "item-0001"}, 400, "invalid_request", "excluded"),
@@ -104,6 +134,10 @@ REWARD_CASES = [
     ({"event_id": "e", "reward": 1.0, "slot": 1.5}, 400, "slot"),
     ({"event_id": "e", "reward": 1.0, "extra": 1}, 400, "extra"),
     ({"event_id": "never-scored", "reward": 1.0}, 404, "event_id"),
+    ({"event_id": "e", "reward": 2**53}, 400, "reward"),
+    ({"event_id": "e", "reward": 1.0, "slot": 2**53}, 400, "slot"),
+    ({"event_id": "e\u0085", "reward": 1.0}, 400, "event_id"),
+    ({"event_id": "e", "reward": 1.0, "reward_id": "r\u009b"}, 400, "reward_id"),
 ]
 
 
@@ -122,6 +156,11 @@ def test_bad_reward_requests(client, body, status, field):
         ("DELETE", "/v1/reward", 405, "method_not_allowed"),
         ("POST", "/healthz", 405, "method_not_allowed"),
         ("POST", "/v1/events/" + "x" * 200 + "/activate", 400, "invalid_request"),
+        ("POST", "/v1/events/a%01b/activate", 400, "invalid_request"),
+        ("POST", "/v1/events/a%7Fb/activate", 400, "invalid_request"),
+        ("POST", "/v1/events/a%C2%85b/activate", 400, "invalid_request"),  # NEL, a C1 control character
+        ("POST", "/v1/events/a%C2%9Fb/activate", 400, "invalid_request"),
+        ("POST", "/v1/events/caf%C3%A9/activate", 404, "unknown_event"),  # a valid id, never scored
     ],
 )
 def test_http_errors_are_json(client, method, path, status, code):
@@ -135,3 +174,77 @@ def test_error_lists_every_problem(client):
     response = client.post("/v1/score", {"candidates": [], "slots": 0, "zzz": 1})
     fields = {detail["field"] for detail in response.json()["details"]}
     assert fields == {"candidates", "slots", "zzz"}
+
+
+def test_activation_path_id_is_checked_and_published_like_body_ids(client):
+    response = client.post("/v1/events/a%C2%85b/activate")
+    assert response.json()["field"] == "event_id"
+    document = client.get("/openapi.json").json()
+    parameter = document["paths"]["/v1/events/{event_id}/activate"]["post"]["parameters"][0]
+    body_id = document["components"]["schemas"]["ScoreRequest"]["properties"]["event_id"]["anyOf"][0]
+    assert parameter["schema"] == body_id
+    assert parameter["schema"]["pattern"] == "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+
+
+def test_published_numbers_are_bounded_like_the_checks(client):
+    context = client.get("/openapi.json").json()["components"]["schemas"]["ScoreRequest"]["properties"]["context"]
+    members = next(iter(context["patternProperties"].values()))["anyOf"]
+    numbers = [m for m in members if m["type"] in ("number", "integer")]
+    numbers += [m for m in members if m["type"] == "array" and "anyOf" in m["items"] for m in m["items"]["anyOf"]]
+    assert sorted(m["type"] for m in numbers) == ["integer", "integer", "number", "number"]
+    assert {(m["minimum"], m["maximum"]) for m in numbers} == {(-(2**53 - 1), 2**53 - 1)}
+
+
+SCORE = json.dumps({"candidates": CANDIDATES_20}).encode()
+
+
+def raw_post(served_url: str, path: str, body: bytes, headers: dict[str, str]):
+    """A POST with exactly ``headers`` (http.client adds Host, Content-Length and Accept-Encoding only)."""
+    host, port = served_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "field"),
+    [
+        ({}, "Content-Type"),
+        ({"Content-Type": "text/plain"}, "Content-Type"),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, "Content-Type"),
+        ({"Content-Type": "multipart/form-data; boundary=x"}, "Content-Type"),
+        ({"Content-Type": "application/jsonx"}, "Content-Type"),
+        ({"Content-Type": "application/json; charset=latin-1"}, "Content-Type"),
+        ({"Content-Type": "application/json", "Content-Encoding": "gzip"}, "Content-Encoding"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/score", "/v1/reward"])
+def test_a_body_that_is_not_json_gets_415_naming_the_accepted_type(served_url, path, headers, field):
+    status, response_headers, body = raw_post(served_url, path, SCORE, headers)
+    assert status == 415, body
+    assert response_headers["content-type"] == "application/json"
+    payload = json.loads(body)
+    assert payload["error"] == "unsupported_media_type"
+    assert payload["field"] == field
+    if field == "Content-Type":
+        assert "application/json" in payload["message"]
+        assert response_headers["accept-post"] == "application/json"
+    else:
+        assert "gzip" in payload["message"] and "identity" in payload["message"]
+        assert response_headers["accept-encoding"] == "identity"
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "Application/JSON; charset=UTF-8"])  # fmt: skip
+def test_json_bodies_are_accepted_with_or_without_a_utf8_charset(served_url, content_type):
+    status, _, body = raw_post(served_url, "/v1/score", SCORE, {"Content-Type": content_type})
+    assert status == 200, body
+
+
+def test_a_request_without_a_body_needs_no_content_type(served_url):
+    status, _, body = raw_post(served_url, "/v1/events/never-scored/activate", b"", {"Content-Type": "text/plain"})
+    assert status == 404 and json.loads(body)["error"] == "unknown_event"
