@@ -17,7 +17,8 @@ Both modes also report the response time from each request's *send* to its answe
 ``p99_sent_ms``): what a paced closed-loop client (a connection sends when it is free and its request is
 due) sees. In closed loop the two are the same.
 
-Responses are read by Content-Length (the service always sends it); anything else is a protocol error.
+Responses are read by Content-Length (the service always sends it, but on 204 and 304, which have no body);
+anything else is a protocol error.
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ class _Connection:
             head = bytes(self.buffer[:end])
             self.status = int(head[9:12])
             length = _CONTENT_LENGTH.search(head)
-            if length is None:
+            if length is None and self.status not in (204, 304):  # those two never have a body
                 raise ConnectionError("a response without Content-Length")
-            self.expected = end + 4 + int(length.group(1))
+            self.expected = end + 4 + (int(length.group(1)) if length is not None else 0)
         return len(self.buffer) >= self.expected
 
 

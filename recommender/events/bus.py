@@ -22,6 +22,14 @@ decision with that id is refused like a pending duplicate, so one id never makes
 reward ids of its rewards (a retried reward is answered DUPLICATE, as it was while pending).
 A decision a joiner has taken (``take_new``, ``take_stale``) does not expire until it is committed: only a
 decision no joiner has taken expires, ``wait_seconds + recovery_seconds`` after it was put.
+
+Early close (``Completion``, optional). Under aggregation ``first`` a slot's joined reward is fixed by its first
+reward, and under ``max`` by a reward at the top of ``join.reward_range``: once every slot of a decision has
+such a reward, nothing that can still arrive changes its joined event. The bus records that as the rewards
+arrive (``add_reward``) and ``complete`` tells a joiner which of the decisions it holds are complete, so that it
+joins them without waiting for the window's end. A deferred decision is complete only once activated. A
+reward for a decision closed early, arriving within its window, is answered ACCEPTED and stored nowhere: it
+could not have changed the joined event (the log is what it would have been at the window's end).
 """
 
 from __future__ import annotations
@@ -66,6 +74,26 @@ class CloseStatus(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Completion:
+    """When a decision's joined reward is final before its window ends (module docstring, "Early close").
+
+    ``aggregation`` is ``first`` (a slot is final at its first reward) or ``max`` (at a reward >= ``top``, the
+    top of ``join.reward_range``). ``for_join`` gives None for ``sum`` and ``last``: any later reward changes
+    those, so they never close early."""
+
+    aggregation: str
+    top: float
+
+    @classmethod
+    def for_join(cls, aggregation: str, reward_range: tuple[float, float]) -> Completion | None:
+        return cls(aggregation, float(reward_range[1])) if aggregation in ("first", "max") else None
+
+    def settles(self, value: float) -> bool:
+        """True when a reward of ``value`` fixes its slot's joined reward."""
+        return self.aggregation == "first" or value >= self.top
+
+
+@dataclass(frozen=True)
 class PendingDecision:
     """A bus entry a joiner has taken: which decision, and when its reward window closes."""
 
@@ -98,9 +126,10 @@ class EventBus(abc.ABC):
     # True when the pending decisions live in this process and end with it (nothing else can join them).
     in_process: bool = False
 
-    def __init__(self, wait_seconds: float, recovery_seconds: float) -> None:
+    def __init__(self, wait_seconds: float, recovery_seconds: float, completion: Completion | None = None) -> None:
         self.wait_seconds = wait_seconds
         self.recovery_seconds = recovery_seconds
+        self.completion = completion  # None: every window runs to its end
 
     # ----- serving side ---------------------------------------------------------------------------
     @abc.abstractmethod
@@ -113,7 +142,8 @@ class EventBus(abc.ABC):
 
     @abc.abstractmethod
     def add_reward(self, reward: Reward) -> RewardOutcome:
-        """Append a reward to its pending decision, if that decision's window is still open.
+        """Append a reward to its pending decision, if that decision's window is still open (ACCEPTED without
+        storing it when the decision was closed early: module docstring, "Early close").
 
         A reward with a ``reward_id`` the decision has accepted already (pending, or joined within the last
         ``recovery_seconds``) adds nothing and answers DUPLICATE, whatever the window says now.
@@ -133,6 +163,11 @@ class EventBus(abc.ABC):
         """Up to ``count`` decisions no joiner has taken yet, now assigned to ``consumer`` (without waiting:
         a decision is due only after its reward window, so the joiner polls). A taken decision no longer
         expires: it stays until committed (another joiner claims it with ``take_stale`` if this one dies)."""
+
+    @abc.abstractmethod
+    def complete(self, pending: Sequence[PendingDecision]) -> set[str]:
+        """The entry ids among ``pending`` whose decisions are complete (``Completion``): every slot's joined
+        reward is final, and a deferred decision has been activated. Always empty without a ``completion``."""
 
     @abc.abstractmethod
     def take_stale(self, consumer: str, min_idle_seconds: float, count: int) -> list[PendingDecision]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recommender.events.bus import EventBus
+from recommender.events.bus import Completion, EventBus
 from recommender.events.memory_bus import MemoryEventBus
 from recommender.settings.app import AppConfig
 
@@ -16,8 +16,10 @@ def bus_backend(config: AppConfig) -> str:
 def open_bus(config: AppConfig) -> EventBus:
     """The bus the configuration names; Redis at ``bus.redis_url`` or else the feature store's URL."""
     join = config.join
+    # Decisions whose joined reward is final close early (bus.py, "Early close"): aggregation first or max.
+    completion = Completion.for_join(join.aggregation, join.reward_range)
     if bus_backend(config) == "memory":
-        return MemoryEventBus(join.reward_wait_time, join.recovery_seconds)
+        return MemoryEventBus(join.reward_wait_time, join.recovery_seconds, completion)
     # Imported only when chosen: the embedded default never loads redis-py, which saves about 100 ms of
     # start-up (``import recommender.events.factory``: 708 ms against 815 ms with this import at the top,
     # medians of 21 interleaved runs; ``import redis`` alone is 115 ms).
@@ -32,4 +34,5 @@ def open_bus(config: AppConfig) -> EventBus:
         stream=settings.stream,
         group=settings.group,
         timeout_ms=settings.timeout_ms,
+        completion=completion,
     )

@@ -4,6 +4,10 @@ Semantics (docs/service.md, "Join"):
 
 - A decision's reward window runs from its timestamp for ``join.reward_wait_time`` seconds. Rewards
   arriving in the window count; later ones are refused by the bus (404).
+- Early close: under ``aggregation: first`` (or ``max``), a decision whose every slot has its first reward (a
+  reward at the top of ``join.reward_range``) is joined at the next batch rather than at its window's end: no
+  reward still to come could change its joined event, so the log holds exactly what it would have held at the
+  window's end (``recommender.events.bus``, "Early close"; the bus's rule must be the one in force).
 - Rewards of one slot are combined by ``join.aggregation`` (``sum``, ``first``, ``last``, ``max``, in
   arrival order), then clipped into ``join.reward_range`` (a sum of rewards each within the range may
   leave it; clipped slots are counted). A slot without any reward gets ``join.default_reward``, flagged
@@ -51,7 +55,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recommender.events.bus import BusError, ClosedEvent, CloseStatus, EventBus, PendingDecision, RewardEntry
+from recommender.events.bus import (
+    BusError,
+    ClosedEvent,
+    CloseStatus,
+    Completion,
+    EventBus,
+    PendingDecision,
+    RewardEntry,
+)
 from recommender.events.log import write_events
 from recommender.records import JoinedEvent
 from recommender.settings.events import JoinConfig
@@ -192,6 +204,9 @@ class Joiner:
         now = self.clock()
         while self._held and (close_early or self._held[0][0] <= now):
             self._ready.append(heapq.heappop(self._held)[2])
+        completion = self.bus.completion
+        if completion is not None and completion == Completion.for_join(settings.aggregation, settings.reward_range):
+            self._take_complete()
         written = 0
         while self._ready and (
             flush or len(self._ready) >= settings.flush_max_events or now - self._last_batch >= settings.flush_seconds
@@ -201,6 +216,16 @@ class Joiner:
             self._last_batch = now
             written += self._run_batch(due)
         return written
+
+    def _take_complete(self) -> None:
+        """Move the held decisions the bus finds complete to the ready ones: their joined events can no longer
+        change (``recommender.events.bus``, "Early close"), so they are joined now, not at their window's end."""
+        held = [entry for _, _, entry in self._held]
+        done = self.bus.complete(held) if held else set()
+        if done:
+            self._ready.extend(entry for entry in held if entry.entry_id in done)
+            self._held = [h for h in self._held if h[1] not in done]
+            heapq.heapify(self._held)
 
     def seconds_to_next_batch(self) -> float:
         """Seconds until ``run_once`` would write a batch (0 if it would now; at most ``flush_seconds``, so

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -13,6 +14,7 @@ from typing import Any
 from recommender.events.bus import (
     ClosedEvent,
     CloseStatus,
+    Completion,
     DuplicateEventError,
     EventBus,
     PendingDecision,
@@ -36,18 +38,23 @@ class MemoryEventBus(EventBus):
         rewards: list[RewardEntry] | None = None
         batch: str | None = None
         reward_ids: set[str] = field(default_factory=set)
+        settled: set[int] = field(default_factory=set)  # slots whose joined reward is final (Completion)
 
-    def __init__(self, wait_seconds: float, recovery_seconds: float) -> None:
-        super().__init__(wait_seconds, recovery_seconds)
+        @property
+        def complete(self) -> bool:
+            return len(self.settled) == self.decision.num_slots and (self.activated or not self.decision.deferred)
+
+    def __init__(self, wait_seconds: float, recovery_seconds: float, completion: Completion | None = None) -> None:
+        super().__init__(wait_seconds, recovery_seconds, completion)
         self._lock = threading.Lock()
         self._pending: dict[str, MemoryEventBus._Pending] = {}
         self._new: deque[PendingDecision] = deque()
         self._taken: dict[str, tuple[str, float, PendingDecision]] = {}  # entry id -> consumer, since, entry
         self._batches: dict[str, dict[str, Any]] = {}
         self._sequence = 0
-        # Joined decisions remembered for recovery_seconds: event id -> (forget at, its reward ids), and the
-        # order they are forgotten in.
-        self._closed: dict[str, tuple[float, frozenset[str]]] = {}
+        # Joined decisions remembered for recovery_seconds: event id -> (forget at, its reward ids, the end of its
+        # window if it was closed early, else -inf), and the order they are forgotten in.
+        self._closed: dict[str, tuple[float, frozenset[str], float]] = {}
         self._closed_order: deque[tuple[float, str]] = deque()
 
     def _forget_closed(self, now: float) -> None:
@@ -89,14 +96,27 @@ class MemoryEventBus(EventBus):
                     return RewardOutcome.DUPLICATE
             entry = self._open(reward.event_id, received)
             if entry is None:
-                return RewardOutcome.UNKNOWN
+                return (
+                    RewardOutcome.ACCEPTED if self._closed_early(reward.event_id, received) else RewardOutcome.UNKNOWN
+                )
             if reward.slot >= entry.decision.num_slots:
                 return RewardOutcome.BAD_SLOT
             assert entry.rewards is not None
             entry.rewards.append(RewardEntry(reward.slot, float(reward.value), received))
             if reward.reward_id is not None:
                 entry.reward_ids.add(reward.reward_id)
+            if self.completion is not None and self.completion.settles(float(reward.value)):
+                entry.settled.add(reward.slot)
             return RewardOutcome.ACCEPTED
+
+    def _closed_early(self, event_id: str, received: float) -> bool:
+        """A decision closed early (complete) whose window was still open at ``received``: a reward then is
+        accepted and dropped, as it could not change the joined event. Called under the lock."""
+        pending = self._pending.get(event_id)
+        if pending is not None:
+            return pending.batch is not None and pending.complete and received <= pending.due
+        closed = self._closed.get(event_id)
+        return closed is not None and received <= closed[2]
 
     def activate(self, event_id: str, now: float | None = None) -> bool:
         with self._lock:
@@ -118,6 +138,17 @@ class MemoryEventBus(EventBus):
                 self._taken[entry.entry_id] = (consumer, now, entry)
                 taken.append(entry)
             return taken
+
+    def complete(self, pending: Sequence[PendingDecision]) -> set[str]:
+        if self.completion is None:
+            return set()
+        with self._lock:
+            out = set()
+            for item in pending:
+                entry = self._pending.get(item.event_id)
+                if entry is not None and entry.complete:
+                    out.add(item.entry_id)
+            return out
 
     def take_stale(self, consumer: str, min_idle_seconds: float, count: int) -> list[PendingDecision]:
         now = time.monotonic()
@@ -160,7 +191,8 @@ class MemoryEventBus(EventBus):
                 entry = self._pending.get(item.event_id)
                 if entry is not None and entry.batch in (None, batch_id):
                     del self._pending[item.event_id]
-                    self._closed[item.event_id] = (forget_at, frozenset(entry.reward_ids))
+                    early_until = entry.due if entry.complete else -math.inf
+                    self._closed[item.event_id] = (forget_at, frozenset(entry.reward_ids), early_until)
                     self._closed_order.append((forget_at, item.event_id))
             self._batches.pop(batch_id, None)
 

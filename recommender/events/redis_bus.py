@@ -7,14 +7,17 @@ Redis key layout (``P`` = ``bus.key_prefix``; every key carries the hash tag ``{
 which touch several keys, also run on Redis Cluster):
 
 - ``{P}:d:<event_id>``  hash: ``d`` decision JSON, ``slots``, ``due`` (epoch seconds when the reward
-  window closes), ``deferred`` and ``activated`` ("0"/"1"), ``batch`` (set once the joiner closed it).
+  window closes), ``deferred`` and ``activated`` ("0"/"1"), ``batch`` (set once the joiner closed it); with a
+  ``Completion`` (``recommender.events.bus``, "Early close"): ``s<slot>`` "1" for each slot a reward has
+  settled, ``settled`` their count, ``complete`` "1" once every slot is settled.
   TTL: wait time + ``join.recovery_seconds`` while no joiner has taken it; none once a joiner has (see
   "Expiry" below); deleted when its joined event is in the log.
 - ``{P}:r:<event_id>``  list of rewards ``[slot, value, received_at]`` (JSON), in arrival order; same TTL
   as its decision.
 - ``{P}:i:<event_id>``  set of the reward ids its rewards came with (idempotent retries); same TTL as its
   decision while pending, ``join.recovery_seconds`` once joined (a retry after the join is still a no-op).
-- ``{P}:x:<event_id>``  string "1": this event was joined; TTL ``join.recovery_seconds``. While it lives, a
+- ``{P}:x:<event_id>``  string "1", or the end of its window (epoch seconds) if it was closed early: this event
+  was joined; TTL ``join.recovery_seconds``. While it lives, a
   new decision with that event id is refused like a pending duplicate (one id, one log row).
 - ``{P}:<stream>``       stream with one entry per decision (``e`` event id, ``due``), read by the joiners
   through the consumer group ``bus.group``; an entry is acknowledged and deleted only once its joined
@@ -64,6 +67,7 @@ from recommender.events.bus import (
     BusUnavailable,
     ClosedEvent,
     CloseStatus,
+    Completion,
     DuplicateEventError,
     EventBus,
     PendingDecision,
@@ -81,6 +85,7 @@ _REWARD_OUTCOMES = {
     0: RewardOutcome.UNKNOWN,
     -1: RewardOutcome.BAD_SLOT,
     2: RewardOutcome.DUPLICATE,
+    3: RewardOutcome.ACCEPTED,  # the decision was closed early: the reward could not change its joined event
 }
 
 # Entries in the per-process caches of row digests (stored ones on the serving side, rows on the joiner's).
@@ -90,6 +95,8 @@ ROW_CACHE_SIZE = 200_000
 # of 200 candidates, measured on a quiet and on a loaded machine), and the serving workers' reads and
 # writes queue behind it; 10 bounds that wait to well under a millisecond.
 CLOSE_CHUNK = 10
+# Decisions whose completion (``complete``) one pipelined round trip reads.
+COMPLETE_CHUNK = 1000
 # Decisions acknowledged and deleted per transaction (see commit_batch), for the same reason.
 COMMIT_CHUNK = 100
 # Decisions whose TTL one call of the hold script removes (three PERSISTs each: a few microseconds).
@@ -111,8 +118,11 @@ class RedisEventBus(EventBus):
         stream: str = "decisions",
         group: str = "joiner",
         timeout_ms: float = 50.0,
+        completion: Completion | None = None,
     ) -> None:
-        super().__init__(wait_seconds, recovery_seconds)
+        super().__init__(wait_seconds, recovery_seconds, completion)
+        # The completion rule as the reward script's arguments ('' when windows always run to their end).
+        self._rule = (completion.aggregation, repr(completion.top)) if completion is not None else ("", "0")
         self._url = redact_url(url)
         self._tag = f"{{{key_prefix}}}"
         self._stream = f"{self._tag}:{stream}"
@@ -238,8 +248,10 @@ class RedisEventBus(EventBus):
             "storing a reward",
             self._direct.run_script,
             self._reward,
-            keys=[self._dkey(reward.event_id), self._rkey(reward.event_id), self._ikey(reward.event_id)],
-            args=[entry, reward.slot, repr(received), reward.reward_id or ""],
+            keys=[self._dkey(reward.event_id), self._rkey(reward.event_id), self._ikey(reward.event_id),
+                  self._xkey(reward.event_id)],  # fmt: skip
+            args=[entry, reward.slot, repr(received), reward.reward_id or "", self._rule[0], repr(float(reward.value)),
+                  self._rule[1]],  # fmt: skip
         )
         return _REWARD_OUTCOMES[int(result)]
 
@@ -274,6 +286,12 @@ class RedisEventBus(EventBus):
             return self._call(action, attempt)
         except BusError as exc:
             if "NOGROUP" in str(exc):  # Redis lost its data (restart without persistence): start over
+                # The stream (and its group) is never deleted by the bus, so this is lost data, said loudly: the
+                # decisions this joiner had taken are counted as expired when it closes them, but those written
+                # since its last read, and their rewards, are gone without a trace to count.
+                log.error("the decision stream %s has no consumer group %s any more: Redis at %s lost the event "
+                          "bus's data (restarted without persistence?); decisions not yet joined and their rewards "
+                          "are lost", self._stream, self._group, self._url)  # fmt: skip
                 self._group_ready = False
                 return self._call(action, attempt)
             raise
@@ -315,6 +333,27 @@ class RedisEventBus(EventBus):
         if entries:
             self._call("holding taken decisions", run)
         return entries
+
+    def complete(self, pending: Sequence[PendingDecision]) -> set[str]:
+        if self.completion is None or not pending:
+            return set()
+
+        def run() -> list[Any]:
+            # Plain reads, pipelined without a transaction in chunks: nothing else waits behind them for long.
+            replies: list[Any] = []
+            for start in range(0, len(pending), COMPLETE_CHUNK):
+                pipe = self._joiner.pipeline(transaction=False)
+                for item in pending[start : start + COMPLETE_CHUNK]:
+                    pipe.hmget(self._dkey(item.event_id), "complete", "deferred", "activated")
+                replies += pipe.execute()
+            return replies
+
+        replies = self._call("reading completed decisions", run)
+        return {
+            item.entry_id
+            for item, (complete, deferred, activated) in zip(pending, replies, strict=True)
+            if complete == b"1" and (deferred != b"1" or activated == b"1")
+        }
 
     def take_stale(self, consumer: str, min_idle_seconds: float, count: int) -> list[PendingDecision]:
         reply = self._joiner_call(
@@ -408,6 +447,7 @@ class RedisEventBus(EventBus):
         # A joiner dying between chunks leaves the manifest, and whoever finishes the batch commits it
         # again: acknowledging and deleting are idempotent.
         def run(chunk: Sequence[PendingDecision], last: bool) -> None:
+            early = self.complete(chunk) if chunk else set()  # closed early: a later reward is a no-op (accepted)
             pipe = self._joiner.pipeline(transaction=True)
             if chunk:
                 ids = [item.entry_id for item in chunk]
@@ -416,7 +456,8 @@ class RedisEventBus(EventBus):
                 keys = [key for item in chunk for key in (self._dkey(item.event_id), self._rkey(item.event_id))]
                 pipe.delete(*keys)
                 for item in chunk:  # remembered for the recovery time: a reused id is refused, a retry a no-op
-                    pipe.set(self._xkey(item.event_id), "1", px=self._recovery_ms)
+                    marker = repr(item.due_at) if item.entry_id in early else "1"
+                    pipe.set(self._xkey(item.event_id), marker, px=self._recovery_ms)
                     pipe.pexpire(self._ikey(item.event_id), self._recovery_ms)
             if last:
                 pipe.hdel(self._batches_key, batch_id)

@@ -17,14 +17,33 @@ redis.call('XADD', KEYS[2], '*', 'e', ARGV[5], 'due', ARGV[3])
 return 1
 """
 
-# KEYS: decision, rewards, reward ids. ARGV: reward JSON, slot, now, reward id ('' for none). 1 accepted,
-# 0 unknown/closed, -1 bad slot, 2 a reward with this id was accepted already (nothing added). The rewards
-# and reward ids take the decision's TTL, or none when a joiner has taken the decision (PTTL -1).
+# KEYS: decision, rewards, reward ids, joined marker. ARGV: reward JSON, slot, now, reward id ('' for none),
+# completion rule ('' none, 'first', 'max'), the reward's value, the top of the reward range. 1 accepted,
+# 0 unknown/closed, -1 bad slot, 2 a reward with this id was accepted already (nothing added), 3 accepted and
+# dropped: the decision was closed early within its window (its joined event cannot change). The rewards
+# and reward ids take the decision's TTL, or none when a joiner has taken the decision (PTTL -1). A reward
+# that settles its slot (the rule) marks it in the decision ('s<slot>'); once every slot is, 'complete' is 1.
 REWARD = """
 if ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then return 2 end
-local h = redis.call('HMGET', KEYS[1], 'due', 'slots', 'batch')
-if not h[1] or h[3] or tonumber(ARGV[3]) > tonumber(h[1]) then return 0 end
+local h = redis.call('HMGET', KEYS[1], 'due', 'slots', 'batch', 'complete')
+if not h[1] then
+  local early = redis.call('GET', KEYS[4])
+  if early and early ~= '1' and tonumber(ARGV[3]) <= tonumber(early) then return 3 end
+  return 0
+end
+if tonumber(ARGV[3]) > tonumber(h[1]) then return 0 end
+if h[3] then
+  if h[4] == '1' then return 3 end
+  return 0
+end
 if tonumber(ARGV[2]) >= tonumber(h[2]) then return -1 end
+if ARGV[5] == 'first' or (ARGV[5] == 'max' and tonumber(ARGV[6]) >= tonumber(ARGV[7])) then
+  if redis.call('HSETNX', KEYS[1], 's' .. ARGV[2], '1') == 1 then
+    if redis.call('HINCRBY', KEYS[1], 'settled', 1) >= tonumber(h[2]) then
+      redis.call('HSET', KEYS[1], 'complete', '1')
+    end
+  end
+end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) else redis.call('PERSIST', KEYS[2]) end

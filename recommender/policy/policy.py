@@ -40,7 +40,6 @@ import tempfile
 import threading
 import types
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,8 +49,10 @@ from pydantic import ValidationError
 
 from features.config import FeatureGroup
 from recommender.errors import ExampleError, ExplorationChangeError, PolicyError
+from recommender.policy.event_range import EventRange
 from recommender.policy.examples import ExampleBuilder, ExampleFeatures, cost_from_reward
 from recommender.policy.item_cache import ItemCache
+from recommender.policy.outcome import Outcome
 from recommender.policy.sampling import ccb_seed, ranking_from, sample_from_event_id
 from recommender.policy.vw import ActionExample, VWModel
 from recommender.records import Decision, JoinedEvent, utc_now
@@ -65,54 +66,6 @@ _PMF_SEED = "pmf"
 def content_id(model_bytes: bytes) -> str:
     """A model version id: the first 20 hex digits of the sha256 of the model file."""
     return hashlib.sha256(model_bytes).hexdigest()[:20]
-
-
-@dataclass(frozen=True)
-class EventRange:
-    """Which logged events a model has learned from (timestamps are decision times, UTC)."""
-
-    count: int
-    first_event_id: str
-    last_event_id: str
-    first_timestamp: datetime
-    last_timestamp: datetime
-
-    def merged(self, other: EventRange | None) -> EventRange:
-        """The range covering both ``self`` and ``other`` (counts add up)."""
-        if other is None:
-            return self
-        first = self if self.first_timestamp <= other.first_timestamp else other
-        last = self if self.last_timestamp >= other.last_timestamp else other
-        return EventRange(
-            count=self.count + other.count,
-            first_event_id=first.first_event_id,
-            last_event_id=last.last_event_id,
-            first_timestamp=first.first_timestamp,
-            last_timestamp=last.last_timestamp,
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "first_event_id": self.first_event_id,
-            "last_event_id": self.last_event_id,
-            "first_timestamp": self.first_timestamp.isoformat(),
-            "last_timestamp": self.last_timestamp.isoformat(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EventRange:
-        return cls(
-            count=int(data["count"]),
-            first_event_id=str(data["first_event_id"]),
-            last_event_id=str(data["last_event_id"]),
-            first_timestamp=datetime.fromisoformat(data["first_timestamp"]),
-            last_timestamp=datetime.fromisoformat(data["last_timestamp"]),
-        )
-
-
-def _range_of(decision: Decision) -> EventRange:
-    return EventRange(1, decision.event_id, decision.event_id, decision.timestamp, decision.timestamp)
 
 
 class Policy:
@@ -367,39 +320,87 @@ class Policy:
         before it have been learned (their count is in ``model_version``).
         """
         learned = 0
-        seen: EventRange | None = None
+        first: Decision | None = None
+        last: Decision | None = None
         try:
             for event in events:
-                self._learn_one(event)
+                decision = event.decision
+                probabilities = tuple(pmf[c] for pmf, c in zip(decision.pmfs, decision.chosen, strict=True))
+                outcome = Outcome(decision.chosen, probabilities, event.rewards)
+                self._learn_logged(decision.user_features, decision.context, decision.candidate_ids,
+                                   decision.candidate_features, outcome, f"event {decision.event_id!r}")  # fmt: skip
                 learned += 1
-                seen = _range_of(event.decision).merged(seen)
+                # The range covering the events: the earliest and the latest decision time seen (on a tie
+                # the later event in the stream, as EventRange.merged decides).
+                if first is None or decision.timestamp <= first.timestamp:
+                    first = decision
+                if last is None or decision.timestamp >= last.timestamp:
+                    last = decision
         finally:
             with self._lock:
                 self._learned_since_save += learned
-                if seen is not None:
+                if first is not None and last is not None:
+                    seen = EventRange(learned, first.event_id, last.event_id, first.timestamp, last.timestamp)
                     self._events_seen = seen.merged(self._events_seen)
         return learned
 
-    def _learn_one(self, event: JoinedEvent) -> None:
-        decision = event.decision
-        try:
-            shared = self.builder.shared(decision.user_features, decision.context)
-            items = [self.builder.item(row) for row in decision.candidate_features]
-        except ExampleError as exc:
-            raise ExampleError(f"event {decision.event_id!r}: {exc}") from exc
+    def learn_one(
+        self,
+        *,
+        candidates: Sequence[Mapping[str, Any]],
+        chosen: int | Sequence[int],
+        probability: float | Sequence[float],
+        reward: float | Sequence[float],
+        user_features: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        candidate_ids: Sequence[str] | None = None,
+    ) -> None:
+        """Learn one logged outcome given as plain values, without a ``Decision`` record (docs/learning.md).
+
+        ``candidates``: K >= 1 item rows (the item group's schema) as offered; ``candidate_ids`` (optional, K
+        unique ids) lets the policy reuse its per-item examples. ``user_features``, ``context``: the shared
+        features (default empty). ``chosen``: the index of the item shown (0 <= chosen < K); ``probability``:
+        the logging policy's probability of showing it, in (0, 1]; ``reward``: finite, higher is better, not
+        clipped. A ``ccb`` policy takes one of each per slot, as sequences (``Outcome``). Same example builder,
+        cost (``cost_from_reward``) and VW call as ``learn``; counted in ``model_version``, not in
+        ``events_seen`` (no event id or time). Raises PolicyError (ExampleError for a bad feature value) naming
+        what is wrong; nothing is learned then.
+        """
+        self._check_candidates(candidate_ids, candidates)
+        outcome = Outcome.of(chosen, probability, reward, k=len(candidates), multi_slot=self.multi_slot)
+        shared = (user_features if user_features is not None else {}, context if context is not None else {})
+        self._learn_logged(*shared, candidate_ids, candidates, outcome, "outcome")
         with self._lock:
+            self._learned_since_save += 1
+
+    def _learn_logged(
+        self,
+        user_features: Mapping[str, Any],
+        context: Mapping[str, Any],
+        candidate_ids: Sequence[str] | None,
+        rows: Sequence[Mapping[str, Any]],
+        outcome: Outcome,
+        what: str,
+    ) -> None:
+        """The one learning path (``learn`` and ``learn_one``): ``outcome`` over the candidates ``rows``. A ``cb``
+        policy learns slot 0 only. The items' examples come from the item cache when ``candidate_ids`` are
+        given (the same VW input either way)."""
+        chosen, probabilities, rewards = outcome.chosen, outcome.probabilities, outcome.rewards
+        try:
+            shared = self.builder.shared(user_features, context)
+        except ExampleError as exc:
+            raise ExampleError(f"{what}: {exc}") from exc
+        with self._lock:
+            try:
+                actions = self._actions(candidate_ids, rows)
+            except ExampleError as exc:
+                raise ExampleError(f"{what}: {exc}") from exc
             if not self.multi_slot:
-                chosen = decision.chosen[0]
-                self._model.learn_cb(
-                    shared, items, chosen, cost_from_reward(event.rewards[0]), decision.pmfs[0][chosen]
-                )
+                self._model.learn_cb_actions(shared, actions, chosen[0], cost_from_reward(rewards[0]), probabilities[0])
             else:
-                outcomes = [
-                    (c, cost_from_reward(r), pmf[c])
-                    for c, r, pmf in zip(decision.chosen, event.rewards, decision.pmfs, strict=True)
-                ]
+                outcomes = [(c, cost_from_reward(r), p) for c, r, p in zip(chosen, rewards, probabilities, strict=True)]
                 slots = [self.builder.slot(s) for s in range(len(outcomes))]
-                self._model.learn_ccb(shared, items, slots, outcomes)
+                self._model.learn_ccb_actions(shared, actions, slots, outcomes)
 
     # --- exploration changes ------------------------------------------------------------------------
 

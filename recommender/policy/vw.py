@@ -109,14 +109,15 @@ _CCB = pyvw.LabelType.CONDITIONAL_CONTEXTUAL_BANDIT
 
 
 class ActionExample:
-    """An item's VW action example, built and set up once, reusable across predictions of the
-    ``VWModel`` that built it (and only that one)."""
+    """An item's VW action example, built and set up once, reusable across predictions and learning of the
+    ``VWModel`` that built it (and only that one); ``features`` are what it was built from."""
 
-    __slots__ = ("_example", "_owner")
+    __slots__ = ("_example", "_owner", "features")
 
-    def __init__(self, example: pyvw.Example, owner: VWModel) -> None:
+    def __init__(self, example: pyvw.Example, owner: VWModel, features: ExampleFeatures) -> None:
         self._example = example
         self._owner = owner
+        self.features = features
 
 
 _OWNER = attrgetter("_owner")
@@ -175,7 +176,7 @@ class VWModel:
     def action(self, features: ExampleFeatures) -> ActionExample:
         """A reusable action example for one item (cache it per item; see module docstring)."""
         self._check_open()
-        return ActionExample(self._example(features, self._action_label), self)
+        return ActionExample(self._example(features, self._action_label), self, features)
 
     def _actions(self, actions: Sequence[ActionExample]) -> list[pyvw.Example]:
         # In C (attrgetter, set): 200 actions per decision.
@@ -269,6 +270,52 @@ class VWModel:
         self._run(examples, learn=True)
         self._finish(examples)
 
+    def learn_cb_actions(
+        self,
+        shared: ExampleFeatures,
+        actions: Sequence[ActionExample],
+        chosen: int,
+        cost: float,
+        probability: float,
+    ) -> None:
+        """``learn_cb`` over cached action examples: the same VW input, without rebuilding K examples.
+
+        The chosen action's labelled example is built for this call only (from ``actions[chosen].features``),
+        because a label cannot be taken off an example again (VW's cb label parser appends costs and never
+        clears them). The others are the cached, unlabelled examples, which VW's learn leaves as it found
+        them, as its predict does (the tests compare the learned model bytes with ``learn_cb``'s)."""
+        self._check_open()
+        if self.multi_slot:
+            raise PolicyError("learn_cb_actions needs a cb_explore_adf model; this one is ccb_explore_adf")
+        _check_label(chosen, len(actions), probability)
+        examples = [self._example(shared, self._shared_label), *self._actions(actions)]
+        examples[chosen + 1] = self._example(actions[chosen].features, cb_label(cost, probability))
+        self._run(examples, learn=True)
+        self._finish(examples)
+
+    def learn_ccb_actions(
+        self,
+        shared: ExampleFeatures,
+        actions: Sequence[ActionExample],
+        slots: Sequence[ExampleFeatures],
+        outcomes: Sequence[tuple[int, float, float]],
+    ) -> None:
+        """``learn_ccb`` over cached action examples (every action carries the same ``ccb action`` label
+        either way; the labels are on the slot examples, built for this call)."""
+        self._check_open()
+        if not self.multi_slot:
+            raise PolicyError("learn_ccb_actions needs a ccb_explore_adf model; this one is cb_explore_adf")
+        if len(slots) != len(outcomes) or not 1 <= len(slots) <= len(actions):
+            raise PolicyError(f"{len(slots)} slots, {len(outcomes)} outcomes, {len(actions)} items do not fit")
+        for chosen, _, probability in outcomes:
+            _check_label(chosen, len(actions), probability)
+        examples = [self._example(shared, self._shared_label), *self._actions(actions)]
+        examples += [
+            self._example(slot, ccb_slot_label(*outcome)) for slot, outcome in zip(slots, outcomes, strict=True)
+        ]
+        self._run(examples, learn=True)
+        self._finish(examples)
+
     def learn_ccb(
         self,
         shared: ExampleFeatures,
@@ -350,6 +397,20 @@ def _normalised(scores: np.ndarray, k: int) -> np.ndarray:
     if not np.isfinite(total) or total <= 0.0:
         raise PolicyError(f"VW returned an invalid distribution: {scores.tolist()}")
     return scores / total
+
+
+def model_file_arguments(path: str | Path) -> str:
+    """The VW arguments a model file was saved with, as VW reports them after loading it (its stored options
+    merged with the loading ones, e.g. ``--bit_precision 18 --cb_adf --cb_explore_adf --cb_type mtr ...
+    --initial_regressor PATH --no_stdin --quiet``). Raises ``PolicyError`` when VW cannot load the file."""
+    try:
+        workspace = pyvw.Workspace(arg_list=["--quiet", "-i", str(path)])
+    except Exception as exc:  # VW raises plain RuntimeError/ValueError subclasses
+        raise PolicyError(f"VW cannot load the model file {path}: {exc}") from exc
+    try:
+        return str(workspace.get_arguments()).strip()
+    finally:
+        workspace.finish()
 
 
 def vw_version() -> str:

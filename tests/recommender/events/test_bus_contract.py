@@ -40,10 +40,10 @@ IDLE = 0.5  # min idle seconds of take_stale
 BusFactory = Callable[[], EventBus]
 
 
-def bus_config(**bus: Any) -> AppConfig:
+def bus_config(join: dict[str, Any] | None = None, **bus: Any) -> AppConfig:
     """configs/default.yaml (no environment overrides) with a short window and the ``bus`` settings given."""
     document = load_document(DEFAULT_CONFIG_PATH, env={})
-    document["join"].update(reward_wait_time=WAIT, recovery_seconds=RECOVERY)
+    document["join"].update(reward_wait_time=WAIT, recovery_seconds=RECOVERY, **(join or {}))
     # A generous budget: this suite checks what the backends do, not how fast (the service tests do that).
     document["bus"].update({"timeout_ms": 5000, **bus})
     return parse_config(document)
@@ -65,16 +65,23 @@ def kind(request) -> str:
 
 
 @pytest.fixture
-def buses(request, kind, unique_prefix) -> Iterator[BusFactory]:
+def aggregation() -> str:
+    """``join.aggregation`` of the buses (tests of early close override it)."""
+    return "sum"
+
+
+@pytest.fixture
+def buses(request, kind, unique_prefix, aggregation) -> Iterator[BusFactory]:
     """A factory of buses of one backend kind on this test's key prefix: each bus stands for one process."""
+    join = {"aggregation": aggregation}
     if kind == "memory":
-        config = bus_config(backend="memory")
+        config = bus_config(join, backend="memory")
     elif kind == "redis":
-        config = bus_config(backend="redis", redis_url=request.getfixturevalue("redis_server").url,
+        config = bus_config(join, backend="redis", redis_url=request.getfixturevalue("redis_server").url,
                             key_prefix=unique_prefix)  # fmt: skip
     else:
         url = cluster_url_for(request.getfixturevalue("redis_cluster"), unique_prefix)
-        config = bus_config(backend="redis", redis_url=url, key_prefix=unique_prefix)
+        config = bus_config(join, backend="redis", redis_url=url, key_prefix=unique_prefix)
     opened: list[EventBus] = []
 
     def factory() -> EventBus:
@@ -378,3 +385,55 @@ def test_serving_calls_on_a_stalled_redis_give_up_within_their_budget_and_recove
         admin.close()
         bus.close_connections()
         server.stop()
+
+
+# ----- early close (bus.py, "Early close") --------------------------------------------------------------
+@pytest.mark.parametrize("aggregation", ["sum", "last"])
+def test_without_a_completion_rule_no_decision_is_ever_complete(bus, aggregation):
+    assert bus.completion is None
+    bus.put_decision(decision("e1"))
+    bus.add_reward(reward("e1", 1.0, 0.1))
+    assert bus.complete(bus.take_new("a", 10)) == set()
+
+
+@pytest.mark.parametrize("aggregation", ["first"])
+def test_under_first_a_decision_is_complete_once_every_slot_has_a_reward(bus, aggregation):
+    bus.put_decision(decision("two", slots=2))
+    bus.put_decision(decision("silent"))
+    pending = bus.take_new("a", 10)
+    assert bus.complete(pending) == set()
+    assert bus.add_reward(reward("two", 0.0, 0.1, slot=1)) is RewardOutcome.ACCEPTED
+    assert bus.add_reward(reward("two", 0.5, 0.12, slot=1)) is RewardOutcome.ACCEPTED
+    assert bus.complete(pending) == set()  # slot 0 has no reward yet
+    assert bus.add_reward(reward("two", -1.0, 0.15)) is RewardOutcome.ACCEPTED
+    assert bus.complete(pending) == {pending[0].entry_id}
+    # Closed early: later rewards within the window are accepted and dropped (they cannot change the join) ...
+    closed = bus.close(pending[:1], "b1")
+    assert closed[0].rewards == (entry(0.0, 0.1, 1), entry(0.5, 0.12, 1), entry(-1.0, 0.15))
+    assert bus.add_reward(reward("two", 1.0, 0.2)) is RewardOutcome.ACCEPTED
+    assert bus.close(pending[:1], "b1")[0].rewards == closed[0].rewards
+    bus.commit_batch("b1", pending[:1])
+    assert bus.add_reward(reward("two", 1.0, 0.25, slot=1)) is RewardOutcome.ACCEPTED
+    # ... and refused after the window's end, as for any decision.
+    assert bus.add_reward(reward("two", 1.0, WAIT + 0.05)) is RewardOutcome.UNKNOWN
+    assert bus.add_reward(reward("silent", 1.0, WAIT + 0.05)) is RewardOutcome.UNKNOWN
+
+
+@pytest.mark.parametrize("aggregation", ["first"])
+def test_a_deferred_decision_is_complete_only_once_activated(bus, aggregation):
+    bus.put_decision(decision("later", deferred=True))
+    pending = bus.take_new("a", 10)
+    bus.add_reward(reward("later", 1.0, 0.1))
+    assert bus.complete(pending) == set()
+    assert bus.activate("later", now=at(0.15).timestamp())
+    assert bus.complete(pending) == {pending[0].entry_id}
+
+
+@pytest.mark.parametrize("aggregation", ["max"])
+def test_under_max_a_slot_is_settled_only_by_a_reward_at_the_top_of_the_range(bus, aggregation):
+    bus.put_decision(decision("e1"))
+    pending = bus.take_new("a", 10)
+    bus.add_reward(reward("e1", 0.99, 0.1))
+    assert bus.complete(pending) == set()
+    bus.add_reward(reward("e1", 1.0, 0.15))  # the default reward_range's top
+    assert bus.complete(pending) == {pending[0].entry_id}

@@ -15,7 +15,7 @@ from types import MappingProxyType
 import pytest
 import redis
 
-from recommender.events.bus import CloseStatus, DuplicateEventError, RewardOutcome
+from recommender.events.bus import CloseStatus, Completion, DuplicateEventError, RewardOutcome
 from recommender.events.joiner import Joiner, aggregate
 from recommender.events.memory_bus import MemoryEventBus
 from recommender.events.redis_bus import CLOSE_CHUNK, COMMIT_CHUNK, RedisEventBus
@@ -383,3 +383,60 @@ def test_an_aggregated_reward_is_clipped_into_the_reward_range_and_counted(bus, 
     Joiner(bus, tmp_path, lambda: SETTINGS, consumer="c", observer=stats.append).run_once()
     assert events_in(tmp_path)[event_id].rewards == (1.0,)  # not 1.5
     assert stats[0].clipped_slots == 1
+
+
+@pytest.mark.parametrize("how", ["first", "max"])
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_early_close_joins_complete_decisions_at_once_and_logs_what_the_window_end_would(tmp_path, redis_server,
+                                                                                        how, backend):  # fmt: skip
+    wait = 1.5
+    settings = JoinConfig(reward_wait_time=wait, recovery_seconds=5, flush_seconds=0.05, aggregation=how)
+    completion = Completion.for_join(how, settings.reward_range)
+
+    def open_bus(rule):
+        if backend == "memory":
+            return MemoryEventBus(wait, 5, rule)
+        return RedisEventBus(redis_server.url, wait_seconds=wait, recovery_seconds=5, completion=rule,
+                             key_prefix=f"j{uuid.uuid4().hex[:8]}")  # fmt: skip
+
+    early, late = open_bus(completion), open_bus(None)  # the same traffic, closed early / at the window's end
+    ids = {name: f"{name}-{uuid.uuid4().hex[:6]}" for name in ("settled", "open", "silent")}
+    made = {name: decision(event_id) for name, event_id in ids.items()}
+    rewards = {"settled": [0.25, 1.0, -0.5], "open": [0.5, 0.75]}  # first: both complete; max: only "settled"
+    for bus in (early, late):
+        for name, d in made.items():
+            bus.put_decision(d)
+            for value in rewards.get(name, []):
+                assert bus.add_reward(Reward(d.event_id, value, datetime.now(UTC))) is RewardOutcome.ACCEPTED
+    early_log, late_log = tmp_path / "early", tmp_path / "late"
+    joiners = [Joiner(early, early_log, lambda: settings, consumer="a"), Joiner(late, late_log, lambda: settings)]
+    for joiner in joiners:
+        joiner.run_once()
+    complete = {"settled", "open"} if how == "first" else {"settled"}
+    assert set(events_in(early_log)) == {ids[name] for name in complete}  # joined within the window
+    assert not late_log.exists() or not events_in(late_log)
+    # Rewards after the early join: accepted by both; they cannot change what the early join wrote.
+    for bus in (early, late):
+        assert bus.add_reward(Reward(ids["settled"], 0.0, datetime.now(UTC))) is RewardOutcome.ACCEPTED
+        assert bus.add_reward(Reward(ids["open"], 1.0, datetime.now(UTC))) is RewardOutcome.ACCEPTED
+    time.sleep(wait + 0.1)
+    for joiner in joiners:
+        joiner.run_once(flush=True)
+    at_end, closed_early = events_in(late_log), events_in(early_log)
+    assert set(at_end) == set(closed_early) == set(ids.values())
+    for event_id, event in at_end.items():
+        same = closed_early[event_id]
+        assert (same.decision, same.rewards, same.reward_is_default) == (event.decision, event.rewards,
+                                                                          event.reward_is_default)  # fmt: skip
+    assert at_end[ids["settled"]].rewards == ((0.25,) if how == "first" else (1.0,))
+    for bus in (early, late):
+        bus.close_connections()
+
+
+def test_a_hot_reloaded_aggregation_the_bus_was_not_opened_with_closes_no_window_early(tmp_path):
+    bus = MemoryEventBus(60, 5, Completion.for_join("first", (-1.0, 1.0)))
+    settings = JoinConfig(reward_wait_time=60, recovery_seconds=5, flush_seconds=0.05, aggregation="sum")
+    d = decision(f"e-{uuid.uuid4().hex[:6]}")
+    bus.put_decision(d)
+    bus.add_reward(Reward(d.event_id, 1.0, datetime.now(UTC)))
+    assert Joiner(bus, tmp_path, lambda: settings).run_once() == 0  # under sum, a later reward would count
