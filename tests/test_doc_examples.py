@@ -183,11 +183,13 @@ def workdir(tmp_path: Path) -> Path:
     """A project-like working directory holding what the documented commands read but do not write:
     ``configs/``; ``var/events`` and ``var/models`` (decisions a published VW policy made, as the running
     service would have logged them, and that policy's model store); an Open Bandit Dataset campaign at
-    ``open_bandit_dataset/random/all``; a VW DSJSON log ``personalizer.json``."""
+    ``open_bandit_dataset/random/all``; a VW DSJSON log ``personalizer.json``; Azure Personalizer's default
+    learning-policy file ``learning-policy.json``."""
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     write_policy_log(load_config(DEFAULT_CONFIG_PATH), tmp_path / "var" / "events", tmp_path / "var" / "models")
     write_obd(tmp_path / "open_bandit_dataset" / "random" / "all", _obd_rows(600))
     (tmp_path / "personalizer.json").write_text("\n".join(_dsjson_lines(400)) + "\n")
+    shutil.copy(ROOT / "tests/simulators/data/personalizer-learning-policy.json", tmp_path / "learning-policy.json")
     return tmp_path
 
 

@@ -27,17 +27,40 @@ Feature encoding, by ``features.config.FeatureType``:
 - vector ``embedding: [0.3, ...]`` (length ``dim``) -> ``embedding[0]:0.3``, ``embedding[1]:...``.
 
 Missing features (absent key or None) take the spec's default; keys a group does not declare are ignored
-(only the declared schema enters the model). The request ``context`` has no declared schema; its types are
-inferred from the Python values (bool and str: categorical, int/float: numeric, list of str: tags, list of
-numbers: vector). VW's text format breaks on ``|``, ``:`` and whitespace, so every name and value is
-escaped reversibly (``%7C``, ``%3A``, ``%20``..., and ``%`` itself as ``%25``): distinct values stay
-distinct features.
+(only the declared schema enters the model), except namespace objects (below). The request ``context`` has
+no declared schema; its types are inferred from the Python values (bool and str: categorical, int/float:
+numeric, list of str: tags, list of numbers: vector). VW's text format breaks on ``|``, ``:`` and whitespace,
+so every name and value is escaped reversibly (``%7C``, ``%3A``, ``%20``..., and ``%`` itself as ``%25``):
+distinct values stay distinct features.
+
+Schema-free features (Personalizer's ``contextFeatures`` and action ``features``): a value that is itself a
+mapping, in the context or in an item row, is a *JSON namespace object*, and becomes exactly the features Vowpal
+Wabbit's JSON parser (``--json``/``--dsjson``, which Personalizer ran; vowpalwabbit/json_parser/src/
+parse_example_json.cc) makes of that object under that key: namespace names, feature names and values, so a
+model or an analysis of Personalizer's logs sees the same features here. The key ``" "`` is VW's default
+namespace, i.e. the object VW parses as a whole example (``{" ": {"a": "b"}}``: ``|  ab``). Inside an object:
+
+- ``"a": "b"`` -> the feature ``ab`` (key and value concatenated), value 1; ``"a": ""`` -> ``a``;
+- ``"a": 2.5`` -> ``a:2.5`` (0 is no feature); ``"a": true`` -> ``a``; ``false`` and ``null`` -> nothing;
+- ``"a": {...}`` -> its own namespace ``a`` (VW keys a namespace by its name, not by the path to it: ``{"u":
+  {"geo": {"x": 1}}}`` opens ``u`` and ``geo``);
+- ``"a": [1.5, 0, 2]`` -> namespace ``a`` with one feature per position, ``0:1.5 2:2`` (VW hashes position i
+  as the namespace's hash + i, which is how VW hashes the all-digit name ``"i"``); nulls are skipped without
+  taking a position; ``"a": [{...}, {...}]`` -> the objects' features in namespace ``a``;
+- ``"_text": "x y"`` -> the words ``x``, ``y``; other keys starting with ``_`` are VW's metadata: nothing.
+
+VW replaces `` ``, tab, ``|`` and ``:`` in a string value by ``_``; so do we, and in keys and namespace names
+too (VW keeps them there, but its text format, which replay writes, cannot), and CR and LF likewise: the
+only names that differ from VW's. VW refuses arrays of strings, booleans or arrays; so does this builder
+(``ExampleError``). Interactions cross these namespaces by their first letter, as VW does: ``any`` in the
+policy's interactions (VW's ``:``) reaches them (docs/policy.md).
 
 ``cost_from_reward`` is the one definition of the reward -> VW cost conversion.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -133,10 +156,25 @@ def _tags(name: str, token: str, value: Any, where: str) -> list[Feature]:
     return list(out.items())
 
 
+_PLAIN_NUMBERS = frozenset({float, int})  # exact types: bool (an int subclass) is refused on the checked path
+
+
+@functools.lru_cache(maxsize=1024)
+def _element_tokens(token: str, length: int) -> tuple[str, ...]:
+    return tuple(f"{token}[{i}]" for i in range(length))
+
+
 def _vector(name: str, token: str, value: Any, where: str, dim: int | None = None) -> list[Feature]:
     values = _as_list(value, where)
     if dim is not None and len(values) != dim:
         raise ExampleError(f"{where}: expected a vector of {dim} numbers, got {len(values)}")
+    # The usual vector, plain finite floats and ints, is checked and converted in whole-vector passes that
+    # run in C; anything else (numpy scalars, bools, strings, NaN) goes element by element below, which
+    # converts or names the element at fault. Both give the same features.
+    if _PLAIN_NUMBERS.issuperset(map(type, values)):
+        numbers = list(map(float, values))
+        if all(map(math.isfinite, numbers)):
+            return [(t, x) for t, x in zip(_element_tokens(token, len(numbers)), numbers, strict=True) if x != 0.0]
     out = []
     for i, v in enumerate(values):
         number = _finite(v, f"{where}[{i}]")
@@ -193,19 +231,129 @@ class _GroupEncoder:
                 out += encoder(name, token, value, where)
         return tuple(out)
 
+    def namespace_objects(self, row: Mapping[str, Any]) -> ExampleFeatures:
+        """The namespaces of the row's JSON namespace objects (its mapping values)."""
+        objects = [(key, value) for key, value in row.items() if isinstance(value, Mapping)]
+        return _json_rows(self.role, objects) if objects else ()
 
-def _encode_context(context: Mapping[str, Any]) -> tuple[Feature, ...]:
-    if not isinstance(context, Mapping):
-        raise ExampleError(f"context must be a mapping of name to value, got {type(context).__name__}")
+
+def _encode_inferred(values: Mapping[str, Any], role: str, namespaces: list[tuple[str, Mapping[str, Any]]]
+                     ) -> list[Feature]:  # fmt: skip
+    """Features of untyped values (types inferred; names sorted: the same values always give the same order).
+    Mapping values (JSON namespace objects) are collected into ``namespaces`` instead."""
     out: list[Feature] = []
-    for name in sorted(context):  # sorted: the same context always gives the same feature order
+    for name in sorted(values):
         if not isinstance(name, str) or not name:
-            raise ExampleError(f"context feature names must be non-empty strings, got {name!r}")
-        value = context[name]
+            raise ExampleError(f"{role} feature names must be non-empty strings, got {name!r}")
+        value = values[name]
+        if isinstance(value, Mapping):
+            namespaces.append((name, value))
+            continue
         encoder = _infer_encoder(value)
         if encoder is not None:
-            out += encoder(name, escape_token(name), value, f"context feature {name!r}")
+            out += encoder(name, escape_token(name), value, f"{role} feature {name!r}")
+    return out
+
+
+# --- JSON namespace objects: VW's JSON parser (see the module docstring) ------------------------------
+
+# VW's JSON parser turns these into "_" in string values; its text format also breaks on them in names.
+_JSON_UNSAFE = re.compile(r"[ \t|:\r\n]")
+_NUMBERS = (int, float, np.number)
+
+
+def json_name(text: str) -> str:
+    """A JSON key or string value as a VW feature or namespace name (`` ``, tab, ``|``, ``:``, CR, LF -> ``_``)."""
+    return _JSON_UNSAFE.sub("_", text)
+
+
+def _json_namespace_name(key: str) -> str:
+    # VW hashes a name with its surrounding whitespace trimmed: a blank key is the default namespace " ".
+    return " " if not key.strip() else json_name(key)
+
+
+def _json_number(value: Any, where: str) -> float | None:
+    """A JSON number as VW's feature value; None for what is not a number (bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, _NUMBERS):
+        return None
+    return _finite(value, where)
+
+
+def _json_object(namespace: str, values: Mapping[str, Any], role: str, path: str) -> list[NamespaceFeatures]:
+    """VW's JSON parser on an object in ``namespace``: that namespace's features first, then the namespaces
+    its nested objects and arrays open. Errors name the ``role`` and the ``path`` to the value at fault."""
+    features: list[Feature] = []
+    nested: list[NamespaceFeatures] = []
+    for key in sorted(values):
+        if not isinstance(key, str) or not key:
+            raise ExampleError(f"{role} feature {path!r}: feature names must be non-empty strings, got {key!r}")
+        value = values[key]
+        here = f"{path}.{key}" if path else key
+        if key.startswith("_"):
+            if key == "_text" and isinstance(value, str):  # VW splits on space and tab only
+                features += [(json_name(word), 1.0) for word in re.split(r"[ \t]", value) if word]
+            continue
+        name = json_name(key)
+        if value is None or value is False:
+            continue
+        if value is True:
+            features.append((name, 1.0))
+        elif isinstance(value, str):
+            features.append((name + json_name(value), 1.0))
+        elif isinstance(value, Mapping):
+            nested += _json_object(_json_namespace_name(key), value, role, here)
+        elif isinstance(value, list | tuple | np.ndarray):
+            nested += _json_array(_json_namespace_name(key), _as_list(value, here), role, here)
+        else:
+            number = _json_number(value, f"{role} feature {here!r}")
+            if number is None:
+                raise ExampleError(f"{role} feature {here!r}: expected a JSON value, got {type(value).__name__} "
+                                   f"{value!r}")  # fmt: skip
+            if number != 0.0:
+                features.append((name, number))
+    return [(namespace, tuple(features)), *nested]
+
+
+def _json_array(namespace: str, values: list[Any], role: str, path: str) -> list[NamespaceFeatures]:
+    """VW's JSON parser on an array: numbers by position, objects' features in the array's own namespace."""
+    features: list[Feature] = []
+    nested: list[NamespaceFeatures] = []
+    position = 0
+    for i, value in enumerate(values):
+        here = f"{role} feature {path!r}[{i}]"
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            own, *deeper = _json_object(namespace, value, role, f"{path}[{i}]")
+            features += own[1]
+            nested += deeper
+            continue
+        number = _json_number(value, here)
+        if number is None:
+            raise ExampleError(f"{here}: expected a number, got {type(value).__name__} {value!r} (VW's JSON parser "
+                               "takes numbers and objects in an array)")  # fmt: skip
+        if number != 0.0:
+            features.append((str(position), number))
+        position += 1
+    return [(namespace, tuple(features)), *nested]
+
+
+def _json_rows(role: str, objects: list[tuple[str, Mapping[str, Any]]]) -> ExampleFeatures:
+    """The VW namespaces of a row's JSON namespace objects, in key order (errors name ``role`` and the path)."""
+    out: list[NamespaceFeatures] = []
+    for key, values in sorted(objects, key=lambda kv: kv[0]):
+        name = _json_namespace_name(key)
+        out += _json_object(name, values, role, "" if name == " " else key)  # paths from the example's own object
     return tuple(out)
+
+
+def _encode_context(context: Mapping[str, Any]) -> tuple[tuple[Feature, ...], ExampleFeatures]:
+    """(the Context namespace's features, the namespaces of the context's JSON namespace objects)."""
+    if not isinstance(context, Mapping):
+        raise ExampleError(f"context must be a mapping of name to value, got {type(context).__name__}")
+    objects: list[tuple[str, Mapping[str, Any]]] = []
+    features = tuple(_encode_inferred(context, "context", objects))
+    return features, (_json_rows("context", objects) if objects else ())
 
 
 def _spec_schema(spec: FeatureSpec) -> dict[str, Any]:
@@ -242,11 +390,12 @@ class ExampleBuilder:
 
     def shared(self, user_features: Mapping[str, Any], context: Mapping[str, Any]) -> ExampleFeatures:
         """The shared example: the user's features and the request context."""
-        return ((USER_NS, self._user.encode(user_features)), (CONTEXT_NS, _encode_context(context)))
+        context_features, context_namespaces = _encode_context(context)
+        return ((USER_NS, self._user.encode(user_features)), (CONTEXT_NS, context_features), *context_namespaces)
 
     def item(self, row: Mapping[str, Any]) -> ExampleFeatures:
-        """One action example: a candidate item's features."""
-        return ((ITEM_NS, self._item.encode(row)),)
+        """One action example: a candidate item's declared features, then its JSON namespaces."""
+        return ((ITEM_NS, self._item.encode(row)), *self._item.namespace_objects(row))
 
     @staticmethod
     def slot(index: int) -> ExampleFeatures:

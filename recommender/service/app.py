@@ -22,10 +22,12 @@ from recommender.policy.model_store import load_serving_model, open_model_store
 from recommender.policy.policy import Policy
 from recommender.service import ops, rewards, scoring
 from recommender.service.arrival import queued_seconds
-from recommender.service.errors import register_error_handlers
+from recommender.service.errors import register_error_handlers, register_media_type_check
 from recommender.service.metrics import ServiceMetrics
 from recommender.service.model_follower import ModelFollower
 from recommender.service.openapi import build_openapi
+from recommender.service.personalizer import admin as personalizer_admin
+from recommender.service.personalizer import routes as personalizer
 from recommender.service.reload import ConfigWatcher
 from recommender.service.runtime import EXTENSION, PolicyLoader, Runtime
 from recommender.settings.app import AppConfig
@@ -88,10 +90,11 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = config.service.max_body_bytes
     app.config["OPENAPI"] = build_openapi(config)
     app.extensions[EXTENSION] = runtime
-    for blueprint in (scoring.bp, rewards.bp, ops.bp):
+    for blueprint in (scoring.bp, rewards.bp, ops.bp, personalizer.bp, personalizer_admin.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     _measure_requests(app, runtime)
+    register_media_type_check(app)  # after the clock starts: a 415 is measured and counted like any answer
     if start_background:
         runtime.start()
     return app

@@ -1,6 +1,7 @@
 """API keys for the endpoints that change state (rewards, activation, admin; /v1/score optionally).
 
-A client sends ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Keys come from
+A client sends ``Authorization: Bearer <key>``, ``X-API-Key: <key>`` or ``Ocp-Apim-Subscription-Key: <key>``
+(the header Azure Personalizer's clients send their subscription key in). Keys come from
 ``service.api_keys`` / ``RECOMMENDER_API_KEYS``; they are compared in constant time (against every
 configured key, so timing does not tell which one nearly matched) and never logged or echoed.
 With no key configured the guarded endpoints are open (a warning is logged at start).
@@ -15,6 +16,8 @@ from flask import Request
 
 from recommender.service.errors import ApiError
 
+SUBSCRIPTION_KEY_HEADER = "Ocp-Apim-Subscription-Key"
+
 
 def presented_key(request: Request) -> bytes | None:
     """The key a request carries, if any."""
@@ -22,7 +25,7 @@ def presented_key(request: Request) -> bytes | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip().encode("utf-8", "surrogateescape")
-    key = request.headers.get("X-API-Key")
+    key = request.headers.get("X-API-Key") or request.headers.get(SUBSCRIPTION_KEY_HEADER)
     return key.encode("utf-8", "surrogateescape") if key else None
 
 

@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from features.config import FeatureGroup, FeatureType
+from recommender.service.personalizer.openapi_paths import personalizer_openapi
 from recommender.service.schemas import (
+    EVENT_ID,
     MAX_LIST,
     MAX_STRING,
     ErrorResponse,
@@ -125,7 +127,7 @@ def build_openapi(config: AppConfig) -> dict[str, Any]:
                         "name": "event_id",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                        "schema": EVENT_ID.json_schema(),  # the pattern and lengths of every id
                     }
                 ],
                 "responses": {"204": no_content, **_errors(400, 401, 404, 503)},
@@ -191,6 +193,9 @@ def build_openapi(config: AppConfig) -> dict[str, Any]:
             }
         },
     }
+    personalizer_paths, personalizer_schemas = personalizer_openapi(config)  # Personalizer's API beside /v1
+    paths.update(personalizer_paths)
+    schemas.update(personalizer_schemas)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -204,6 +209,7 @@ def build_openapi(config: AppConfig) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "subscriptionKey": {"type": "apiKey", "in": "header", "name": "Ocp-Apim-Subscription-Key"},
             },
         },
     }

@@ -17,18 +17,17 @@ because the decision was waiting to be written (``DecisionPublisher.write_held``
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from recommender.events.bus import BusError, RewardOutcome
 from recommender.records import Reward, utc_now
 from recommender.service.auth import require_key
 from recommender.service.errors import ApiError, from_validation_error
 from recommender.service.runtime import Runtime, runtime
-from recommender.service.schemas import Identifier, RewardRequest
+from recommender.service.schemas import EVENT_ID, RewardRequest
 
 bp = Blueprint("rewards", __name__)
 
-_EVENT_ID = TypeAdapter(Identifier)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
@@ -38,7 +37,7 @@ def _reward_id(body_id: str | None) -> str | None:
     if header is None:
         return body_id
     try:
-        _EVENT_ID.validate_python(header)
+        EVENT_ID.validate_python(header)
     except ValidationError as exc:
         raise ApiError(400, "invalid_request", f"{IDEMPOTENCY_HEADER}: {exc.errors()[0]['msg']}",
                        field=IDEMPOTENCY_HEADER) from None  # fmt: skip
@@ -68,22 +67,34 @@ def reward() -> Response:
         req = RewardRequest.model_validate_json(request.get_data(cache=False))
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    low, high = snapshot.config.join.reward_range
-    if not low <= req.reward <= high:
-        rt.metrics.rewards.labels("out_of_range").inc()
-        raise ApiError(400, "invalid_request", f"reward: {req.reward} is outside the accepted range [{low}, {high}]",
-                       field="reward")  # fmt: skip
+    check_reward_range(rt, snapshot.config.join.reward_range, req.reward, "reward")
     reward_id = _reward_id(req.reward_id)
+    store_reward(rt, Reward(req.event_id, float(req.reward), utc_now(), req.slot, reward_id))
+    return _no_content()
+
+
+def check_reward_range(rt: Runtime, reward_range: tuple[float, float], value: float, field: str) -> None:
+    """400 naming ``field`` unless ``value`` is within ``reward_range`` (``join.reward_range`` of the request's
+    snapshot; a refusal is counted as out_of_range)."""
+    low, high = reward_range
+    if not low <= value <= high:
+        rt.metrics.rewards.labels("out_of_range").inc()
+        raise ApiError(400, "invalid_request", f"{field}: {value} is outside the accepted range [{low}, {high}]",
+                       field=field)  # fmt: skip
+
+
+def store_reward(rt: Runtime, record: Reward, *, event_field: str = "event_id", slot_field: str = "slot") -> None:
+    """Store one reward on the bus (the one path of every reward API): returns once the bus has it. Raises
+    ApiError: 404 unknown event, 400 no such slot (naming ``event_field`` / ``slot_field``), 503 bus away."""
     if not rt.bus_breaker.allow():
         raise _unavailable(rt, None)
-    record = Reward(req.event_id, float(req.reward), utc_now(), req.slot, reward_id)
     written = rt.publisher.written
     try:
         outcome = rt.bus.add_reward(record)
         # Unknown to the bus, but perhaps held by this worker (or written by its flusher just now): write it
         # out, then store the reward. Only on this path: a known event costs nothing more.
         if outcome is RewardOutcome.UNKNOWN and (
-            rt.publisher.write_held(req.event_id) or rt.publisher.written != written
+            rt.publisher.write_held(record.event_id) or rt.publisher.written != written
         ):
             outcome = rt.bus.add_reward(record)
     except BusError as exc:
@@ -91,22 +102,33 @@ def reward() -> Response:
     rt.bus_breaker.success()
     rt.metrics.rewards.labels(outcome.value).inc()
     if outcome is RewardOutcome.UNKNOWN:
-        raise ApiError(404, "unknown_event", f"event_id: no pending decision {req.event_id!r} (unknown, or its "
-                       "reward window has closed)", field="event_id")  # fmt: skip
+        raise ApiError(404, "unknown_event", f"{event_field}: no pending decision {record.event_id!r} (unknown, or "
+                       "its reward window has closed)", field=event_field)  # fmt: skip
     if outcome is RewardOutcome.BAD_SLOT:
-        raise ApiError(400, "invalid_request", f"slot: decision {req.event_id!r} has no slot {req.slot}",
-                       field="slot")  # fmt: skip
-    return _no_content()
+        raise ApiError(400, "invalid_request", f"{slot_field}: decision {record.event_id!r} has no slot {record.slot}",
+                       field=slot_field)  # fmt: skip
 
 
 @bp.post("/v1/events/<path:event_id>/activate")
 def activate(event_id: str) -> Response:
     rt = runtime()
     require_key(rt.snapshot.api_keys, request)
+    check_event_id(event_id, "event_id")
+    activate_event(rt, event_id)
+    return _no_content()
+
+
+def check_event_id(event_id: str, field: str) -> None:
+    """400 naming ``field`` unless ``event_id`` is a valid record id."""
     try:
-        _EVENT_ID.validate_python(event_id)
+        EVENT_ID.validate_python(event_id)
     except ValidationError as exc:
-        raise ApiError(400, "invalid_request", f"event_id: {exc.errors()[0]['msg']}", field="event_id") from None
+        raise ApiError(400, "invalid_request", f"{field}: {exc.errors()[0]['msg']}", field=field) from None
+
+
+def activate_event(rt: Runtime, event_id: str, *, event_field: str = "event_id") -> None:
+    """Activate a deferred decision (the one path of every activation API). Raises ApiError: 404 unknown
+    event (naming ``event_field``), 503 bus away."""
     if not rt.bus_breaker.allow():
         raise _unavailable(rt, None)
     try:
@@ -116,6 +138,5 @@ def activate(event_id: str) -> Response:
     rt.bus_breaker.success()
     rt.metrics.activations.labels("activated" if activated else "unknown").inc()
     if not activated:
-        raise ApiError(404, "unknown_event", f"event_id: no pending decision {event_id!r} (unknown, or its reward "
-                       "window has closed)", field="event_id")  # fmt: skip
-    return _no_content()
+        raise ApiError(404, "unknown_event", f"{event_field}: no pending decision {event_id!r} (unknown, or its "
+                       "reward window has closed)", field=event_field)  # fmt: skip

@@ -27,7 +27,7 @@ from recommender.service.auth import require_key
 from recommender.service.errors import ApiError, from_validation_error, json_response
 from recommender.service.fallback import DegradedReason
 from recommender.service.inputs import DecisionInput
-from recommender.service.runtime import runtime
+from recommender.service.runtime import Runtime, Snapshot, runtime
 from recommender.service.schemas import Candidate, ScoreRequest
 
 bp = Blueprint("scoring", __name__)
@@ -135,10 +135,26 @@ def score() -> Response:
         slots=req.slots,
         deferred=req.defer_activation,
     )
+    decision, degraded_reason = decide_and_publish(rt, snapshot, request_input, problem)
+    return json_response(render(decision, req.slots is not None, degraded_reason))
+
+
+def decide_and_publish(
+    rt: Runtime,
+    snapshot: Snapshot,
+    request_input: DecisionInput,
+    problem: DegradedReason | None,
+    *,
+    event_field: str = "event_id",
+) -> tuple[Decision, DegradedReason | None]:
+    """Decide (``Runtime.decide``, shedding an overloaded request; within a running experiment, with the user's
+    arm) and hand the decision to the bus: the one path of every ranking API. Returns the decision and why it
+    is degraded (None: it is not). Raises ApiError
+    409 naming ``event_field`` when the event id is pending or was joined recently."""
     # Overload: the request already waited longer than the budget for this worker. The model's decision is
     # most of a request's CPU; without it the backlog drains, and the uniform decision is logged as such.
     queued = g.get("queued")
-    budget_ms = config.service.queue_budget_ms
+    budget_ms = snapshot.config.service.queue_budget_ms
     shed = budget_ms > 0 and queued is not None and queued * 1000.0 > budget_ms
     if shed:
         rt.metrics.shed.inc()
@@ -146,15 +162,17 @@ def score() -> Response:
     try:
         rt.publisher.publish(decision)
     except ReusedEventError:
-        raise ApiError(409, "duplicate_event", f"event_id: a decision with event_id {decision.event_id!r} was joined "
-                       "within the last join.recovery_seconds; an event id is used once",
-                       field="event_id") from None  # fmt: skip
+        raise ApiError(409, "duplicate_event", f"{event_field}: a decision with event_id {decision.event_id!r} was "
+                       "joined within the last join.recovery_seconds; an event id is used once",
+                       field=event_field) from None  # fmt: skip
     except DuplicateEventError:
-        raise ApiError(409, "duplicate_event", f"event_id: a decision with event_id {decision.event_id!r} is "
-                       "already pending", field="event_id") from None  # fmt: skip
+        raise ApiError(409, "duplicate_event", f"{event_field}: a decision with event_id {decision.event_id!r} is "
+                       "already pending", field=event_field) from None  # fmt: skip
     rt.metrics.decisions.labels("true" if decision.degraded else "false").inc()
+    if decision.arm is not None:
+        rt.metrics.arm_decisions.labels(decision.experiment, decision.arm).inc()
     if degraded_reason is not None:
         rt.metrics.degraded.labels(degraded_reason.value).inc()
         rt.degraded_log.record(decision.event_id, degraded_reason)
-    rt.metrics.candidates.observe(len(ids))
-    return json_response(render(decision, req.slots is not None, degraded_reason))
+    rt.metrics.candidates.observe(len(request_input.candidate_ids))
+    return decision, degraded_reason

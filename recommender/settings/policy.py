@@ -306,6 +306,9 @@ class LearningSettings(_Settings):
 
 # Logical namespace name -> the VW namespace (VW keys interactions on the first character).
 NAMESPACES: dict[str, str] = {"user": "User", "context": "Context", "item": "Item", "slot": "Slot"}
+# In an interaction, every namespace (VW's wildcard ``:``), the JSON ones of schema-free features included, whose
+# names are the JSON keys (recommender.policy.examples): ``[any, any]`` is Personalizer's ``-q ::``.
+ANY_NAMESPACE = "any"
 
 # VW keeps adaptive and normalized accumulators next to each weight (stride 4 floats of 4 bytes).
 _BYTES_PER_WEIGHT = 4 * 4
@@ -363,9 +366,10 @@ class PolicyConfig(_Settings):
         for interaction in value:
             if not 2 <= len(interaction) <= 3:
                 raise ValueError(f"{list(interaction)}: an interaction crosses 2 or 3 namespaces")
-            unknown = [name for name in interaction if name not in NAMESPACES]
+            unknown = [name for name in interaction if name not in NAMESPACES and name != ANY_NAMESPACE]
             if unknown:
-                raise ValueError(f"{list(interaction)}: unknown namespace {unknown[0]!r}; use {sorted(NAMESPACES)}")
+                names = [*sorted(NAMESPACES), ANY_NAMESPACE]
+                raise ValueError(f"{list(interaction)}: unknown namespace {unknown[0]!r}; use {names}")
             key = tuple(sorted(interaction))
             if key in seen:
                 raise ValueError(f"{list(interaction)} is listed twice")
@@ -397,7 +401,7 @@ class PolicyConfig(_Settings):
     def interaction_args(self) -> list[str]:
         args = []
         for interaction in self.interactions:
-            args += ["--interactions", "".join(NAMESPACES[name][0] for name in interaction)]
+            args += ["--interactions", "".join(NAMESPACES.get(name, ":")[0] for name in interaction)]
         return args
 
     def vw_args(self, *, reload: bool = False) -> list[str]:

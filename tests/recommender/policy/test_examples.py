@@ -124,7 +124,8 @@ def test_escaping_is_safe_and_injective(a: str, b: str) -> None:
         ({"embedding": [1.0, 2.0]}, {}, {}, r"user feature 'embedding': expected a vector of 3 numbers, got 2"),
         ({"embedding": [1.0, float("nan"), 2.0]}, {}, {}, r"'embedding'\[1\]: nan is not a finite number"),
         ({}, {"price": [1.0]}, {}, r"item feature 'price': expected a number, got list"),
-        ({}, {}, {"x": {"a": 1}}, r"context feature 'x': expected a string, got dict"),
+        # A mapping is a namespace object (schema-free features); a bad value inside is named by its path.
+        ({}, {}, {"x": {"a": [1.0, "a"]}}, r"context feature 'x.a'\[1\]: expected a number, got str"),
         ({}, {}, {"": 1.0}, r"context feature names must be non-empty strings"),
         ({}, {}, {"v": [1.0, "a"]}, r"context feature 'v'\[1\]: expected a number, got str"),
         ("not a mapping", {}, {}, r"user features must be a mapping"),
