@@ -76,6 +76,9 @@ class Decision:
     exploration: Mapping[str, Any] = field(default_factory=dict)
     degraded: bool = False
     deferred: bool = False
+    # The running experiment and the arm that decided (``recommender.experiments``); None outside experiments.
+    experiment: str | None = None
+    arm: str | None = None
     inputs_checked: InitVar[bool] = False
 
     def __post_init__(self, inputs_checked: bool) -> None:

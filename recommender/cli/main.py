@@ -17,13 +17,13 @@ import sys
 from collections.abc import Sequence
 
 from features.errors import FeatureStoreError
-from recommender.cli import features, policy, serve, train
+from recommender.cli import experiment, export, features, policy, serve, train
 from recommender.errors import RecommenderError
 from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_config
 from simulators import cli as simulators_cli
 
 # Modules that contribute subcommands, in --help order.
-COMMAND_MODULES = (features, policy, serve, train, simulators_cli)
+COMMAND_MODULES = (features, policy, serve, train, simulators_cli, export, experiment)
 
 
 def build_parser() -> argparse.ArgumentParser:

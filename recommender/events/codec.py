@@ -171,6 +171,8 @@ def encode_decision(decision: Decision, row_digests: Sequence[str]) -> bytes:
             "exploration": dict(decision.exploration),
             "degraded": decision.degraded,
             "deferred": decision.deferred,
+            "experiment": decision.experiment,
+            "arm": decision.arm,
         }
     )
 
@@ -194,4 +196,7 @@ def decode_decision(data: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any
         exploration=data["exploration"],
         degraded=data["degraded"],
         deferred=data["deferred"],
+        # Absent in payloads written before experiments existed.
+        experiment=data.get("experiment"),
+        arm=data.get("arm"),
     )

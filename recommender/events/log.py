@@ -14,6 +14,8 @@ Columns (``EVENT_LOG_SCHEMA``), one row per joined decision:
 - ``chosen`` list<int32>: candidate index per slot; ``ranking`` list<int32>
 - ``model_version`` string, ``exploration`` string (JSON of the settings in force)
 - ``degraded``, ``deferred`` bool
+- ``experiment``, ``arm`` string or null: the running experiment and the decision's arm (null outside
+  experiments, and in logs written before these columns existed: read as null)
 - ``rewards`` list<double> and ``reward_is_default`` list<bool>: one per slot
 - ``joined_at`` timestamp[us, UTC]
 
@@ -61,8 +63,13 @@ EVENT_LOG_SCHEMA = pa.schema(
         pa.field("rewards", pa.list_(pa.float64()), nullable=False),
         pa.field("reward_is_default", pa.list_(pa.bool_()), nullable=False),
         pa.field("joined_at", _TS, nullable=False),
+        pa.field("experiment", pa.string()),
+        pa.field("arm", pa.string()),
     ]
 )
+
+# Columns added after the first logs were written: a file without them reads them as nulls.
+_ADDED_COLUMNS = ("experiment", "arm")
 
 # Row-group statistics (min/max) only for the scalar columns, where a reader's filter could use them; over the
 # list columns (200 feature texts per event) they cost an eighth of the write and would never prune anything.
@@ -115,6 +122,8 @@ def events_to_table(events: Sequence[JoinedEvent]) -> pa.Table:
         "rewards": [e.rewards for e in events],
         "reward_is_default": [e.reward_is_default for e in events],
         "joined_at": [e.joined_at for e in events],
+        "experiment": [d.experiment for d in decisions],
+        "arm": [d.arm for d in decisions],
     }
     try:
         return pa.Table.from_pydict(columns, schema=EVENT_LOG_SCHEMA)
@@ -165,6 +174,11 @@ def read_table(path: str | Path, *, filter_expression: Any = None) -> pa.Table:
         )
         if not dataset.files:  # a log directory nothing was written to yet (or only staging files)
             return EVENT_LOG_SCHEMA.empty_table()
+        # The schema is inferred from one file; an older one lacks the added columns, which must still be read
+        # from the files that have them (and be null in those that do not).
+        absent = [EVENT_LOG_SCHEMA.field(name) for name in _ADDED_COLUMNS if name not in dataset.schema.names]
+        if absent:
+            dataset = dataset.replace_schema(pa.schema([*dataset.schema, *absent]))
         table = dataset.to_table(filter=filter_expression)
     except (pa.ArrowInvalid, OSError) as exc:
         raise EventLogError(f"cannot read event log {path}: {exc}") from exc
@@ -199,6 +213,8 @@ def event_from_row(row: Mapping[str, Any]) -> JoinedEvent:
         exploration=json.loads(row["exploration"]),
         degraded=row["degraded"],
         deferred=row["deferred"],
+        experiment=row.get("experiment"),
+        arm=row.get("arm"),
     )
     return JoinedEvent(
         decision=decision,

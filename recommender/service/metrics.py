@@ -69,6 +69,14 @@ class ServiceMetrics:
         self.responses = Counter("recommender_responses", "Responses by endpoint and status", ["endpoint", "status"],
                                  registry=r)
         self.decisions = Counter("recommender_decisions", "Decisions made", ["degraded"], registry=r)
+        # Per experiment arm (recommender.experiments): decisions served here; joined rewards and the mean reward
+        # as of the last GET /v1/admin/experiments, which computes them from the event log.
+        self.arm_decisions = Counter("recommender_experiment_decisions", "Decisions per experiment arm",
+                                     ["experiment", "arm"], registry=r)  # fmt: skip
+        self.arm_rewards = Gauge("recommender_experiment_rewards", "Joined decisions per experiment arm in the "
+                                 "event log", ["experiment", "arm"], registry=r)  # fmt: skip
+        self.arm_mean_reward = Gauge("recommender_experiment_mean_reward", "Mean slot-0 reward per experiment arm "
+                                     "in the event log", ["experiment", "arm"], registry=r)  # fmt: skip
         self.degraded = Counter("recommender_degraded_decisions", "Degraded decisions by reason (degraded_reason)",
                                 ["reason"], registry=r)
         self.queue_wait = Histogram(

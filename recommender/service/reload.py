@@ -1,6 +1,7 @@
 """Hot reload: each worker re-reads the config file when it changes and applies what can change live.
 
-Every ``service.config_reload_seconds`` a thread looks at the file's (mtime, size, inode). On a change it
+Every ``service.config_reload_seconds`` a thread looks at the (mtime, size, inode) of the file and of any file
+it extends (``config_signature``). On a change it
 loads and validates the whole file with ``load_config``:
 
 - invalid: the error (file and key path) is logged and the settings in force stay;
@@ -17,7 +18,6 @@ other's change.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +27,20 @@ from recommender.errors import RecommenderError
 from recommender.service.periodic import PeriodicCheck
 from recommender.service.runtime import Runtime, Snapshot
 from recommender.settings.app import AppConfig
-from recommender.settings.loading import load_config
+from recommender.settings.experiments import EXPERIMENTS_HOT_RELOADABLE
+from recommender.settings.loading import config_signature, load_config
 from recommender.settings.service import HOT_RELOADABLE
 from recommender.settings.trainer import TRAINER_HOT_RELOADABLE
 
 # What a worker applies live: the service's own list plus the learning mode (and, for the trainer this
 # process may run, its interval and polling).
-HOT: dict[str, tuple[str, ...]] = {**HOT_RELOADABLE, "trainer": TRAINER_HOT_RELOADABLE}
+HOT: dict[str, tuple[str, ...]] = {
+    **HOT_RELOADABLE,
+    "trainer": TRAINER_HOT_RELOADABLE,
+    "experiments": EXPERIMENTS_HOT_RELOADABLE,  # the experiment's arms are rebuilt by Runtime.update
+}
 
 log = logging.getLogger(__name__)
-
-
-def _signature(path: Path) -> tuple[int, int, int] | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 def merge_hot(current: AppConfig, new: AppConfig) -> AppConfig:
@@ -79,7 +76,7 @@ class ConfigWatcher(PeriodicCheck):
         super().__init__(interval)
         self.path = Path(path)
         self.runtime = runtime
-        self._seen = _signature(self.path)
+        self._seen = config_signature(self.path)
         # What the file said last time: restart-only changes are reported against it (not against the
         # settings in force, which command-line options may have overridden).
         self._last_file = self._read_quietly()
@@ -87,7 +84,7 @@ class ConfigWatcher(PeriodicCheck):
     def check(self) -> str:
         """Look once at the file. Returns its outcome: ``unchanged``, ``applied``, ``no-op`` (valid, nothing
         live changed) or ``refused``."""
-        signature = _signature(self.path)
+        signature = config_signature(self.path)
         if signature == self._seen:
             return "unchanged"
         self._seen = signature

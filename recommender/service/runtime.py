@@ -18,6 +18,7 @@ follower then swaps in); with Redis the trainer is its own process (``recommende
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -30,8 +31,11 @@ from flask import current_app
 
 from features import FeatureStore, FeatureStoreError, FeatureStoreUnavailable, UserItemFeatures
 from features.encoding import default_row
+from recommender.errors import RecommenderError
 from recommender.events.bus import EventBus
 from recommender.events.joiner import Joiner
+from recommender.experiments.arm_policies import ExperimentArms, PinnedModels, build_arms
+from recommender.experiments.assignment import assignment_unit
 from recommender.learning.trainer import Trainer
 from recommender.policy.model_store import open_model_store
 from recommender.policy.policy import Policy
@@ -53,6 +57,9 @@ from recommender.settings.app import AppConfig
 
 log = logging.getLogger(__name__)
 
+# How an experiment's baseline arm is logged: the storefront's first candidate, with probability 1.
+EXPERIMENT_BASELINE = {"algorithm": "baseline", "baseline": "first"}
+
 # Builds the policy a worker serves (after fork), or None to serve uniformly at random.
 PolicyLoader = Callable[[AppConfig], Policy | None]
 
@@ -72,6 +79,8 @@ class Snapshot:
     config: AppConfig
     policy: Policy | None  # None: uniform decisions
     api_keys: tuple[bytes, ...]
+    # The running experiment's arms (``experiments.current``), set by ``Runtime.update``; None: no experiment.
+    arms: ExperimentArms | None = None
 
     @classmethod
     def of(cls, config: AppConfig, policy: Policy | None) -> Snapshot:
@@ -106,7 +115,12 @@ class Runtime:
         self.metrics = metrics
         self.config_path = Path(config_path) if config_path is not None else None
         self.policy_loader = policy_loader
+        self._pinned: PinnedModels | None = None  # pinned experiment arms' models, opened when first needed
         self._snapshot = Snapshot.of(config, policy)
+        try:
+            self._snapshot = self._with_arms(self._snapshot, None)
+        except (RecommenderError, ValueError) as exc:  # serving must start: without the experiment, said why
+            log.error("the configured experiment cannot run, serving without it: %s", exc)
         self._update_lock = threading.Lock()
         retry = config.service.redis_retry_seconds
         self.store_breaker = CircuitBreaker("feature store", retry)
@@ -149,7 +163,7 @@ class Runtime:
         When ``change`` raises, nothing changes and the exception propagates.
         """
         with self._update_lock:
-            snapshot = change(self._snapshot)
+            snapshot = self._with_arms(change(self._snapshot), self._snapshot.arms)
             self._snapshot = snapshot
             # What follows the snapshot, under the same lock: two updates never leave it half each.
             self.publisher.breaker.retry_seconds = snapshot.config.service.redis_retry_seconds
@@ -158,6 +172,16 @@ class Runtime:
             self.metrics.set_mode(snapshot.config.trainer.mode)
             self.agreement.resize(snapshot.config.trainer.agreement_window)
         return snapshot
+
+    def _with_arms(self, snapshot: Snapshot, previous: ExperimentArms | None) -> Snapshot:
+        """``snapshot`` with the arms of its configured experiment (reusing ``previous`` when nothing changed).
+        Raises ExplorationChangeError, ModelStoreError or ValueError when an arm cannot be built."""
+        config = snapshot.config
+        experiment = config.experiments.current
+        if experiment is not None and self._pinned is None and any(a.kind == "pinned" for a in experiment.arms):
+            self._pinned = PinnedModels(open_model_store(config))
+        arms = build_arms(experiment, snapshot.policy, config.policy.exploration, self._pinned, previous)
+        return snapshot if arms is snapshot.arms else dataclasses.replace(snapshot, arms=arms)
 
     @property
     def learns_in_process(self) -> bool:
@@ -221,9 +245,32 @@ class Runtime:
         the snapshot's policy), so the policy does not check it again (``Policy.decide(inputs_checked=True)``).
         ``shed`` (the request waited too long for this worker): the model is not asked, the decision is
         uniform (the baseline in apprentice mode) and degraded."""
-        policy = None if shed else snapshot.policy
+        trainer = snapshot.config.trainer
+        arms = snapshot.arms
+        if arms is not None and trainer.mode != "apprentice":  # apprentice mode serves the baseline to everyone
+            arm = arms.assign(assignment_unit(request.user_id, request.event_id))
+            decision, reason = self._decide_with(arms.policies[arm], arm in arms.baselines, snapshot, request,
+                                                 problem, shed)  # fmt: skip
+            return dataclasses.replace(decision, experiment=arms.name, arm=arm, inputs_checked=True), reason
+        return self._decide_with(snapshot.policy, False, snapshot, request, problem, shed)
+
+    def _decide_with(
+        self,
+        served: Policy | None,
+        baseline: bool,
+        snapshot: Snapshot,
+        request: DecisionInput,
+        problem: DegradedReason | None,
+        shed: bool,
+    ) -> tuple[Decision, DegradedReason | None]:
+        """``decide`` with ``served`` as the policy; ``baseline``: an experiment's baseline arm (the first
+        candidate, probability 1, whatever the load: it costs nothing)."""
+        policy = None if shed else served
         trainer = snapshot.config.trainer
         first = problem or (DegradedReason.SHED if shed else None)  # the reason, whoever decides
+        if baseline:
+            decision = baseline_decision(request, degraded=first is not None)
+            return dataclasses.replace(decision, exploration=EXPERIMENT_BASELINE, inputs_checked=True), first
         if trainer.mode == "apprentice":
             decision = baseline_decision(request, degraded=first is not None, baseline=trainer.apprentice_baseline)
             if policy is not None:

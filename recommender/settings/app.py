@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 
 from features.config import FeatureGroup, FeatureStoreConfig
 from recommender.settings.events import BusConfig, JoinConfig
+from recommender.settings.experiments import ExperimentsConfig
 from recommender.settings.policy import PolicyConfig
 from recommender.settings.service import ServiceConfig
 from recommender.settings.trainer import TrainerConfig
@@ -23,6 +24,7 @@ class AppConfig(BaseModel):
     join: JoinConfig = JoinConfig()
     bus: BusConfig = BusConfig()
     trainer: TrainerConfig = TrainerConfig()
+    experiments: ExperimentsConfig = ExperimentsConfig()
 
     @property
     def user_group(self) -> FeatureGroup:

@@ -47,6 +47,8 @@ _COLUMNS = (
     "degraded",
     "deferred",
     "joined_at",
+    "experiment",
+    "arm",
 )
 
 

@@ -1,0 +1,90 @@
+"""``recommender experiment``: the running experiment's report, and promoting its winning arm.
+
+    recommender experiment report [--log DIR] [--json FILE] [--html FILE]
+    recommender experiment promote ARM
+
+``report`` analyses ``experiments.current`` from the event log (``join.event_log_dir`` unless ``--log``): the
+table on stdout, the figures as JSON and an HTML page with plots when asked. ``promote`` writes the arm's
+settings into the config file (a ``policy`` arm's exploration becomes ``policy.exploration``) and ends the
+experiment (``experiments.current: null``); the running service applies both on its next reload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+from recommender.cli.errors import CliError
+from recommender.settings.app import AppConfig
+from recommender.settings.experiments import Experiment
+from recommender.settings.loading import load_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("experiment", help="online A/B experiments: report, promote the winner")
+    commands = parser.add_subparsers(dest="experiment_command", metavar="SUBCOMMAND", required=True)
+    report = commands.add_parser("report", help="the running experiment's figures and decision, from the event log")
+    report.add_argument("--log", type=Path, help="event-log root (default: join.event_log_dir)")
+    report.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
+    report.add_argument("--html", type=Path, help="also write an HTML report with plots to this file")
+    report.set_defaults(handler=_report)
+    promote = commands.add_parser("promote", help="write an arm's settings into the config and end the experiment")
+    promote.add_argument("arm", help="the arm to promote")
+    promote.set_defaults(handler=_promote)
+
+
+def _current(config: AppConfig) -> Experiment:
+    experiment = config.experiments.current
+    if experiment is None:
+        raise CliError("no experiment is running (experiments.current is not set)")
+    return experiment
+
+
+def _report(args: argparse.Namespace, config: AppConfig) -> int:
+    # lazy: pyarrow, scipy and matplotlib are paid only by the command that uses them
+    from recommender.experiments.log_stats import analyze_log, read_arm_log
+    from recommender.experiments.report import format_table, render_html
+
+    experiment = _current(config)
+    log = read_arm_log(args.log or config.join.event_log_dir, experiment.name)
+    analysis = analyze_log(log, experiment, config.experiments)
+    print(format_table(analysis))
+    try:
+        if args.json is not None:
+            args.json.write_text(json.dumps(analysis.as_dict(), indent=2) + "\n")
+        if args.html is not None:
+            args.html.write_text(render_html(log, analysis, config.experiments.mixture_scale))
+    except OSError as exc:
+        raise CliError(f"cannot write the report: {exc}") from exc
+    return 0
+
+
+def _promote(args: argparse.Namespace, config: AppConfig) -> int:
+    experiment = _current(config)
+    try:
+        arm = experiment.arm(args.arm)
+    except KeyError:
+        raise CliError(f"{args.arm!r} is not an arm of {experiment.name!r} "
+                       f"(arms: {', '.join(a.name for a in experiment.arms)})") from None  # fmt: skip
+    if arm.kind == "pinned":
+        raise CliError(f"arm {arm.name!r} is model version {arm.model_version}: make it current with "
+                       f"'recommender policy rollback {arm.model_version}'")  # fmt: skip
+    path = Path(args.config)
+    document = yaml.safe_load(path.read_text()) or {}
+    if arm.kind == "policy" and arm.exploration is not None:
+        document.setdefault("policy", {})["exploration"] = arm.exploration.model_dump(mode="json", by_alias=True)
+    document.setdefault("experiments", {})["current"] = None
+    tmp = path.with_name(f".{path.name}.promote")
+    tmp.write_text(yaml.safe_dump(document, sort_keys=False))
+    try:
+        load_config(tmp)  # refuse to write a file the service would refuse
+    except Exception:
+        tmp.unlink()
+        raise
+    tmp.replace(path)
+    what = "the storefront's order (baseline)" if arm.kind == "baseline" else f"the policy of arm {arm.name!r}"
+    print(f"promoted {what}; experiment {experiment.name!r} ended in {path}")
+    return 0

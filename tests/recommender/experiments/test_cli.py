@@ -1,0 +1,59 @@
+"""``recommender experiment report`` (table, JSON, HTML) against the log, and ``promote`` writing the config."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recommender.cli.main import main
+from recommender.events.log import write_events
+from recommender.settings.loading import load_config
+from tests.recommender.sample_events import default_schema_events
+from tests.recommender.served_app import service_document, write_config
+
+EXPERIMENT = {
+    "name": "eps",
+    "control": "bandit",
+    "arms": [
+        {"name": "bandit", "kind": "policy", "share": 0.5},
+        {
+            "name": "eps05",
+            "kind": "policy",
+            "share": 0.5,
+            "exploration": {"algorithm": "epsilon_greedy", "epsilon": 0.05},
+        },
+    ],
+}
+
+
+def test_report_and_promote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = tmp_path / "config.yaml"
+    config = write_config(config_path, service_document(tmp_path, None, experiments={"current": EXPERIMENT}))
+    events = default_schema_events(40, 4)
+    rng = np.random.default_rng(0)
+    arms = ["bandit" if rng.random() < 0.5 else "eps05" for _ in events]
+    write_events([dataclasses.replace(e, decision=dataclasses.replace(e.decision, experiment="eps", arm=a))
+                  for e, a in zip(events, arms, strict=True)], config.join.event_log_dir)  # fmt: skip
+    out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
+    assert main(["--config", str(config_path), "experiment", "report", "--json", str(out_json),
+                 "--html", str(out_html)]) == 0  # fmt: skip
+    table = capsys.readouterr().out
+    assert "decision: keep running" in table
+    figures = json.loads(out_json.read_text())
+    by_arm = {a["arm"]: a for a in figures["arms"]}
+    for name in ("bandit", "eps05"):
+        rewards = [e.reward for e, a in zip(events, arms, strict=True) if a == name]
+        assert by_arm[name]["n"] == len(rewards) and by_arm[name]["mean"] == pytest.approx(np.mean(rewards))
+    assert out_html.read_text().count("data:image/png;base64,") == 2
+
+    assert main(["--config", str(config_path), "experiment", "promote", "nope"]) == 2
+    assert "not an arm" in capsys.readouterr().err
+    assert main(["--config", str(config_path), "experiment", "promote", "eps05"]) == 0
+    promoted = load_config(config_path)
+    assert promoted.experiments.current is None and promoted.policy.exploration.epsilon == 0.05
+    assert main(["--config", str(config_path), "experiment", "report"]) == 2
+    assert "no experiment is running" in capsys.readouterr().err
