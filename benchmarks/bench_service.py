@@ -65,7 +65,7 @@ OVERLOAD = 1.3  # offered load of the overload runs, as a multiple of saturation
 OVERLOAD_CONNECTIONS = 32
 
 
-def _bodies(n_candidates: int, count: int, seed: int) -> list[bytes]:
+def score_bodies(n_candidates: int, count: int, seed: int) -> list[bytes]:
     rng = random.Random(seed)
     items = [f"item-{i:04d}" for i in range(1, 1001)]
     return [
@@ -248,7 +248,7 @@ def run(quick: bool) -> str:
                          seconds=seconds / 2)  # fmt: skip
         floor_ms = 1000 * (_cpu_seconds(roles["workers"]) - before) / floor["requests"]
         for n_candidates in (20, 200):
-            bodies = _bodies(n_candidates, 256, n_candidates)
+            bodies = score_bodies(n_candidates, 256, n_candidates)
             requests = [build_request("/v1/score", body) for body in bodies]
             run_load(port, requests, processes=CLIENT_PROCESSES, connections=2, rate=None, max_requests=2_000,
                      seconds=5.0)  # warm-up: item caches, connections  # fmt: skip

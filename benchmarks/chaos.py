@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.chaos_load import Load
-from benchmarks.run import DOC, store_section
+from benchmarks.doc_sections import DOC, store_section
 from benchmarks.service_setup import ServiceOnRedis, get, load_catalog
 from recommender.events.log import read_table
 from recommender.policy.model_store import open_model_store

@@ -12,12 +12,10 @@ minutes and run only when named with ``--only``.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
-from datetime import UTC, datetime
-from pathlib import Path
 
 from benchmarks import (
+    bench_experiments,
     bench_feature_store,
     bench_learning,
     bench_ope,
@@ -26,8 +24,8 @@ from benchmarks import (
     bench_service,
     bench_trainer,
 )
+from benchmarks.doc_sections import DOC, store_section
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
 
 Produced by `make bench` (`python -m benchmarks.run`). Figures are medians and p99 over many runs, and
@@ -45,28 +43,11 @@ BENCHMARKS = {
     "service": bench_service,
     "trainer": bench_trainer,
     "learning": bench_learning,
+    "experiments": bench_experiments,
 }
-# Run only when named (--only): 16,000 requests at 100/s on each of four storefronts, about 12 minutes.
-ON_REQUEST = {"learning"}
-
-
-def replace_section(document: str, name: str, body: str) -> str:
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    block = f"{start}\n{body.strip()}\n{end}"
-    if start in document and end in document:
-        before, rest = document.split(start, 1)
-        _, after = rest.split(end, 1)
-        return before + block + after
-    return document.rstrip() + "\n\n" + block + "\n"
-
-
-def store_section(document: str, name: str, section: str) -> str:
-    """``document`` with benchmark ``name``'s section replaced by ``section`` (heading first), stamped with the
-    time and machine of the measurement under its heading."""
-    now = datetime.now(UTC)
-    stamp = f"_Measured {now:%Y-%m-%d %H:%M} UTC on {platform.machine()}, Python {platform.python_version()}._"
-    heading, _, rest = section.strip().partition("\n")
-    return replace_section(document, name, f"{heading}\n\n{stamp}\n{rest}")
+# Run only when named (--only): learning, 16,000 requests at 100/s on each of four storefronts, about 12 minutes;
+# experiments, a 1,000,000-row event log written and read, a few minutes.
+ON_REQUEST = {"learning", "experiments"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,9 +27,9 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.bench_service import _bodies
+from benchmarks.bench_service import score_bodies
+from benchmarks.doc_sections import DOC, store_section
 from benchmarks.http_load import build_request, run_load
-from benchmarks.run import DOC, store_section
 from benchmarks.service_setup import ServiceOnRedis, get
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir, port = service.workdir, service.port
     wrk = None if args.python_load else ensure_wrk()
     seconds = args.minutes * 60.0
-    bodies = _bodies(20, 500, seed=3)
+    bodies = score_bodies(20, 500, seed=3)
     try:
         service.start()
         assert service.server is not None and service.trainer is not None and service.redis.process is not None

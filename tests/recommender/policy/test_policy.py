@@ -328,7 +328,8 @@ def _decide_kwargs(**overrides):
             r"candidate 'item-0': item feature 'price': nan is not a finite number",
         ),
         ({"user_features": {"embedding": [1.0, 2.0]}}, ExampleError, "expected a vector of 4 numbers, got 2"),
-        ({"context": {"hour": {"nested": 1}}}, ExampleError, "context feature 'hour': expected a string"),
+        # A nested object is a JSON namespace (VW's JSON parser); a bad value inside it is named by its path.
+        ({"context": {"hour": {"nested": float("nan")}}}, ExampleError, "context feature 'hour.nested': nan is not"),
         ({"event_id": ""}, ValueError, "event_id must be a non-empty string"),
     ],
 )
