@@ -74,6 +74,17 @@ STAGING_DIR = "_staging"
 
 
 @dataclass(frozen=True)
+class ArmJoinCounts:
+    """One experiment arm's share of a batch: decisions joined and the sum of their slot-0 rewards (the
+    default reward included where none came: the figure the experiment's analysis uses)."""
+
+    experiment: str
+    arm: str
+    joined: int
+    reward_sum: float
+
+
+@dataclass(frozen=True)
 class JoinStats:
     """Counts of one batch, for metrics."""
 
@@ -84,6 +95,16 @@ class JoinStats:
     expired: int = 0  # decisions that vanished from the bus before being joined (lost)
     dropped_deferred: int = 0  # deferred decisions never activated
     clipped_slots: int = 0  # slots whose aggregated reward was outside join.reward_range and was clipped into it
+    arms: tuple[ArmJoinCounts, ...] = ()  # per experiment arm, for the decisions logged with one
+
+
+def _arm_counts(events: Sequence[JoinedEvent]) -> tuple[ArmJoinCounts, ...]:
+    by_arm: dict[tuple[str, str], list[float]] = {}
+    for event in events:
+        decision = event.decision
+        if decision.experiment is not None and decision.arm is not None:
+            by_arm.setdefault((decision.experiment, decision.arm), []).append(event.rewards[0])
+    return tuple(ArmJoinCounts(e, a, len(r), math.fsum(r)) for (e, a), r in by_arm.items())
 
 
 def aggregate(values: Sequence[float], how: str) -> float:
@@ -322,7 +343,8 @@ class Joiner:
             slots = sum(len(e.rewards) for e in events)
             default_slots = sum(sum(e.reward_is_default) for e in events)
             rewarded = sum(1 for e in events if not all(e.reward_is_default))
-            self.observer(JoinStats(len(events), rewarded, slots, default_slots, expired, dropped, clipped))
+            self.observer(JoinStats(len(events), rewarded, slots, default_slots, expired, dropped, clipped,
+                                    _arm_counts(events)))  # fmt: skip
         if self.on_joined is not None and events:
             try:
                 self.on_joined(events)
@@ -406,4 +428,4 @@ class Joiner:
         return self._thread is not None and self._thread.is_alive()
 
 
-__all__ = ["Joiner", "JoinStats", "RewardEntry", "aggregate", "join_event"]
+__all__ = ["ArmJoinCounts", "Joiner", "JoinStats", "RewardEntry", "aggregate", "join_event"]

@@ -16,6 +16,8 @@ Columns (``EVENT_LOG_SCHEMA``), one row per joined decision:
 - ``degraded``, ``deferred`` bool
 - ``experiment``, ``arm`` string or null: the running experiment and the decision's arm (null outside
   experiments, and in logs written before these columns existed: read as null)
+- ``slot_names`` list<string> or null: the page's names of its slots (Personalizer's slot ids), in slot order;
+  null when it named none (and in logs written before this column existed)
 - ``rewards`` list<double> and ``reward_is_default`` list<bool>: one per slot
 - ``joined_at`` timestamp[us, UTC]
 
@@ -65,11 +67,12 @@ EVENT_LOG_SCHEMA = pa.schema(
         pa.field("joined_at", _TS, nullable=False),
         pa.field("experiment", pa.string()),
         pa.field("arm", pa.string()),
+        pa.field("slot_names", pa.list_(pa.string())),
     ]
 )
 
 # Columns added after the first logs were written: a file without them reads them as nulls.
-_ADDED_COLUMNS = ("experiment", "arm")
+_ADDED_COLUMNS = ("experiment", "arm", "slot_names")
 
 # Row-group statistics (min/max) only for the scalar columns, where a reader's filter could use them; over the
 # list columns (200 feature texts per event) they cost an eighth of the write and would never prune anything.
@@ -124,6 +127,7 @@ def events_to_table(events: Sequence[JoinedEvent]) -> pa.Table:
         "joined_at": [e.joined_at for e in events],
         "experiment": [d.experiment for d in decisions],
         "arm": [d.arm for d in decisions],
+        "slot_names": [d.slot_names or None for d in decisions],
     }
     try:
         return pa.Table.from_pydict(columns, schema=EVENT_LOG_SCHEMA)
@@ -155,9 +159,42 @@ def write_events(events: Iterable[JoinedEvent], root: str | Path) -> list[Path]:
     return written
 
 
-def read_table(path: str | Path, *, filter_expression: Any = None) -> pa.Table:
+def _window(since: datetime | None, until: datetime | None, *, partitioned: bool) -> list[ds.Expression]:
+    """Filters keeping decisions with ``since <= timestamp < until``; with ``partitioned``, terms on the
+    partition columns let pyarrow skip the hour directories outside the window without opening their files
+    (null partition values: files not under a date=/hour= directory, which only the timestamp term judges)."""
+    terms: list[ds.Expression] = []
+    on_date, on_hour, timestamp = ds.field("date"), ds.field("hour"), ds.field("timestamp")
+    if since is not None:
+        start = since.astimezone(UTC)
+        day = f"{start:%Y-%m-%d}"
+        terms.append(timestamp >= pa.scalar(start, type=_TS))
+        if partitioned:
+            terms.append(on_date.is_null() | (on_date > day) | ((on_date == day) & (on_hour >= start.hour)))
+    if until is not None:
+        end = until.astimezone(UTC)
+        day = f"{end:%Y-%m-%d}"
+        terms.append(timestamp < pa.scalar(end, type=_TS))
+        if partitioned:
+            terms.append(on_date.is_null() | (on_date < day) | ((on_date == day) & (on_hour <= end.hour)))
+    return terms
+
+
+def read_table(
+    path: str | Path,
+    *,
+    filter_expression: Any = None,
+    columns: Sequence[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    equals: Mapping[str, str] | None = None,
+) -> pa.Table:
     """Read a log (a root directory, a partition directory, or one file) as a table sorted by timestamp.
 
+    ``columns``: only these columns of ``EVENT_LOG_SCHEMA``, in this order (None: all); only they are read
+    from the files. ``since``/``until`` (aware datetimes): only decisions with ``since <= timestamp < until``,
+    and hour partitions outside that window are not opened. ``equals``: only rows whose column equals the
+    value (e.g. ``{"experiment": name}``; row groups whose statistics exclude it are skipped).
     A directory holding no log files yet gives an empty table. Files and directories whose names start
     with ``.`` or ``_`` (temporary and staging files) are not read. Raises EventLogError when the path
     does not exist or a file does not carry the log's columns.
@@ -165,6 +202,14 @@ def read_table(path: str | Path, *, filter_expression: Any = None) -> pa.Table:
     path = Path(path)
     if not path.exists():
         raise EventLogError(f"event log {path} does not exist")
+    wanted = list(EVENT_LOG_SCHEMA.names) if columns is None else list(columns)
+    unknown = [name for name in wanted if name not in EVENT_LOG_SCHEMA.names]
+    if unknown:
+        raise EventLogError(f"the event log has no columns {unknown}")
+    read = list(dict.fromkeys([*wanted, "timestamp", "event_id"]))  # and the sort keys
+    terms = [ds.field(name) == value for name, value in (equals or {}).items()]
+    if filter_expression is not None:
+        terms.append(filter_expression)
     try:
         dataset = ds.dataset(
             path,
@@ -173,23 +218,36 @@ def read_table(path: str | Path, *, filter_expression: Any = None) -> pa.Table:
             exclude_invalid_files=False,
         )
         if not dataset.files:  # a log directory nothing was written to yet (or only staging files)
-            return EVENT_LOG_SCHEMA.empty_table()
+            return EVENT_LOG_SCHEMA.empty_table().select(wanted)
         # The schema is inferred from one file; an older one lacks the added columns, which must still be read
         # from the files that have them (and be null in those that do not).
         absent = [EVENT_LOG_SCHEMA.field(name) for name in _ADDED_COLUMNS if name not in dataset.schema.names]
         if absent:
             dataset = dataset.replace_schema(pa.schema([*dataset.schema, *absent]))
-        table = dataset.to_table(filter=filter_expression)
+        missing = [f.name for f in EVENT_LOG_SCHEMA if f.name not in dataset.schema.names]
+        if missing:
+            raise EventLogError(f"event log {path} lacks columns {missing}")
+        terms += _window(since, until, partitioned="date" in dataset.schema.names)
+        table = dataset.to_table(columns=read, filter=_all_of(terms))
     except (pa.ArrowInvalid, OSError) as exc:
         raise EventLogError(f"cannot read event log {path}: {exc}") from exc
-    missing = [f.name for f in EVENT_LOG_SCHEMA if f.name not in table.column_names]
-    if missing:
-        raise EventLogError(f"event log {path} lacks columns {missing}")
     try:
-        table = table.select(EVENT_LOG_SCHEMA.names).cast(EVENT_LOG_SCHEMA)
+        table = table.cast(pa.schema([EVENT_LOG_SCHEMA.field(name) for name in read]))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise EventLogError(f"event log {path} does not match the log schema: {exc}") from exc
-    return table.sort_by([("timestamp", "ascending"), ("event_id", "ascending")])
+    try:
+        return table.sort_by([("timestamp", "ascending"), ("event_id", "ascending")]).select(wanted)
+    except pa.ArrowInvalid as exc:  # e.g. a column over 2 GiB of text cannot be sorted as one array
+        raise EventLogError(f"cannot sort event log {path} by time: {exc}; read fewer columns or a window") from exc
+
+
+def _all_of(terms: Sequence[ds.Expression]) -> ds.Expression | None:
+    if not terms:
+        return None
+    combined = terms[0]
+    for term in terms[1:]:
+        combined = combined & term
+    return combined
 
 
 def event_from_row(row: Mapping[str, Any]) -> JoinedEvent:
@@ -215,6 +273,7 @@ def event_from_row(row: Mapping[str, Any]) -> JoinedEvent:
         deferred=row["deferred"],
         experiment=row.get("experiment"),
         arm=row.get("arm"),
+        slot_names=tuple(row.get("slot_names") or ()),
     )
     return JoinedEvent(
         decision=decision,

@@ -3,12 +3,15 @@
 One observation per joined decision of the experiment: its slot-0 reward, the configured default when no
 reward arrived (that is what the decision earned: no click). Decisions of other experiments, or of none, are
 left out. Events are in decision-time order (``read_table``), which is the order the sequences are updated in.
+Only the three columns the analysis needs are read, of the experiment's rows only (and, with ``since``, of the
+hour partitions from then on): docs/benchmarks.md, "Experiments", has the figures against reading the whole log.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +37,17 @@ class ArmLog:
         return {str(arm): ArmStats.of(self.rewards[self.arms == arm]) for arm in np.unique(self.arms)}
 
 
-def read_arm_log(log_dir: str | Path, experiment: str) -> ArmLog:
-    """The joined decisions of ``experiment`` in the event log at ``log_dir`` (EventLogError if unreadable)."""
-    table = read_table(log_dir)
-    names = np.asarray(table.column("experiment").to_pylist(), dtype=object)
-    keep = names == experiment
-    arms = np.asarray(table.column("arm").to_pylist(), dtype=object)[keep].astype(str)
-    rewards = np.asarray([r[0] for r, k in zip(table.column("rewards").to_pylist(), keep, strict=True) if k])
-    timestamps = table.column("timestamp").to_numpy()[keep]
-    return ArmLog(experiment, arms, rewards.astype(np.float64), timestamps)
+def read_arm_log(log_dir: str | Path, experiment: str, *, since: datetime | None = None) -> ArmLog:
+    """The joined decisions of ``experiment`` in the event log at ``log_dir``, decided at ``since`` (an aware
+    datetime) or later when given (EventLogError if unreadable)."""
+    table = read_table(log_dir, columns=["timestamp", "arm", "rewards"], equals={"experiment": experiment},
+                       since=since)  # fmt: skip
+    rewards = table.column("rewards").combine_chunks()
+    # Slot 0 of each row: the offsets index the flat values array (whatever slice the column is of).
+    first = rewards.values.to_numpy()[rewards.offsets.to_numpy()[:-1]] if len(rewards) else np.empty(0)
+    arms = table.column("arm").to_numpy(zero_copy_only=False).astype(str)
+    timestamps = table.column("timestamp").to_numpy()
+    return ArmLog(experiment, arms, first.astype(np.float64), timestamps)
 
 
 def analyze_log(log: ArmLog, experiment: Experiment, settings: ExperimentsConfig) -> ExperimentAnalysis:

@@ -20,6 +20,9 @@ Learning modes (``trainer.mode``): ``online`` and ``apprentice`` learn every joi
 events are the baseline's, logged with probability 1); ``logging_only`` pauses learning: the trainer keeps
 its position, and the events are learned if the mode goes back to ``online`` or ``apprentice``.
 
+Experiment arms with their own learning settings (``recommender.experiments.arm_learning``) are learned by
+the same trainer after each of its cycles (``recommender.learning.arm_trainers``): one more trainer per arm on
+the arm's namespace of the model store, learning the same log.
 
 The checkpoint and the listing of the log are in ``recommender.learning.checkpoint``; batch mode in
 ``recommender.learning.batch``.
@@ -31,11 +34,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from recommender.errors import ExplorationChangeError, ModelStoreError, PolicyError, RecommenderError, TrainerError
+from recommender.learning.arm_trainers import ArmReport, ArmTrainers
 from recommender.learning.checkpoint import (
     Checkpoint,
     LogCheckpoint,
@@ -68,6 +72,7 @@ class CycleReport:
     learned: int = 0
     skipped: int = 0
     published: ModelVersion | None = None
+    arms: dict[tuple[str, str], ArmReport] = field(default_factory=dict)  # (experiment, arm) -> its cycle
 
 
 class Trainer:
@@ -86,7 +91,10 @@ class Trainer:
         settings: Callable[[], AppConfig],
         *,
         clock: Callable[[], float] = time.time,
+        learn_arms: bool = True,
     ) -> None:
+        """``learn_arms``: also learn the running experiment's separately learned arms (False for an arm's
+        own trainer)."""
         self.store = store
         self.log_root = Path(log_dir).resolve()
         self.settings = settings
@@ -109,6 +117,9 @@ class Trainer:
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self.cycles = 0
+        make = lambda arm_store, arm_settings: Trainer(arm_store, log_dir, arm_settings, clock=clock,  # noqa: E731
+                                                       learn_arms=False)  # fmt: skip
+        self.arms: ArmTrainers | None = ArmTrainers(store, settings, make) if learn_arms else None
         log.info("trainer following %s from model %s (%d files learned in open partitions)", self.log_root,
                  self.version or "(fresh)", self._log_checkpoint.file_count)  # fmt: skip
 
@@ -136,8 +147,9 @@ class Trainer:
             published = None
             if self._learned_since_publish and (publish or (publish is None and due)):
                 published = self._publish(config)
+            arms = self.arms.run_once(config, publish=publish) if self.arms is not None else {}
             self.cycles += 1
-            return CycleReport(learned, skipped, published)
+            return CycleReport(learned, skipped, published, arms)
 
     def _learn_files(self, files: list[LogFile]) -> tuple[int, int]:
         if not files:
@@ -255,6 +267,8 @@ class Trainer:
             return None
 
     def close(self) -> None:
+        if self.arms is not None:
+            self.arms.close()
         self.policy.close()
 
     @property

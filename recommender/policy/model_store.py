@@ -8,6 +8,8 @@ Layout (``ModelStore(root)``)::
                                          replaced atomically. ``history``: the last HISTORY_LENGTH current
                                          versions, oldest first, this one last
     <root>/.staging/                     versions being written, or being deleted (never read)
+    <root>/arms/<experiment>/<arm>/      a separately learned experiment arm's own store, of this same layout
+                                         (``arm_store``; recommender.experiments.arm_learning)
 
 A version id is a content hash: the first 20 hex digits of the sha256 of ``model.vw``. Publishing writes
 the files into ``.staging``, fsyncs them, renames the directory to ``versions/<id>`` (atomic on one file
@@ -77,6 +79,8 @@ log = logging.getLogger(__name__)
 
 # Current versions remembered in ``history`` (rollback targets are chosen among them): a bounded file.
 HISTORY_LENGTH = 100
+# Under the root: the stores of separately learned experiment arms (``ModelStore.arm_store``).
+ARMS_DIR = "arms"
 
 
 
@@ -102,6 +106,16 @@ class ModelStore:
     @property
     def _versions_dir(self) -> Path:
         return self.root / "versions"
+
+    def arm_store(self, experiment: str, arm: str) -> ModelStore:
+        """The store of a separately learned experiment arm: ``<root>/arms/<experiment>/<arm>``, same layout,
+        same feature groups, its own versions and ``current`` pointer. Names are the validated experiment
+        and arm names (letters, digits, ``_.-``); anything else raises ModelStoreError."""
+        for name in (experiment, arm):
+            if not name or name.startswith(".") or "/" in name or "\\" in name:
+                raise ModelStoreError(f"{name!r} cannot name a folder of the model store")
+        return ModelStore(self.root / ARMS_DIR / experiment / arm, user_group=self.user_group,
+                          item_group=self.item_group)  # fmt: skip
 
     @property
     def _pointer(self) -> Path:

@@ -39,7 +39,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -69,14 +69,16 @@ class ServiceMetrics:
         self.responses = Counter("recommender_responses", "Responses by endpoint and status", ["endpoint", "status"],
                                  registry=r)
         self.decisions = Counter("recommender_decisions", "Decisions made", ["degraded"], registry=r)
-        # Per experiment arm (recommender.experiments): decisions served here; joined rewards and the mean reward
-        # as of the last GET /v1/admin/experiments, which computes them from the event log.
+        # Per experiment arm (recommender.experiments): decisions served here; decisions joined and the sum of
+        # their slot-0 rewards, counted by the joiner at each batch it writes. render() derives
+        # recommender_experiment_mean_reward (sum / joined, since the service started) from the two.
         self.arm_decisions = Counter("recommender_experiment_decisions", "Decisions per experiment arm",
                                      ["experiment", "arm"], registry=r)  # fmt: skip
-        self.arm_rewards = Gauge("recommender_experiment_rewards", "Joined decisions per experiment arm in the "
-                                 "event log", ["experiment", "arm"], registry=r)  # fmt: skip
-        self.arm_mean_reward = Gauge("recommender_experiment_mean_reward", "Mean slot-0 reward per experiment arm "
-                                     "in the event log", ["experiment", "arm"], registry=r)  # fmt: skip
+        self.arm_rewards = Counter(ARM_REWARDS, "Joined decisions per experiment arm", ["experiment", "arm"],
+                                   registry=r)  # fmt: skip
+        self.arm_reward_sum = Counter(ARM_REWARD_SUM, "Sum of the slot-0 rewards of the joined decisions per "
+                                      "experiment arm (default rewards included)", ["experiment", "arm"],
+                                      registry=r)  # fmt: skip
         self.degraded = Counter("recommender_degraded_decisions", "Degraded decisions by reason (degraded_reason)",
                                 ["reason"], registry=r)
         self.queue_wait = Histogram(
@@ -146,6 +148,9 @@ class ServiceMetrics:
         self.expired.inc(stats.expired)
         self.dropped_deferred.inc(stats.dropped_deferred)
         self.clipped_slots.inc(stats.clipped_slots)
+        for arm in stats.arms:
+            self.arm_rewards.labels(arm.experiment, arm.arm).inc(arm.joined)
+            self.arm_reward_sum.labels(arm.experiment, arm.arm).inc(arm.reward_sum)
 
     def observe_unloaded(self, groups: Iterable[str]) -> None:
         """A feature read found these groups with no live version."""
@@ -185,12 +190,43 @@ class ServiceMetrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text: this process's, or every worker's under gunicorn multiprocess mode."""
         directory = multiprocess_dir()
-        if directory is None:
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
         registry = CollectorRegistry()
-        registry.register(_WithoutForgotten(multiprocess.MultiProcessCollector(None, path=directory)))
+        if directory is None:
+            registry.register(_WithArmMeans(self.registry))
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        registry.register(_WithArmMeans(_WithoutForgotten(multiprocess.MultiProcessCollector(None, path=directory))))
         registry.register(_ProcessesCollector(directory))
         return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+ARM_REWARDS = "recommender_experiment_rewards"
+ARM_REWARD_SUM = "recommender_experiment_reward_sum"
+ARM_MEAN_REWARD = "recommender_experiment_mean_reward"
+
+
+class _WithArmMeans(Collector):
+    """The metrics of ``inner`` and ``recommender_experiment_mean_reward{experiment,arm}``: the reward sum over
+    the joined decisions of each arm, both counters as ``inner`` has them (every process's, summed, under
+    multiprocess mode): the mean slot-0 reward of the arm's decisions joined since the service started."""
+
+    def __init__(self, inner: Collector) -> None:
+        self.inner = inner
+
+    def collect(self) -> Iterable[Metric]:
+        totals: dict[str, dict[tuple[str, str], float]] = {ARM_REWARDS: {}, ARM_REWARD_SUM: {}}
+        for metric in self.inner.collect():
+            if metric.name in totals:
+                for sample in metric.samples:
+                    if sample.name.endswith("_total"):
+                        key = (sample.labels["experiment"], sample.labels["arm"])
+                        totals[metric.name][key] = totals[metric.name].get(key, 0.0) + sample.value
+            yield metric
+        means = GaugeMetricFamily(ARM_MEAN_REWARD, "Mean slot-0 reward of the joined decisions per experiment arm, "
+                                  "since the service started", labels=["experiment", "arm"])  # fmt: skip
+        for key, joined in sorted(totals[ARM_REWARDS].items()):
+            if joined > 0:
+                means.add_metric(list(key), totals[ARM_REWARD_SUM].get(key, 0.0) / joined)
+        yield means
 
 
 # Label sets a process no longer uses keep this value in its multiprocess value file; render() drops them.

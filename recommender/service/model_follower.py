@@ -5,6 +5,8 @@ Every ``service.config_reload_seconds`` a thread reads the model store's current
 worker loads it under the exploration in force and swaps it in with the settings in force, as one new
 snapshot (``Runtime.update``): a request in flight finishes on the model it started with. A version that
 cannot be loaded is logged and the model in force stays; the follower does not try that version again.
+The running experiment's separately learned arms are followed the same way, each in its own namespace of the
+store (``ArmModels.refresh``).
 
 After a swap the follower hands the C heap's free pages back to the system (glibc's ``malloc_trim``): see
 ``release_free_heap``.
@@ -73,10 +75,12 @@ class ModelFollower(PeriodicCheck):
             return None
 
     def check(self) -> bool:
-        """Look once at the current pointer; True when a new version was swapped in."""
+        """Look once at the current pointers (the main one, the experiment arms'); True when a new version was
+        swapped in."""
+        arms = self._check_arms()
         current = self._current()
         if current is None or current == self._seen:
-            return False
+            return arms
         self._seen = current
 
         def with_model(snapshot: Snapshot) -> Snapshot:
@@ -92,4 +96,17 @@ class ModelFollower(PeriodicCheck):
             return False
         log.info("now serving model version %s", current)
         release_free_heap()  # the old model's memory, freed by the swap (unless a request still holds it)
+        return True
+
+    def _check_arms(self) -> bool:
+        """Swap in the separately learned experiment arms' new versions; True when one changed."""
+        changed = self.runtime.arm_models.refresh(self.runtime.snapshot.config.experiments.current)
+        if not changed:
+            return False
+        try:
+            self.runtime.update(lambda snapshot: snapshot)  # rebuilds the arms: the changed ones get their model
+        except (RecommenderError, ValueError) as exc:
+            log.error("experiment arms %s: new models not installed: %s", ", ".join(changed), exc)
+            return False
+        release_free_heap()
         return True

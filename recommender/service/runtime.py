@@ -34,7 +34,7 @@ from features.encoding import default_row
 from recommender.errors import RecommenderError
 from recommender.events.bus import EventBus
 from recommender.events.joiner import Joiner
-from recommender.experiments.arm_policies import ExperimentArms, PinnedModels, build_arms
+from recommender.experiments.arm_policies import ArmModels, ExperimentArms, build_arms
 from recommender.experiments.assignment import assignment_unit
 from recommender.learning.trainer import Trainer
 from recommender.policy.model_store import open_model_store
@@ -115,7 +115,8 @@ class Runtime:
         self.metrics = metrics
         self.config_path = Path(config_path) if config_path is not None else None
         self.policy_loader = policy_loader
-        self._pinned: PinnedModels | None = None  # pinned experiment arms' models, opened when first needed
+        # Pinned and separately learned experiment arms' models (the model follower refreshes the latter).
+        self.arm_models = ArmModels(open_model_store(config))
         self._snapshot = Snapshot.of(config, policy)
         try:
             self._snapshot = self._with_arms(self._snapshot, None)
@@ -176,11 +177,7 @@ class Runtime:
     def _with_arms(self, snapshot: Snapshot, previous: ExperimentArms | None) -> Snapshot:
         """``snapshot`` with the arms of its configured experiment (reusing ``previous`` when nothing changed).
         Raises ExplorationChangeError, ModelStoreError or ValueError when an arm cannot be built."""
-        config = snapshot.config
-        experiment = config.experiments.current
-        if experiment is not None and self._pinned is None and any(a.kind == "pinned" for a in experiment.arms):
-            self._pinned = PinnedModels(open_model_store(config))
-        arms = build_arms(experiment, snapshot.policy, config.policy.exploration, self._pinned, previous)
+        arms = build_arms(snapshot.config, snapshot.policy, self.arm_models, previous)
         return snapshot if arms is snapshot.arms else dataclasses.replace(snapshot, arms=arms)
 
     @property

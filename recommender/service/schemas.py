@@ -151,6 +151,9 @@ class ScoreResponse(BaseModel):
         "feature_read_failed, features_not_loaded (default features); shed (overload: decided without the "
         "model); no_model, policy_error (uniform at random). The first that applies, in that order",
     )
+    experiment: str | None = Field(default=None, description="present only while an experiment runs: its name")
+    arm: str | None = Field(default=None, description="present only while an experiment runs: the user's arm "
+                            "(by a hash of the user id, sticky for the experiment's life)")  # fmt: skip
 
 
 class ErrorResponse(BaseModel):

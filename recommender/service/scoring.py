@@ -11,6 +11,7 @@ model (docs/service.md, Overload).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from itertools import repeat
 from typing import Any
@@ -85,6 +86,9 @@ def render(decision: Decision, with_slots: bool, degraded_reason: DegradedReason
     body["degraded"] = decision.degraded
     if degraded_reason is not None:
         body["degraded_reason"] = degraded_reason.value
+    if decision.arm is not None:  # absent outside experiments: the body older clients know
+        body["experiment"] = decision.experiment
+        body["arm"] = decision.arm
     return body
 
 
@@ -159,6 +163,8 @@ def decide_and_publish(
     if shed:
         rt.metrics.shed.inc()
     decision, degraded_reason = rt.decide(snapshot, request_input, problem=problem, shed=shed)
+    if request_input.slot_names:  # every decision maker's record carries them (Personalizer's multi-slot rank)
+        decision = dataclasses.replace(decision, slot_names=request_input.slot_names, inputs_checked=True)
     try:
         rt.publisher.publish(decision)
     except ReusedEventError:

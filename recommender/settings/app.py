@@ -3,7 +3,7 @@ the feature store's in ``features.config``). Built by ``recommender.settings.loa
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from features.config import FeatureGroup, FeatureStoreConfig
 from recommender.settings.events import BusConfig, JoinConfig
@@ -25,6 +25,14 @@ class AppConfig(BaseModel):
     bus: BusConfig = BusConfig()
     trainer: TrainerConfig = TrainerConfig()
     experiments: ExperimentsConfig = ExperimentsConfig()
+
+    @model_validator(mode="after")
+    def _arms_fit_the_policy(self) -> AppConfig:
+        # An experiment arm's own policy settings are layered on the policy section: check they combine.
+        problem = self.experiments.arm_policy_problem(self.policy)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
     @property
     def user_group(self) -> FeatureGroup:

@@ -4,18 +4,26 @@
       current:                       # the running experiment, or null (the default): no experiment
         name: bandit-vs-baseline     # also the default salt of the assignment hash
         control: baseline            # the arm every other arm is compared against
+        started_at: 2024-05-01T09:00:00Z  # optional: the analysis reads the event log from then on
         arms:
           - {name: baseline, kind: baseline, share: 0.5}     # the first candidate as sent, probability 1
           - {name: bandit, kind: policy, share: 0.5}         # the policy as configured in ``policy``
           # - {name: eps05, kind: policy, share: ..., exploration: {algorithm: epsilon_greedy, epsilon: 0.05}}
+          # - {name: slow, kind: policy, share: ..., learning: {learning_rate: 0.5}}   # its own learner
           # - {name: v3, kind: pinned, share: ..., model_version: "<a version in the model store>"}
       alpha: 0.05                    # the always-valid sequences' level
       mixture_scale: 0.02            # their tau, in reward units: about the effect the experiment looks for
       min_events: 100                # per arm, before a stop or promote decision
 
 Arm kinds: ``baseline`` (the storefront's order: the first candidate with probability 1), ``policy`` (the
-configured policy, optionally with its own ``exploration`` setting applied to the same learned weights), and
-``pinned`` (a fixed model version from the model store, never swapped). Shares are positive and sum to 1.
+configured policy with any of its own ``exploration``, ``learning`` and ``interactions``), and ``pinned`` (a
+fixed model version from the model store, never swapped). Shares are positive and sum to 1.
+
+A ``policy`` arm whose settings change what the weights learn (``learning``, ``interactions``, or an
+exploration VW cannot run on the configured policy's weights: another family, or a structural field such as
+``bags``) is **separately learned**: its own learner and its own namespace of the model store
+(``ModelStore.arm_store``). An arm with only an exploration VW can apply to the shared weights serves the
+shared model under that exploration (``PolicyArm.learns_separately``).
 The whole section is hot-reloadable: a valid change applies within seconds, an invalid one is refused.
 """
 
@@ -23,13 +31,16 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from recommender.settings.policy import Exploration
+from recommender.settings.policy import Exploration, LearningSettings, PolicyConfig
 
 ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Experiment names name a folder of the model store (separately learned arms) and a metrics label.
+EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class _Strict(BaseModel):
@@ -55,10 +66,34 @@ class BaselineArm(_Arm):
 
 
 class PolicyArm(_Arm):
-    """The configured policy; with ``exploration``, that exploration setting on the same learned weights."""
+    """The configured ``policy`` section with this arm's ``exploration``, ``learning`` and ``interactions``
+    (each None: the configured one)."""
 
     kind: Literal["policy"] = "policy"
     exploration: Exploration | None = None
+    learning: LearningSettings | None = None
+    interactions: tuple[tuple[str, ...], ...] | None = None
+
+    def policy_config(self, main: PolicyConfig) -> PolicyConfig:
+        """``main`` with this arm's settings. Raises pydantic's ValidationError for an invalid combination
+        (e.g. squarecb with cb_type ips); ``AppConfig`` checks every arm at load (``arm_policy_problem``)."""
+        overrides = {
+            name: value.model_dump(mode="json", by_alias=True) if isinstance(value, BaseModel) else value
+            for name in ("exploration", "learning", "interactions")
+            if (value := getattr(self, name)) is not None
+        }
+        if not overrides:
+            return main
+        return PolicyConfig.model_validate({**main.model_dump(mode="json", by_alias=True), **overrides})
+
+    def learns_separately(self, main: PolicyConfig) -> bool:
+        """True when the arm needs its own learner: its learning settings or interactions differ from
+        ``main``'s, or VW cannot run its exploration on weights trained under ``main``'s
+        (``ExplorationSettings.change_refusal``)."""
+        config = self.policy_config(main)
+        if config.learning != main.learning or config.interactions != main.interactions:
+            return True
+        return main.exploration.change_refusal(config.exploration) is not None
 
 
 class PinnedArm(_Arm):
@@ -78,6 +113,21 @@ class Experiment(_Strict):
     control: str
     arms: tuple[Arm, ...] = Field(min_length=2)
     salt: str | None = None  # None: the name
+    # When the experiment started: its analysis reads the event log from then on (the hour partitions before
+    # it are not opened). None: the whole log. A time without a zone is UTC.
+    started_at: datetime | None = None
+
+    @field_validator("started_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not EXPERIMENT_NAME.match(value):
+            raise ValueError("must be 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Experiment:
@@ -105,6 +155,10 @@ class Experiment(_Strict):
     def shares(self) -> dict[str, float]:
         return {arm.name: arm.share for arm in self.arms}
 
+    def separately_learned(self, main: PolicyConfig) -> tuple[PolicyArm, ...]:
+        """The ``policy`` arms that need their own learner under the configured ``main`` policy."""
+        return tuple(a for a in self.arms if isinstance(a, PolicyArm) and a.learns_separately(main))
+
 
 class ExperimentsConfig(_Strict):
     """The ``experiments`` section: the running experiment (or none) and the analysis settings."""
@@ -113,6 +167,22 @@ class ExperimentsConfig(_Strict):
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     mixture_scale: float = Field(default=0.02, gt=0.0)
     min_events: int = Field(default=100, ge=2)
+
+    def arm_policy_problem(self, main: PolicyConfig) -> str | None:
+        """Why a ``policy`` arm's settings do not combine with the configured ``main`` policy (the first such
+        arm, naming its key path), or None."""
+        if self.current is None:
+            return None
+        for index, arm in enumerate(self.current.arms):
+            if not isinstance(arm, PolicyArm):
+                continue
+            try:
+                arm.policy_config(main)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                key = ".".join(str(part) for part in error["loc"])
+                return f"experiments.current.arms.{index}.{key}: {error['msg'].removeprefix('Value error, ')}"
+        return None
 
 
 # All of it applies live (recommender.service.reload): experiments start, stop and change shares without

@@ -57,3 +57,23 @@ def test_report_and_promote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert promoted.experiments.current is None and promoted.policy.exploration.epsilon == 0.05
     assert main(["--config", str(config_path), "experiment", "report"]) == 2
     assert "no experiment is running" in capsys.readouterr().err
+
+
+def test_promoting_the_baseline_ends_the_experiment_and_keeps_the_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    experiment = {"name": "vs-baseline", "control": "baseline", "arms": [
+        {"name": "baseline", "kind": "baseline", "share": 0.5},
+        {"name": "slow", "kind": "policy", "share": 0.5, "learning": {"learning_rate": 0.1}},
+    ]}  # fmt: skip
+    config_path = tmp_path / "config.yaml"
+    before = write_config(config_path, service_document(tmp_path, None, experiments={"current": experiment}))
+    assert main(["--config", str(config_path), "experiment", "promote", "slow"]) == 2
+    assert "learns its own model" in capsys.readouterr().err
+    assert load_config(config_path).experiments.current is not None  # refused: nothing written
+    assert main(["--config", str(config_path), "experiment", "promote", "baseline"]) == 0
+    out = capsys.readouterr().out
+    assert "experiment 'vs-baseline' ended" in out and "policy section unchanged" in out
+    assert "every request gets the configured policy again" in out
+    after = load_config(config_path)
+    assert after.experiments.current is None and after.policy == before.policy

@@ -28,6 +28,15 @@ EXPERIMENT = {
 USERS = 60
 
 
+def arm_samples(metrics: str, suffix: str) -> dict[str, float]:
+    """arm -> value of ``recommender_experiment_<suffix>{experiment="bandit-vs-baseline",arm=...}``."""
+    found = {}
+    for line in metrics.splitlines():
+        if line.startswith(f"recommender_experiment_{suffix}{{") and f'experiment="{EXPERIMENT["name"]}"' in line:
+            found[line.split('arm="')[1].split('"')[0]] = float(line.split()[-1])
+    return found
+
+
 def _reward(item_id: str) -> float | None:
     """A fixed click rule: items whose number is a multiple of 3 are clicked, others not (no reward call)."""
     return 1.0 if int(item_id[-4:]) % 3 == 0 else None
@@ -95,6 +104,13 @@ def test_two_arms_over_http_with_two_workers_and_the_report_matches_the_log(cata
         served = sum(float(line.split()[-1]) for line in metrics.splitlines()
                      if line.startswith("recommender_experiment_decisions_total{"))  # fmt: skip
         assert served == 2 * USERS
+        # The joiner process's per-arm counters, summed by every worker's /metrics, and the mean derived from them.
+        joined = wait_for(lambda: (m := arm_samples(client.get("/metrics").body.decode(), "rewards_total"))
+                          and sum(m.values()) == 2 * USERS and m, timeout=10)  # fmt: skip
+        means = arm_samples(client.get("/metrics").body.decode(), "mean_reward")
+        for arm in report["arms"]:
+            assert joined[arm["arm"]] == arm["n"]
+            assert means[arm["arm"]] == pytest.approx(arm["mean"])
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
