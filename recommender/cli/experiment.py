@@ -6,7 +6,10 @@
 ``report`` analyses ``experiments.current`` from the event log (``join.event_log_dir`` unless ``--log``): the
 table on stdout, the figures as JSON and an HTML page with plots when asked. ``promote`` writes the arm's
 settings into the config file (a ``policy`` arm's exploration becomes ``policy.exploration``) and ends the
-experiment (``experiments.current: null``); the running service applies both on its next reload.
+experiment (``experiments.current: null``); the running service applies both on its next reload. Promoting the
+baseline ends the experiment and keeps the policy section as it is: every request gets the configured policy
+again (the storefront's own order for everyone is ``trainer.mode: apprentice``). A separately learned arm (its
+own learning settings, hence its own model) is refused: making its model the main one is not done here.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def _report(args: argparse.Namespace, config: AppConfig) -> int:
     from recommender.experiments.report import format_table, render_html
 
     experiment = _current(config)
-    log = read_arm_log(args.log or config.join.event_log_dir, experiment.name)
+    log = read_arm_log(args.log or config.join.event_log_dir, experiment.name, since=experiment.started_at)
     analysis = analyze_log(log, experiment, config.experiments)
     print(format_table(analysis))
     try:
@@ -72,6 +75,11 @@ def _promote(args: argparse.Namespace, config: AppConfig) -> int:
     if arm.kind == "pinned":
         raise CliError(f"arm {arm.name!r} is model version {arm.model_version}: make it current with "
                        f"'recommender policy rollback {arm.model_version}'")  # fmt: skip
+    if arm.kind == "policy" and arm.learns_separately(config.policy):
+        versions = Path(config.policy.model_dir) / "arms" / experiment.name / arm.name
+        raise CliError(f"arm {arm.name!r} learns its own model (its settings change what the weights learn): "
+                       "promoting it would need its model made the main one, which promote does not do; its "
+                       f"versions are in {versions}")  # fmt: skip
     path = Path(args.config)
     document = yaml.safe_load(path.read_text()) or {}
     if arm.kind == "policy" and arm.exploration is not None:
@@ -85,6 +93,10 @@ def _promote(args: argparse.Namespace, config: AppConfig) -> int:
         tmp.unlink()
         raise
     tmp.replace(path)
-    what = "the storefront's order (baseline)" if arm.kind == "baseline" else f"the policy of arm {arm.name!r}"
-    print(f"promoted {what}; experiment {experiment.name!r} ended in {path}")
+    if arm.kind == "baseline":
+        print(f"arm {arm.name!r} is the baseline (the storefront's own order): experiment {experiment.name!r} ended "
+              f"in {path}, the policy section unchanged; every request gets the configured policy again (to serve "
+              "the storefront's order to everyone, set trainer.mode: apprentice)")  # fmt: skip
+    else:
+        print(f"promoted the policy of arm {arm.name!r}; experiment {experiment.name!r} ended in {path}")
     return 0

@@ -82,22 +82,17 @@ def settings() -> Response:
 def experiments() -> Response:
     """The running experiment (``experiments.current``) analysed from the event log: per-arm figures, each arm
     against the control, the sample-ratio check and the decision (docs/experiments.md)."""
-    rt = runtime()
-    snapshot = rt.snapshot
+    snapshot = runtime().snapshot
     require_key(snapshot.api_keys, request)
     config = snapshot.config
     experiment = config.experiments.current
     if experiment is None:
         return json_response({"status": "none", "experiment": None})
     try:
-        log = read_arm_log(config.join.event_log_dir, experiment.name)
+        log = read_arm_log(config.join.event_log_dir, experiment.name, since=experiment.started_at)
     except EventLogError as exc:  # nothing joined yet (no log directory): nothing to analyse
         return json_response({"status": "running", "experiment": experiment.name, "error": str(exc)})
     analysis = analyze_log(log, experiment, config.experiments)
-    for summary in analysis.summaries:
-        rt.metrics.arm_rewards.labels(experiment.name, summary.arm).set(summary.n)
-        if summary.n:
-            rt.metrics.arm_mean_reward.labels(experiment.name, summary.arm).set(summary.mean)
     return json_response({"status": "running", **analysis.as_dict()})
 
 
