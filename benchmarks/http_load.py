@@ -116,7 +116,7 @@ def _client(port: int, requests: Sequence[bytes], connections: int, rate: float 
                 answered = time.perf_counter()
                 latencies.append(answered - connection.started)
                 response_times.append(answered - connection.sent)
-                errors += connection.status != 200
+                errors += not 200 <= connection.status < 300  # 201 (Personalizer's rank) and 204 succeed
                 selector.unregister(connection.sock)
                 idle.append(connection)
     elapsed = time.perf_counter() - start

@@ -79,6 +79,9 @@ class Decision:
     # The running experiment and the arm that decided (``recommender.experiments``); None outside experiments.
     experiment: str | None = None
     arm: str | None = None
+    # The page's names of its slots, in slot order (Personalizer's multi-slot slot ids, which its rewards name);
+    # () when the page names none (slots are known by position).
+    slot_names: tuple[str, ...] = ()
     inputs_checked: InitVar[bool] = False
 
     def __post_init__(self, inputs_checked: bool) -> None:
@@ -107,6 +110,9 @@ class Decision:
                 raise RecordError(f"chosen[{slot}]={chosen} is not a candidate with positive probability")
         if len(set(self.chosen)) != len(self.chosen):
             raise RecordError("an item is chosen for two slots")
+        if self.slot_names and (len(self.slot_names) != len(self.chosen) or len(set(self.slot_names)) != len(
+                self.slot_names) or not all(isinstance(n, str) and n for n in self.slot_names)):  # fmt: skip
+            raise RecordError(f"slot_names must be {len(self.chosen)} distinct non-empty strings, one per slot")
         if not self.ranking or self.ranking[0] != self.chosen[0]:
             raise RecordError("ranking must start with the chosen item")
         if len(set(self.ranking)) != len(self.ranking) or min(self.ranking) < 0 or max(self.ranking) >= k:

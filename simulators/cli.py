@@ -94,7 +94,7 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="OVERRIDES",
-        help="policy overrides as vw: targets take them, e.g. exploration.epsilon=0.05 (repeat)",
+        help="policy overrides as vw: targets take them, e.g. exploration.gamma_scale=20 (repeat)",
     )
     optimize.add_argument("--search", action="append", default=[], metavar="KEY=V1|V2", help="a search-space key")
     optimize.add_argument("--search-space", type=Path, help="YAML search space (mode, budget, seed, space)")

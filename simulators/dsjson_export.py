@@ -8,21 +8,28 @@ decision, in log order:
   the chosen candidate's probability, ``_labelIndex`` its 0-based index and ``_label_Action`` = index + 1,
   ``a`` the 1-based candidate numbers in ranking order (then the candidates the ranking left out) and ``p``
   their probabilities in that order, so ``p`` holds the whole pmf;
-- multi-slot decisions as CCB lines: ``c._slots`` (``_id`` = ``slot-<s>``) and one ``_outcomes`` entry per
+- multi-slot decisions as CCB lines: ``c._slots`` (``_id`` = the decision's slot name, Personalizer's slot id,
+  else ``slot-<s>``) and one ``_outcomes`` entry per
   slot, ``_a`` the 0-based indices of the candidates still available at the slot (the chosen one first,
   then those not shown in an earlier slot) and ``_p`` their probabilities, ``_label_cost`` the slot's cost;
 - ``c`` holds the features as logged (a list of strings as one ``name=tag`` feature per tag, as VW's JSON
   parser refuses arrays of strings): ``User`` (the user features), ``Context`` (the request
   context) and, per candidate in ``c._multi``, ``_tag`` (its id) and ``Item`` (its features): the namespace
   names our own VW examples use, so interactions such as ``-q UI`` mean the same thing;
+- schema-free features (Personalizer's layout: the context's key ``" "`` and each candidate row's ``" "``,
+  ``{"i": ..., "j": ...}``) are merged into ``c`` and into each ``_multi`` entry, where VW's JSON parser reads
+  them as the example's own object: ``--dsjson`` then parses exactly the namespaces and features serving
+  encoded (``recommender.policy.examples``), and a Personalizer-era script sees its own layout;
 - ``EventId``, ``Timestamp`` (UTC, 7 fractional digits as Personalizer wrote them), ``Version`` "1",
   ``VWState.m`` (the model version that decided), ``_original_label_cost``, and ``o`` (the reward as an
   outcome, ``v``, with ``_default`` true when no reward arrived and the configured default was used).
 
 Reading the file back with ``simulators.readers.dsjson.read_dsjson`` gives the same rows, pmfs, rewards,
 timestamps and feature matrices as reading the event log, so every estimate of a fixed policy is the
-same. VW's text hashing of the features differs from our example builder's (VW's JSON parser names a
-string feature by key and value concatenated), so a model VW trains on the export is not our model.
+same (``simulators.readers.dsjson`` names ``User``, ``Context`` and ``Item`` and the merged objects as the
+event-log reader names their columns). For declared features, VW's hashing of the export differs from our
+example builder's (VW's JSON parser names a string feature by key and value concatenated, ours ``key=value``),
+so a model VW trains on an export of declared features is not our model; on schema-free features it is.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from recommender.policy.examples import EXAMPLE_OBJECT as EXAMPLE
 from recommender.policy.examples import cost_from_reward
 from recommender.records import Decision, JoinedEvent
 from simulators.errors import SimulatorError
@@ -68,15 +76,30 @@ def _features(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _with_own_object(declared: dict[str, Any], row: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """A DSJSON object of a row: its declared features in ``namespace``, and its JSON namespace object under
+    ``EXAMPLE`` (Personalizer's layout) merged in at the top, where VW's JSON parser reads it as the example's
+    own object, just as serving encoded it. A key of that object naming ``namespace`` (a mapping) joins
+    its features, as serving did: the same VW namespace."""
+    rest = {key: value for key, value in row.items() if key != EXAMPLE}
+    out = {namespace: _features(rest), **declared}
+    own = row.get(EXAMPLE)
+    if isinstance(own, Mapping):
+        for key, value in own.items():
+            if key in out and isinstance(out[key], dict) and isinstance(value, Mapping):
+                out[key] = {**out[key], **value}
+            else:
+                out[key] = value
+    return out
+
+
 def _context(decision: Decision) -> dict[str, Any]:
-    return {
-        "User": _features(decision.user_features),
-        "Context": _features(decision.context),
-        "_multi": [
-            {"_tag": cid, "Item": _features(features)}
-            for cid, features in zip(decision.candidate_ids, decision.candidate_features, strict=True)
-        ],
-    }
+    shared = _with_own_object({"User": _features(decision.user_features)}, decision.context, "Context")
+    shared["_multi"] = [
+        {"_tag": cid, **_with_own_object({}, features, "Item")}
+        for cid, features in zip(decision.candidate_ids, decision.candidate_features, strict=True)
+    ]
+    return shared
 
 
 def event_line(event: JoinedEvent) -> dict[str, Any]:
@@ -96,14 +119,15 @@ def event_line(event: JoinedEvent) -> dict[str, Any]:
             "_labelIndex": chosen,
         }
     else:
-        context["_slots"] = [{"_id": f"slot-{s}"} for s in range(decision.num_slots)]
+        names = decision.slot_names or tuple(f"slot-{s}" for s in range(decision.num_slots))
+        context["_slots"] = [{"_id": name} for name in names]
         outcomes = []
         shown: set[int] = set()
         for s, (pmf, chosen, reward) in enumerate(zip(decision.pmfs, decision.chosen, event.rewards, strict=True)):
             available = [chosen] + [j for j in range(k) if j != chosen and j not in shown]
             outcomes.append(
                 {
-                    "_id": f"slot-{s}",
+                    "_id": names[s],
                     "_label_cost": cost_from_reward(reward),
                     "_a": available,
                     "_p": [pmf[j] for j in available],

@@ -7,12 +7,12 @@ A synthetic log drawn by a uniform logger (a log on disk is given by its path, e
 >>> from simulators.synthetic import SyntheticEnvironment, UniformPolicy
 >>> env = SyntheticEnvironment(n_users=50, n_items=5, seed=0)
 >>> log = env.generate_log(UniformPolicy(), 1500, seed=0).bandit
->>> run = optimize_log(log, app_config=load_config(DEFAULT_CONFIG_PATH), settings=["exploration.epsilon=0.02"],
+>>> run = optimize_log(log, app_config=load_config(DEFAULT_CONFIG_PATH), settings=["exploration.gamma_scale=20"],
 ...                    config=OptimizeConfig(estimators=("ipw", "snipw"), primary="ipw"))
 >>> [p.name for p in run.result.policies]
-['logged', 'baseline', 'uniform', 'exploration.epsilon=0.02', 'configured']
+['logged', 'baseline', 'uniform', 'configured', 'exploration.gamma_scale=20']
 >>> run.result.recommended.name  # a learner beats a uniform logger by far
-'exploration.epsilon=0.02'
+'configured'
 
 Reads the log (our event log, VW DSJSON, the Open Bandit Dataset layout; optionally a time range),
 converts its rows of one slot once into VW's input in a work directory (``simulators.replay_log``), replays

@@ -93,12 +93,13 @@ class SavedModelTarget:
 
 
 def parse_overrides(text: str) -> dict[str, Any]:
-    """``a.b=1,c=x`` -> {"a.b": 1, "c": "x"} (values as YAML scalars); ``default`` or empty -> {}."""
+    """``a.b=1,c=x`` -> {"a.b": 1, "c": "x"} (values as YAML: scalars, or flow collections such as
+    ``interactions=[[any, any]]``, whose commas do not separate overrides); ``default`` or empty -> {}."""
     text = text.strip()
     if text in ("", "default"):
         return {}
     out: dict[str, Any] = {}
-    for part in text.split(","):
+    for part in _top_level_parts(text):
         key, eq, value = part.partition("=")
         if not eq or not key.strip():
             raise TargetSpecError(f"policy override {part.strip()!r} is not KEY=VALUE")
@@ -107,6 +108,17 @@ def parse_overrides(text: str) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             raise TargetSpecError(f"policy override {part.strip()!r}: {exc}") from exc
     return out
+
+
+def _top_level_parts(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets and braces."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
 
 
 def apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -154,6 +154,12 @@ class EventBus(abc.ABC):
         """Mark a pending decision as shown (for deferred decisions). False when unknown or closed."""
 
     @abc.abstractmethod
+    def pending_slot_names(self, event_id: str) -> tuple[str, ...] | None:
+        """The ``slot_names`` of the pending decision ``event_id`` (``()`` when it named none), on whichever
+        worker it was made; None when no such decision is pending (unknown, or already joined into the log).
+        Raises BusUnavailable when the backend cannot be reached within budget."""
+
+    @abc.abstractmethod
     def ping(self) -> None:
         """Raise BusUnavailable when the backend cannot be reached."""
 

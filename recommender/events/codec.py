@@ -173,6 +173,7 @@ def encode_decision(decision: Decision, row_digests: Sequence[str]) -> bytes:
             "deferred": decision.deferred,
             "experiment": decision.experiment,
             "arm": decision.arm,
+            "slot_names": decision.slot_names,
         }
     )
 
@@ -199,4 +200,5 @@ def decode_decision(data: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any
         # Absent in payloads written before experiments existed.
         experiment=data.get("experiment"),
         arm=data.get("arm"),
+        slot_names=tuple(data.get("slot_names", ())),  # absent in payloads written before slot names existed
     )

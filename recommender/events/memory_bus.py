@@ -126,6 +126,11 @@ class MemoryEventBus(EventBus):
             entry.activated = True
             return True
 
+    def pending_slot_names(self, event_id: str) -> tuple[str, ...] | None:
+        with self._lock:
+            entry = self._pending.get(event_id)
+            return None if entry is None else entry.decision.slot_names
+
     def ping(self) -> None:
         return None
 

@@ -262,6 +262,12 @@ class RedisEventBus(EventBus):
         )
         return bool(activated)
 
+    def pending_slot_names(self, event_id: str) -> tuple[str, ...] | None:
+        payload = self._call("reading a decision", self._client.hget, self._dkey(event_id), "d")
+        if payload is None:
+            return None
+        return tuple(from_json(payload).get("slot_names", ()))  # absent in payloads older than slot names
+
     def ping(self) -> None:
         self._call("pinging", self._client.ping)
 

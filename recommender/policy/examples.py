@@ -77,6 +77,9 @@ from recommender.settings.policy import NAMESPACES
 # Bump when the encoding of a feature type changes: models trained under another encoding are refused.
 ENCODING_VERSION = 1
 
+# The key of a row's JSON namespace object that is the example's own object (VW's default namespace " "):
+# where Personalizer's layout puts the context's and each action's schema-free features.
+EXAMPLE_OBJECT = " "
 USER_NS = NAMESPACES["user"]
 CONTEXT_NS = NAMESPACES["context"]
 ITEM_NS = NAMESPACES["item"]

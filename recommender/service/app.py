@@ -27,6 +27,7 @@ from recommender.service.metrics import ServiceMetrics
 from recommender.service.model_follower import ModelFollower
 from recommender.service.openapi import build_openapi
 from recommender.service.personalizer import admin as personalizer_admin
+from recommender.service.personalizer import evaluations as personalizer_evaluations
 from recommender.service.personalizer import routes as personalizer
 from recommender.service.reload import ConfigWatcher
 from recommender.service.runtime import EXTENSION, PolicyLoader, Runtime
@@ -90,7 +91,8 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = config.service.max_body_bytes
     app.config["OPENAPI"] = build_openapi(config)
     app.extensions[EXTENSION] = runtime
-    for blueprint in (scoring.bp, rewards.bp, ops.bp, personalizer.bp, personalizer_admin.bp):
+    for blueprint in (scoring.bp, rewards.bp, ops.bp, personalizer.bp, personalizer_admin.bp,
+                      personalizer_evaluations.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     _measure_requests(app, runtime)

@@ -28,6 +28,8 @@ class DecisionInput:
     candidate_features: Sequence[FeatureRow]
     slots: int | None
     deferred: bool
+    # The page's names of its slots (Personalizer's slot ids), recorded on the decision; () names none.
+    slot_names: tuple[str, ...] = ()
 
     def decision(
         self,

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from features.config import FeatureGroup, FeatureType
+from recommender.service.experiment_schemas import ExperimentStatus
 from recommender.service.personalizer.openapi_paths import personalizer_openapi
 from recommender.service.schemas import (
     EVENT_ID,
@@ -79,6 +80,7 @@ def build_openapi(config: AppConfig) -> dict[str, Any]:
             (ErrorResponse, "serialization"),
             (Health, "serialization"),
             (Readiness, "serialization"),
+            (ExperimentStatus, "serialization"),
         ],
         ref_template=REF,
     )
@@ -192,9 +194,24 @@ def build_openapi(config: AppConfig) -> dict[str, Any]:
                 },
             }
         },
+        "/v1/admin/experiments": {
+            "get": {
+                "summary": "The running experiment from the event log: per-arm figures, each arm against the "
+                           "control (always-valid and fixed-horizon), the sample-ratio check, the decision",
+                "operationId": "experiments",
+                "security": secured,
+                "responses": {
+                    "200": {"description": "the experiment", "content": _json(_ref(ExperimentStatus))},
+                    **_errors(401),
+                },
+            }
+        },
     }
     personalizer_paths, personalizer_schemas = personalizer_openapi(config)  # Personalizer's API beside /v1
     paths.update(personalizer_paths)
+    clash = schemas.keys() & personalizer_schemas.keys()
+    if clash:  # one would silently replace the other's body in the document
+        raise ValueError(f"component schemas defined twice in /openapi.json: {', '.join(sorted(clash))}")
     schemas.update(personalizer_schemas)
     return {
         "openapi": "3.1.0",

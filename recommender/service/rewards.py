@@ -47,7 +47,8 @@ def _reward_id(body_id: str | None) -> str | None:
     return header
 
 
-def _unavailable(rt: Runtime, exc: Exception | None) -> ApiError:
+def bus_unavailable(rt: Runtime, exc: Exception | None) -> ApiError:
+    """The 503 of a bus call that failed (``exc``, counted by the breaker) or was not tried (None: breaker open)."""
     if exc is not None:
         rt.bus_breaker.failure(str(exc))
     return ApiError(503, "unavailable", "the event bus (Redis) is unavailable; nothing was stored, retry later",
@@ -87,7 +88,7 @@ def store_reward(rt: Runtime, record: Reward, *, event_field: str = "event_id", 
     """Store one reward on the bus (the one path of every reward API): returns once the bus has it. Raises
     ApiError: 404 unknown event, 400 no such slot (naming ``event_field`` / ``slot_field``), 503 bus away."""
     if not rt.bus_breaker.allow():
-        raise _unavailable(rt, None)
+        raise bus_unavailable(rt, None)
     written = rt.publisher.written
     try:
         outcome = rt.bus.add_reward(record)
@@ -98,7 +99,7 @@ def store_reward(rt: Runtime, record: Reward, *, event_field: str = "event_id", 
         ):
             outcome = rt.bus.add_reward(record)
     except BusError as exc:
-        raise _unavailable(rt, exc) from None
+        raise bus_unavailable(rt, exc) from None
     rt.bus_breaker.success()
     rt.metrics.rewards.labels(outcome.value).inc()
     if outcome is RewardOutcome.UNKNOWN:
@@ -130,11 +131,11 @@ def activate_event(rt: Runtime, event_id: str, *, event_field: str = "event_id")
     """Activate a deferred decision (the one path of every activation API). Raises ApiError: 404 unknown
     event (naming ``event_field``), 503 bus away."""
     if not rt.bus_breaker.allow():
-        raise _unavailable(rt, None)
+        raise bus_unavailable(rt, None)
     try:
         activated = rt.bus.activate(event_id)
     except BusError as exc:
-        raise _unavailable(rt, exc) from None
+        raise bus_unavailable(rt, exc) from None
     rt.bus_breaker.success()
     rt.metrics.activations.labels("activated" if activated else "unknown").inc()
     if not activated:

@@ -23,9 +23,10 @@ VW argument                                   ``policy`` key
 ``-l``/``--learning_rate``, ``--power_t``,    ``learning.learning_rate`` (0.5), ``power_t`` (0.5), ``l2`` (0)
 ``--l2``
 ``-q``/``--quadratic``, ``--cubic``,          ``interactions``: namespace letters U (user), C (context),
-``--interactions``                            I (item), S (slot, ccb only); ``:`` is every namespace, so
-                                              ``-q ::`` is every pair, self-pairs included, in VW's order
-                                              (CC CI CU II IU UU: see ``_expand``)
+``--interactions``                            I (item), S (slot, ccb only); ``:`` (VW's wildcard, every
+                                              namespace, the JSON ones of schema-free features included)
+                                              is ``any``: ``-q ::`` is ``[[any, any]]``, ``-q U:``
+                                              ``[[user, any]]`` (see ``_expand``)
 ``-b``/``--bit_precision``                    ``bits`` (VW's default 18)
 ``--random_seed``                             ``seed``
 ============================================  ======================================================
@@ -35,8 +36,8 @@ Accepted and ignored, because they say nothing about learning: ``--quiet``, ``--
 stored arguments by itself (``--cb_adf``, ``--csoaa_ldf``, ``--csoaa_rank``, ``--cb_sample``,
 ``-i``/``--initial_regressor``). Every other argument is refused: ``VWArgumentsError`` names each one.
 
-``arguments_from_policy(config)`` is the inverse: the string of ``config`` (without ``--quiet``; ``-q ::``
-for exactly the crosses it expands to); mapping it back gives ``config`` again (with ``base`` = ``config``).
+``arguments_from_policy(config)`` is the inverse: the string of ``config`` (without ``--quiet``; ``[any, any]``
+as ``-q ::``, Personalizer's spelling); mapping it back gives ``config`` again (with ``base`` = ``config``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from pydantic import ValidationError
 
 from recommender.errors import ConfigError
 from recommender.settings.policy import (
+    ANY_NAMESPACE,
     NAMESPACES,
     RND,
     Bagging,
@@ -150,21 +152,17 @@ def _is_value(word: str) -> bool:
 
 
 def _expand(term: str, mode: str) -> list[tuple[str, ...]]:
-    """The namespace tuples of one interaction term (``UI``, ``::``), in the order VW crosses them (the
-    order decides the hashes, so the weights of a model trained with ``-q ::`` are found only under it).
+    """The interaction of one term (``UI``, ``U:``, ``::``): a letter is its namespace, ``:`` is ``any``.
 
-    VW expands a term of wildcards only into the combinations with repetition of the namespace letters in
-    ASCII order (``-q ::`` over C, I, U is CC CI CU II IU UU: checked against VW 9.11 by reloading a model
-    trained with ``-q ::`` under each ordering). Raises KeyError on an unknown letter."""
+    A wildcard stays a wildcard (``policy.interactions`` renders ``any`` as ``:`` again): VW expands it per
+    example over the namespaces the example has, the JSON ones of schema-free features included, and in its
+    own order, which decides the hashes. Spelling ``-q ::`` out as the pairs of User, Context and Item
+    would miss the JSON namespaces and, passed beside the ``--quadratic ::`` a model file stores, change
+    the model's scores (tests/recommender/settings/test_vw_arguments.py reloads a ``-q ::`` model under
+    both). Raises KeyError on an unknown letter."""
     names = [n for n in NAMESPACES if mode == "ccb" or n != "slot"]
-    if set(term) == {":"}:
-        ordered = sorted(names, key=lambda n: NAMESPACES[n][0])
-        return list(itertools.combinations_with_replacement(ordered, len(term)))
-    choices = [names if letter == ":" else [_LETTERS[letter]] for letter in term]
-    seen: dict[tuple[str, ...], tuple[str, ...]] = {}
-    for combo in itertools.product(*choices):
-        seen.setdefault(tuple(sorted(combo, key=names.index)), combo)
-    return list(seen.values())
+    allowed = {NAMESPACES[n][0]: n for n in names}
+    return [tuple(ANY_NAMESPACE if letter == ":" else allowed[letter] for letter in term)]
 
 
 def policy_from_arguments(arguments: str, base: PolicyConfig) -> PolicyConfig:
@@ -254,18 +252,13 @@ def _exploration(algorithm: str, values: Mapping[str, str], flags: set[str]) -> 
 
 
 def arguments_from_policy(config: PolicyConfig) -> str:
-    """The VW argument string of ``config`` (its VW command line without ``--quiet``), with ``-q ::`` where
-    the interactions are every pair of namespaces, self-pairs included."""
+    """The VW argument string of ``config`` (its VW command line without ``--quiet``), ``[any, any]`` written
+    as ``-q ::`` at the end, where Personalizer's learning policies have it."""
     args = [a for a in config.vw_args() if a != "--quiet"]
-    if tuple(config.interactions) == tuple(_expand("::", config.mode)):
-        kept, i = [], 0
-        while i < len(args):
-            if args[i] == "--interactions":
-                i += 2
-                continue
-            kept.append(args[i])
-            i += 1
-        args = [*kept, "-q", "::"]
+    pairs = list(itertools.pairwise(args))
+    if ("--interactions", "::") in pairs:
+        at = pairs.index(("--interactions", "::"))
+        args = [*args[:at], *args[at + 2 :], "-q", "::"]
     return shlex.join(args)
 
 

@@ -9,7 +9,10 @@ CB (``--cb_explore_adf``)::
      "c": {"User": {...}, "_multi": [{...}, {...}, {...}]}, "o": [...]}
 
 - ``c._multi`` lists the candidate actions (their features); everything else in ``c`` is the shared
-  context (keys starting with ``_`` are metadata, not features).
+  context (keys starting with ``_`` are metadata, not features). Feature columns are named as the event-log
+  reader names a decision's (so our export reads back to the same matrices): ``c.User`` as the user
+  features, ``c.Context`` as the context, an action's ``Item`` as its declared features, every other key as
+  the JSON namespace object ``" "`` of the context or the action (Personalizer's layout).
 - ``a`` lists the action ids, in ranking order as Personalizer writes it (``a[0]`` is the chosen one), and
   ``p`` their probabilities in the same order. Personalizer writes 1-based ids (pmf[a[j] - 1] = p[j]);
   VW's own test data also has 0-based ones (``cb_features_w_zero_vals.dsjson``: ``"a": [0, 1]``) and
@@ -108,13 +111,35 @@ def _timestamp(value: Any) -> datetime | None:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
+def _as_logged(obj: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """A DSJSON object as our event log holds its row: the features of ``namespace`` (a mapping) as the
+    declared ones, every other key as the row's JSON namespace object ``" "`` (``simulators.dsjson_export``
+    writes the two this way), so both readers give the same feature columns."""
+    declared = obj.get(namespace)
+    row = dict(declared) if isinstance(declared, Mapping) else {}
+    own = {key: value for key, value in obj.items() if key != namespace or not isinstance(value, Mapping)}
+    if own:
+        row[" "] = own
+    return row
+
+
+def _shared_features(shared: Mapping[str, Any]) -> dict[str, float]:
+    """The flat context of a line's shared object, named as the event-log reader names a decision's:
+    ``User`` under ``user.``, ``Context`` and the other keys under ``context.`` (the others as ``context. .``)."""
+    user = shared.get("User")
+    flat = flatten_features(user if isinstance(user, Mapping) else {}, prefix="user.")
+    rest = {key: value for key, value in shared.items() if key != "User" or not isinstance(value, Mapping)}
+    flat.update(flatten_features(_as_logged(rest, "Context"), prefix="context."))
+    return flat
+
+
 def _item_key(features: Mapping[str, Any]) -> tuple[str, str]:
     """(key, display name) of an action: its ``_tag`` when it has one, else its features (identical
     features are the same item)."""
     tag = features.get("_tag") if isinstance(features, Mapping) else None
     if tag is not None:
         return str(tag), str(tag)
-    key = json.dumps(flatten_features(features), sort_keys=True)
+    key = json.dumps(flatten_features(_as_logged(features, "Item")), sort_keys=True)
     return key, key if len(key) <= 60 else key[:57] + "..."
 
 
@@ -218,14 +243,14 @@ def _parse_event(event: Mapping[str, Any], items: dict[str, dict[str, float]], n
         keys = [key for key, _ in keyed]
     for features, (key, name) in zip(multi, keyed, strict=True):
         if key not in items:
-            items[key] = flatten_features(features)
+            items[key] = flatten_features(_as_logged(features, "Item"))
             names[key] = name
     shared = {k: v for k, v in context.items() if k not in ("_multi", "_slots")}
     event_id = _get(event, "EventId")
     return ParsedDecision(
         event_id=str(event_id) if event_id is not None else "",
         timestamp=_timestamp(_get(event, "Timestamp")),
-        context=flatten_features(shared),
+        context=_shared_features(shared),
         item_keys=tuple(keys),
         slots=tuple(slots),
     )

@@ -54,6 +54,10 @@ def service_document(tmp_path: Path, redis_url: str | None, **changes: Any) -> d
     if redis_url is not None:
         base["features"] = {"backend": "redis", "redis": {"url": redis_url, "key_prefix": CATALOG_PREFIX}}
     deep_update(document, base)
+    # The service tests check exploration mechanics (shares of the pmf, epsilon reloaded live, Personalizer's
+    # explorationPercentage) on epsilon-greedy, whatever configs/default.yaml ships (replaced whole: another
+    # algorithm's keys would not validate).
+    document["policy"]["exploration"] = {"algorithm": "epsilon_greedy", "epsilon": 0.1}
     return deep_update(document, copy.deepcopy(changes))
 
 

@@ -96,6 +96,8 @@ def _app_config(tmp_path, users: dict, items: dict):
         "items": {"entity": "item", "key": "item_id", "features": items},
     }
     document["policy"]["interactions"] = [["user", "item"]]
+    # The settings below override epsilon: an epsilon-greedy section to override, whatever the shipped one.
+    document["policy"]["exploration"] = {"algorithm": "epsilon_greedy", "epsilon": 0.1}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(document))
     return path, parse_config(document)
@@ -293,7 +295,7 @@ def test_a_log_that_does_not_fit_the_configured_groups_is_replayed_with_groups_i
     """`recommender simulate` writes 5-dimensional embeddings; configs/default.yaml declares 8."""
     events, fitting_config = event_log
     default = load_config(DEFAULT_CONFIG_PATH)
-    settings = ["exploration.epsilon=0.05"]
+    settings = ["exploration.algorithm=epsilon_greedy,exploration.epsilon=0.05"]
     quick = OptimizeConfig(estimators=("ipw",), primary="ipw")
     inferred = optimize_log(events, app_config=default, settings=settings, include_configured=False, config=quick)
     fitting = optimize_log(events, app_config=load_config(fitting_config), settings=settings,

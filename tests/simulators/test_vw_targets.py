@@ -47,7 +47,7 @@ def test_vw_target_trains_on_the_prefix_and_evaluates_the_rest(logged, capsys):
                 "--log",
                 str(root / "events"),
                 "--target",
-                "vw:exploration.epsilon=0.3,learning.learning_rate=0.3;train_fraction=0.6",
+                "vw:exploration.algorithm=epsilon_greedy,exploration.epsilon=0.3,learning.learning_rate=0.3;train_fraction=0.6",
                 "--estimators",
                 "ipw,snipw,dr",
                 "--bootstrap",
@@ -60,7 +60,7 @@ def test_vw_target_trains_on_the_prefix_and_evaluates_the_rest(logged, capsys):
     evaluation = json.loads(capsys.readouterr().out)["evaluations"][0]
     # 40% of 300 decisions are held out.
     assert evaluation["diagnostics"]["n_rows"] == 120
-    assert evaluation["target"].startswith("vw:exploration.epsilon=0.3")
+    assert evaluation["target"].startswith("vw:exploration.algorithm=epsilon_greedy,exploration.epsilon=0.3")
     values = [e["value"] for e in evaluation["estimates"]]
     assert all(v is not None and 0.0 <= v <= 1.5 for v in values)
     assert evaluation["diagnostics"]["support_violations"] == 0

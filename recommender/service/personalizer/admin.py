@@ -7,9 +7,11 @@
   ``learningMode`` = ``trainer.mode``. A PUT writes the followed config file (``config_file``): applied the way
   ops' edits are. Fields with no counterpart must keep the values GET shows (``logRetentionDays: -1``: we
   never delete the log; ``modelRetrainDays: 0``; no log mirroring, no auto-optimization); others are refused.
-- ``GET .../configurations/policy``: the VW arguments of the policy in force; PUT may change ``--epsilon``
-  only (the hot-reloadable part); DELETE resets ``epsilon`` to its default. Other arguments are refused,
-  naming them (importing a learning-policy file is ``recommender`` configuration work, docs/policy.md).
+- ``GET .../configurations/policy``: the VW arguments of the policy in force (``settings.vw_arguments``, the
+  one mapping of learning policies); PUT maps its arguments the same way and may change only the ``--epsilon``
+  of epsilon-greedy exploration (the hot-reloadable part); DELETE resets the exploration to its defaults.
+  Arguments that do not map, and any other difference, are refused naming them (importing another learning
+  policy is ``recommender policy import-personalizer`` and a restart, docs/policy.md).
 - ``GET .../model``: the current model version's VW file; ``GET .../model/properties``: its times.
 - ``PUT .../model`` (``application/octet-stream``, a VW model file, e.g. one Personalizer exported): published
   as a new model version and made current (``recommender.policy.model_import``: its stored arguments must map
@@ -18,9 +20,10 @@
   continues from the events not learned yet, not from the start of the log. Serving workers swap the new
   version in as they swap any (the model follower).
 - ``GET .../logs/properties``: the event log's date range.
+- Evaluations and feature importances: ``recommender.service.personalizer.evaluations``.
 - Refused with 400 ``OperationNotAllowed`` and the reason: deleting the log (the event log is the record of
-  every decision; delete partitions under ``join.event_log_dir`` deliberately), evaluations and feature
-  importances (run ``recommender optimize --log ...``).
+  every decision; delete partitions under ``join.event_log_dir`` deliberately) and applying an evaluation's
+  policy (a policy change is configuration work and a restart).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,12 +46,15 @@ from recommender.policy.policy import Policy
 from recommender.service.auth import require_key
 from recommender.service.errors import ApiError, accept_media_types, json_response
 from recommender.service.personalizer import errors
+from recommender.service.personalizer.bodies import parse
 from recommender.service.personalizer.config_file import write_changes
 from recommender.service.personalizer.durations import format_duration, parse_duration
+from recommender.service.personalizer.schemas import PersonalizerPolicyUpdate, PersonalizerServiceConfigurationUpdate
 from recommender.service.personalizer.versions import add_route, check_api_version
 from recommender.service.runtime import Runtime, runtime
 from recommender.settings.app import AppConfig
 from recommender.settings.policy import EpsilonGreedy
+from recommender.settings.vw_arguments import VWArgumentsError, arguments_from_policy, policy_from_arguments
 
 bp = Blueprint("personalizer_admin", __name__)
 errors.register(bp)
@@ -64,17 +71,11 @@ _FIXED: dict[str, Any] = {"logRetentionDays": -1, "modelRetrainDays": 0, "logMir
                           "isAutoOptimizationEnabled": False}  # fmt: skip
 
 
-def _admin() -> Runtime:
+def admin_runtime() -> Runtime:
+    """This worker's runtime, once the request's key is checked (every administration route needs one)."""
     rt = runtime()
     require_key(rt.snapshot.api_keys, request)
     return rt
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "BadRequest", "(body): a JSON object is required")
-    return body
 
 
 def _refuse(what: str, why: str) -> ApiError:
@@ -96,7 +97,7 @@ def service_configuration(config: AppConfig) -> dict[str, Any]:
 
 def get_service_configuration(version: str | None) -> Response:
     check_api_version(version)
-    return json_response(service_configuration(_admin().snapshot.config))
+    return json_response(service_configuration(admin_runtime().snapshot.config))
 
 
 def _duration(body: dict[str, Any], field: str) -> float:
@@ -116,9 +117,9 @@ def _number(body: dict[str, Any], field: str) -> float:
 
 def update_service_configuration(version: str | None) -> Response:
     check_api_version(version)
-    rt = _admin()
+    rt = admin_runtime()
     config = rt.snapshot.config
-    body = _body()
+    body = parse(PersonalizerServiceConfigurationUpdate, CONFIG_ERROR).model_dump(exclude_none=True)
     current = service_configuration(config)
     for field, fixed in _FIXED.items():
         if field in body and body[field] != fixed:
@@ -152,56 +153,60 @@ def update_service_configuration(version: str | None) -> Response:
 
 
 def policy_contract(config: AppConfig) -> dict[str, Any]:
+    """The learning policy in force as Personalizer shows it: its VW arguments (``arguments_from_policy``,
+    the mapping ``recommender policy export-personalizer`` writes)."""
     return {"name": f"{config.policy.mode}-{config.policy.exploration.algorithm}",
-            "arguments": " ".join(config.policy.vw_args())}  # fmt: skip
+            "arguments": arguments_from_policy(config.policy)}  # fmt: skip
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The key paths where two dumped policy sections differ (``learning.cb_type``), in key order."""
+    out: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping) and a.get("algorithm") == b.get("algorithm"):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} ({a!r} -> {b!r})")
+    return out
+
+
+def _epsilon_change(config: AppConfig, arguments: str) -> float | None:
+    """The epsilon a learning policy's arguments ask for (None: no change); refuses, naming them, arguments
+    that do not map (``policy_from_arguments``) and any other difference from the policy in force."""
+    try:
+        asked = policy_from_arguments(arguments, config.policy)
+    except VWArgumentsError as exc:
+        raise ApiError(400, POLICY_ERROR, f"arguments: {exc}", field="arguments") from None
+    current = config.policy
+    epsilon = getattr(asked.exploration, "epsilon", None)
+    if isinstance(current.exploration, EpsilonGreedy) and isinstance(asked.exploration, EpsilonGreedy):
+        asked = asked.model_copy(update={"exploration": current.exploration})
+    differs = _differences(current.model_dump(by_alias=True), asked.model_dump(by_alias=True))
+    if differs:
+        raise ApiError(400, POLICY_ERROR, "arguments: only --epsilon (of epsilon-greedy exploration) can change "
+                       f"while the service runs; differs: {'; '.join(differs)}", field="arguments")  # fmt: skip
+    return epsilon if epsilon != getattr(current.exploration, "epsilon", None) else None
 
 
 def get_policy(version: str | None) -> Response:
     check_api_version(version)
-    return json_response(policy_contract(_admin().snapshot.config))
-
-
-def _epsilon_change(config: AppConfig, arguments: str) -> float | None:
-    """The new epsilon an argument string asks for (None: the same); refuses any other difference."""
-    given = arguments.split()
-    current = config.policy.vw_args()
-    epsilon = None
-    if "--epsilon" in given:
-        at = given.index("--epsilon")
-        try:
-            epsilon = float(given[at + 1])
-        except (IndexError, ValueError):
-            raise ApiError(400, POLICY_ERROR, "arguments: --epsilon needs a number", field="arguments") from None
-        given = given[:at] + given[at + 2 :]
-    if "--epsilon" in current:
-        at = current.index("--epsilon")
-        current = current[:at] + current[at + 2 :]
-    added = [a for a in given if a not in current]
-    removed = [a for a in current if a not in given]
-    if added or removed:
-        raise ApiError(400, POLICY_ERROR, "arguments: only --epsilon can change while the service runs; differs: "
-                       f"{' '.join(added + ['(missing) ' + r for r in removed])}", field="arguments")  # fmt: skip
-    return epsilon
+    return json_response(policy_contract(admin_runtime().snapshot.config))
 
 
 def update_policy(version: str | None) -> Response:
     check_api_version(version)
-    rt = _admin()
+    rt = admin_runtime()
     config = rt.snapshot.config
-    body = _body()
-    arguments = body.get("arguments")
-    if not isinstance(arguments, str):
-        raise ApiError(400, POLICY_ERROR, "arguments: a string of VW arguments is required", field="arguments")
-    epsilon = _epsilon_change(config, arguments)
-    current = getattr(config.policy.exploration, "epsilon", None)
-    if epsilon is not None and epsilon != current:
+    epsilon = _epsilon_change(config, parse(PersonalizerPolicyUpdate, POLICY_ERROR).arguments)
+    if epsilon is not None:
         config = write_changes(rt, {("policy", "exploration", "epsilon"): epsilon}, code=POLICY_ERROR)
     return json_response(policy_contract(config))
 
 
 def reset_policy(version: str | None) -> Response:
     check_api_version(version)
-    rt = _admin()
+    rt = admin_runtime()
     config = rt.snapshot.config
     exploration = config.policy.exploration
     default = type(exploration)().model_dump(by_alias=True)  # every exploration class has defaults
@@ -223,7 +228,7 @@ def _current_model(rt: Runtime) -> Any:
 
 def export_model(version: str | None) -> Response:
     check_api_version(version)
-    model = _current_model(_admin())
+    model = _current_model(admin_runtime())
     data = (model.path / MODEL_FILE).read_bytes()
     return Response(data, mimetype="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{model.id}.vw"'})  # fmt: skip
@@ -240,7 +245,7 @@ def _checkpoint(store: ModelStore) -> dict[str, Any] | None:
 
 def import_model(version: str | None) -> Response:
     check_api_version(version)
-    rt = _admin()
+    rt = admin_runtime()
     config = rt.snapshot.config
     request.max_content_length = MAX_MODEL_BYTES
     store = open_model_store(config)
@@ -266,7 +271,7 @@ def import_model(version: str | None) -> Response:
 
 def reset_model(version: str | None) -> Response:
     check_api_version(version)
-    config = _admin().snapshot.config
+    config = admin_runtime().snapshot.config
     store = open_model_store(config)
     fresh = Policy.create(config.policy, config.user_group, config.item_group)
     try:
@@ -278,14 +283,14 @@ def reset_model(version: str | None) -> Response:
 
 def model_properties(version: str | None) -> Response:
     check_api_version(version)
-    model = _current_model(_admin())
+    model = _current_model(admin_runtime())
     created = model.created_at.astimezone(UTC).isoformat()
     return json_response({"creationTime": created, "lastModifiedTime": created})
 
 
 def log_properties(version: str | None) -> Response:
     check_api_version(version)
-    rt = _admin()
+    rt = admin_runtime()
     try:
         table = read_table(rt.snapshot.config.join.event_log_dir)
     except EventLogError:
@@ -300,13 +305,14 @@ def log_properties(version: str | None) -> Response:
 
 def refused(version: str | None, **_: str) -> Response:
     check_api_version(version)
-    _admin()
+    admin_runtime()
     path = request.path
     if path.endswith("/logs"):
         raise _refuse("deleting the logs", "the event log is the record of every decision; delete partitions under "
                       "join.event_log_dir deliberately")  # fmt: skip
-    raise _refuse("offline evaluation and feature importance over this API", "run `recommender optimize "
-                  "--log <join.event_log_dir>`: it replays learning settings and ranks features")  # fmt: skip
+    raise _refuse("applying an evaluation's policy over this API", "a learning policy other than the one in force "
+                  "is a configuration change and a restart: `recommender policy import-personalizer`, or "
+                  "`recommender optimize --write-config`")  # fmt: skip
 
 
 add_route(bp, "/configurations/service", get_service_configuration, ["GET"])
@@ -320,10 +326,6 @@ add_route(bp, "/logs/properties", log_properties, ["GET"])
 add_route(bp, "/logs", refused, ["DELETE"])
 add_route(bp, "/model", import_model, ["PUT"])
 add_route(bp, "/model", reset_model, ["DELETE"])
-add_route(bp, "/evaluations", refused, ["GET", "POST"])
-add_route(bp, "/evaluations/<evaluation_id>", refused, ["GET", "PUT", "DELETE"])
-add_route(bp, "/featureImportances", refused, ["GET"])
-add_route(bp, "/featureImportances/<feature_importance_id>", refused, ["GET", "PUT", "DELETE"])
 add_route(bp, "/configurations/applyFromEvaluation", refused, ["POST"])
 
 

@@ -26,13 +26,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from recommender.policy.examples import EXAMPLE_OBJECT
 from recommender.service.errors import ApiError
 
 MAX_DEPTH = 4  # nested objects: deeper is a client bug, not a feature
 MAX_STRING = 512
 MAX_ARRAY = 4096
 MAX_NUMBER = 2**53  # beyond, not exactly representable as the float VW computes with
-EXAMPLE = " "  # the row key of the VW example's own object (VW's default namespace)
+EXAMPLE = EXAMPLE_OBJECT  # the row key of the VW example's own object (VW's default namespace)
 TEXT = "_text"  # the one metadata key that holds features in VW's JSON
 
 

@@ -59,7 +59,8 @@ def single_slot_order(actions: Sequence[PersonalizerRankableAction], excluded: S
     return order, [action.id for action in actions if action.id in leave_out]
 
 
-def multi_slot_order(actions: Sequence[PersonalizerRankableAction], slots: Sequence[PersonalizerSlotRequest], limit: int) -> list[int]:
+def multi_slot_order(actions: Sequence[PersonalizerRankableAction], slots: Sequence[PersonalizerSlotRequest],
+                     limit: int) -> list[int]:  # fmt: skip
     """The candidates' indices into ``actions``: the slots' baselines in slot order, then the others."""
     positions = _positions(actions, limit)
     if len(slots) > len(actions):
@@ -95,9 +96,11 @@ def decision_input(
     user_id: str | None,
     slots: int | None,
     deferred: bool,
+    slot_names: tuple[str, ...] = (),
 ) -> tuple[DecisionInput, DegradedReason | None]:
     """The DecisionInput of a rank (candidates ``actions[i] for i in order``) and why its features are
-    defaults (None: they are not). Reads the feature store once."""
+    defaults (None: they are not); ``slot_names``: a multi-slot rank's slot ids, recorded on the decision.
+    Reads the feature store once."""
     context = context_row(context_features)
     ids = [actions[i].id for i in order]
     free = [action_features(actions[i].features, f"actions[{i}].features", actions[i].id) for i in order]
@@ -115,12 +118,13 @@ def decision_input(
         candidate_features=items,
         slots=slots,
         deferred=deferred,
+        slot_names=slot_names,
     )
     return request_input, problem
 
 
 def rank_response(decision: Decision, excluded: Sequence[str]) -> dict[str, Any]:
-    """Personalizer's PersonalizerRankResponse: the ranking (excluded actions last, probability 0), the chosen action."""
+    """Personalizer's RankResponse: the ranking (excluded actions last, probability 0), the chosen action."""
     ids = decision.candidate_ids
     pmf = decision.pmfs[0]
     ranking = [{"id": ids[i], "probability": pmf[i]} for i in decision.ranking]
@@ -129,7 +133,7 @@ def rank_response(decision: Decision, excluded: Sequence[str]) -> dict[str, Any]
 
 
 def multi_slot_response(decision: Decision, slot_ids: Sequence[str]) -> dict[str, Any]:
-    """Personalizer's PersonalizerMultiSlotRankResponse: each slot's chosen action."""
+    """Personalizer's MultiSlotRankResponse: each slot's chosen action."""
     ids = decision.candidate_ids
     slots = [{"id": slot_id, "rewardActionId": ids[c]} for slot_id, c in zip(slot_ids, decision.chosen, strict=True)]
     return {"eventId": decision.event_id, "slots": slots}

@@ -1,7 +1,7 @@
 """Personalizer's Rank, Reward and Activate, single- and multi-slot, beside our /v1 (docs/service.md).
 
 Paths, methods and status codes are those the SDKs expect (``versions`` for the prefixes): rank answers 201
-with the PersonalizerRankResponse, reward and activate 204 with no body. Each goes through the one path of its /v1
+with the RankResponse, reward and activate 204 with no body. Each goes through the one path of its /v1
 counterpart (``scoring.decide_and_publish``, ``rewards.store_reward``, ``rewards.activate_event``): the same
 decision log, join, trainer and model. Keys: ``Ocp-Apim-Subscription-Key`` (or our headers) against
 ``service.api_keys``; rank needs one only with ``service.protect_score``, as /v1/score.
@@ -13,15 +13,13 @@ Personalizer ignored events that were never activated.
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from flask import Blueprint, Response, current_app, request
-from pydantic import BaseModel, ValidationError
 
 from recommender.records import Reward, utc_now
 from recommender.service.auth import require_key
-from recommender.service.errors import ApiError, from_validation_error, json_response
+from recommender.service.errors import ApiError, json_response
 from recommender.service.personalizer import errors
+from recommender.service.personalizer.bodies import parse
 from recommender.service.personalizer.mapping import (
     RANK_ERROR,
     decision_input,
@@ -37,12 +35,10 @@ from recommender.service.personalizer.schemas import (
     PersonalizerRewardRequest,
 )
 from recommender.service.personalizer.slot_ids import SlotIds
-from recommender.service.personalizer.versions import add_route, check_api_version
+from recommender.service.personalizer.versions import add_fallback, add_route, check_api_version
 from recommender.service.rewards import activate_event, check_event_id, check_reward_range, store_reward
 from recommender.service.runtime import runtime
 from recommender.service.scoring import decide_and_publish
-
-M = TypeVar("M", bound=BaseModel)
 
 bp = Blueprint("personalizer", __name__)
 errors.register(bp)
@@ -61,22 +57,13 @@ def _slot_ids() -> SlotIds:
     return current_app.extensions[SLOT_IDS]
 
 
-def _parse(model: type[M], code: str) -> M:
-    try:
-        return model.model_validate_json(request.get_data(cache=False))
-    except ValidationError as exc:
-        error = from_validation_error(exc)
-        raise ApiError(400, code if error.code == "invalid_request" else error.code, error.message, field=error.field,
-                       details=error.details) from None  # fmt: skip
-
-
 def rank(version: str | None) -> Response:
     check_api_version(version)
     rt = runtime()
     snapshot = rt.snapshot
     if snapshot.config.service.protect_score:
         require_key(snapshot.api_keys, request)
-    req = _parse(PersonalizerRankRequest, RANK_ERROR)
+    req = parse(PersonalizerRankRequest, RANK_ERROR)
     order, excluded = single_slot_order(req.actions, req.excludedActions, snapshot.config.service.max_candidates)
     request_input, problem = decision_input(
         rt, snapshot, actions=req.actions, order=order, context_features=req.contextFeatures, event_id=req.eventId,
@@ -92,7 +79,7 @@ def reward(version: str | None, event_id: str) -> Response:
     snapshot = rt.snapshot
     require_key(snapshot.api_keys, request)
     check_event_id(event_id, "eventId")
-    req = _parse(PersonalizerRewardRequest, REWARD_ERROR)
+    req = parse(PersonalizerRewardRequest, REWARD_ERROR)
     check_reward_range(rt, snapshot.config.join.reward_range, req.value, "value")
     store_reward(rt, Reward(event_id, float(req.value), utc_now()), event_field="eventId")
     return Response(status=204)
@@ -113,7 +100,7 @@ def multi_slot_rank(version: str | None) -> Response:
     snapshot = rt.snapshot
     if snapshot.config.service.protect_score:
         require_key(snapshot.api_keys, request)
-    req = _parse(PersonalizerMultiSlotRankRequest, RANK_ERROR)
+    req = parse(PersonalizerMultiSlotRankRequest, RANK_ERROR)
     if len(req.slots) > 1 and snapshot.policy is not None and not snapshot.policy.multi_slot:
         raise ApiError(400, "InvalidMultiSlotApiAccess", f"slots: {len(req.slots)} slots need a multi-slot policy "
                        "(policy.mode: ccb); this service runs a single-slot one", field="slots")  # fmt: skip
@@ -121,9 +108,10 @@ def multi_slot_rank(version: str | None) -> Response:
     request_input, problem = decision_input(
         rt, snapshot, actions=req.actions, order=order, context_features=req.contextFeatures, event_id=req.eventId,
         user_id=req.userId, slots=len(req.slots), deferred=bool(req.deferActivation),
+        slot_names=tuple(slot.id for slot in req.slots),
     )  # fmt: skip
     decision, _ = decide_and_publish(rt, snapshot, request_input, problem, event_field="eventId")
-    slot_ids = [slot.id for slot in req.slots]
+    slot_ids = decision.slot_names
     join = snapshot.config.join
     _slot_ids().record(decision.event_id, slot_ids, join.reward_wait_time + join.recovery_seconds)
     return json_response(multi_slot_response(decision, slot_ids), 201)
@@ -135,12 +123,11 @@ def multi_slot_reward(version: str | None, event_id: str) -> Response:
     snapshot = rt.snapshot
     require_key(snapshot.api_keys, request)
     check_event_id(event_id, "eventId")
-    req = _parse(PersonalizerMultiSlotRewardRequest, REWARD_ERROR)
-    slot_ids = _slot_ids().get(event_id)
+    req = parse(PersonalizerMultiSlotRewardRequest, REWARD_ERROR)
+    slot_ids = _slot_ids().find(rt, event_id)
     if slot_ids is None:
-        raise ApiError(404, "ResourceNotFound", f"eventId: no multi-slot decision {event_id!r} is pending on this "
-                       "worker (unknown, its reward window has closed, or it was ranked by another worker)",
-                       field="eventId")  # fmt: skip
+        raise ApiError(404, "ResourceNotFound", f"eventId: no pending multi-slot decision {event_id!r} (unknown, or "
+                       "its reward window has closed)", field="eventId")  # fmt: skip
     records = []
     for i, slot_reward in enumerate(req.reward):
         if slot_reward.slotId not in slot_ids:
@@ -160,3 +147,4 @@ add_route(bp, "/events/<path:event_id>/activate", activate, ["POST"])
 add_route(bp, "/multislot/rank", multi_slot_rank, ["POST"], since_preview=True)
 add_route(bp, "/multislot/events/<path:event_id>/reward", multi_slot_reward, ["POST"], since_preview=True)
 add_route(bp, "/multislot/events/<path:event_id>/activate", activate, ["POST"], since_preview=True)
+add_fallback(bp)  # after every route of both Personalizer blueprints: werkzeug tries it last anyway

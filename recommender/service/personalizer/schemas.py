@@ -10,9 +10,10 @@ checked by ``recommender.service.personalizer.features``, which names the JSON p
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictInt, StringConstraints
 
 from recommender.service.schemas import Identifier, Number
 
@@ -127,3 +128,88 @@ class PersonalizerErrorResponse(BaseModel):
     """Every 4xx/5xx of the Personalizer API: ``{"error": {"code", "message", "target", "details"}}``."""
 
     error: PersonalizerErrorDetail
+
+
+# The administration API (``admin``). Requests ignore unknown fields, as the ranking ones do.
+Duration = Annotated[str, Field(description="ISO 8601 duration, e.g. PT5M, PT30S, P1D")]
+
+
+class PersonalizerServiceConfigurationUpdate(_Request):
+    """``PUT .../configurations/service``: the fields to change (a field left out keeps its value)."""
+
+    rewardWaitTime: Duration | None = Field(default=None, description="join.reward_wait_time (at the next start)")
+    defaultReward: Number | None = Field(default=None, description="join.default_reward")
+    rewardAggregation: str | None = Field(default=None, description="join.aggregation (earliest = first)")
+    explorationPercentage: Number | None = Field(default=None, description="epsilon of epsilon_greedy, in [0, 1]")
+    modelExportFrequency: Duration | None = Field(default=None, description="trainer.model_update_interval")
+    learningMode: str | None = Field(default=None, description="Online, Apprentice or LoggingOnly (trainer.mode)")
+    logRetentionDays: StrictInt | None = Field(default=None, description="only -1 (the event log is kept)")
+    modelRetrainDays: StrictInt | None = Field(default=None, description="only 0")
+    logMirrorEnabled: StrictBool | None = Field(default=None, description="only false")
+    isAutoOptimizationEnabled: StrictBool | None = Field(default=None, description="only false")
+
+
+class PersonalizerServiceConfiguration(BaseModel):
+    """``GET .../configurations/service`` and the answer of a PUT: the settings in force."""
+
+    rewardWaitTime: str
+    defaultReward: float
+    rewardAggregation: str
+    explorationPercentage: float
+    modelExportFrequency: str
+    learningMode: str
+    logRetentionDays: int
+    modelRetrainDays: int
+    logMirrorEnabled: bool
+    isAutoOptimizationEnabled: bool
+
+
+class PersonalizerPolicyUpdate(_Request):
+    """``PUT .../configurations/policy``: only ``--epsilon`` may differ from the arguments in force."""
+
+    name: str | None = None
+    arguments: str = Field(description="VW arguments (--cb_explore_adf ...)")
+
+
+class PersonalizerPolicy(BaseModel):
+    """The learning policy in force: a name and its VW arguments."""
+
+    name: str
+    arguments: str
+
+
+class PersonalizerModelProperties(BaseModel):
+    creationTime: str
+    lastModifiedTime: str
+
+
+class PersonalizerDateRange(BaseModel):
+    from_: str = Field(alias="from", serialization_alias="from")
+    to: str
+
+
+class PersonalizerLogsProperties(BaseModel):
+    dateRange: PersonalizerDateRange
+
+
+class PersonalizerPolicyReference(_Request):
+    name: str = Field(min_length=1, max_length=256)
+    arguments: str = Field(description="VW arguments, mapped like a learning-policy file")
+
+
+class PersonalizerEvaluationRequest(_Request):
+    """``PUT .../evaluations/{id}``: replay these policies over the event log's decisions in [startTime, endTime)."""
+
+    name: str = Field(min_length=1, max_length=256)
+    startTime: datetime
+    endTime: datetime
+    policies: list[PersonalizerPolicyReference] | None = Field(default=None, max_length=20)
+    enablePolicyOptimization: StrictBool | None = Field(default=False, description="add a learning-rate search")
+
+
+class PersonalizerFeatureImportanceRequest(_Request):
+    """``PUT .../featureImportances/{id}``: the configured setting's feature importance over [startTime, endTime)."""
+
+    name: str = Field(min_length=1, max_length=256)
+    startTime: datetime
+    endTime: datetime

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Blueprint, request
+from flask import Blueprint, current_app, request
+from flask.blueprints import BlueprintSetupState
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import PathConverter
 
 from recommender.service.errors import ApiError
 
@@ -42,3 +45,44 @@ def add_route(bp: Blueprint, path: str, view: Callable[..., object], methods: li
                     methods=methods)  # fmt: skip
     bp.add_url_rule(f"/personalizer{path}", endpoint=endpoint, view_func=view, methods=methods,
                     defaults={"version": None})  # fmt: skip
+
+
+_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
+
+
+def unknown_path(rest: str) -> None:
+    """Any other path under ``/personalizer/``: 405 where another method has the path, else 404; in
+    Personalizer's error shape (this view is on its blueprint), as its SDKs parse every error."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    here = request.endpoint
+    allowed = []
+    for method in _METHODS:
+        try:
+            endpoint, _ = adapter.match(request.path, method=method)
+        except HTTPException:
+            continue
+        if endpoint != here:
+            allowed.append(method)
+    if allowed:
+        raise MethodNotAllowed(valid_methods=allowed)
+    versions = f"{', '.join(V1 + PREVIEW)} in the path, or ?{API_VERSION}={', '.join(QUERY_VERSIONS)}"
+    raise ApiError(404, "ResourceNotFound", f"no Personalizer operation at {request.path!r} (API versions: "
+                   f"{versions})")  # fmt: skip
+
+
+class _EveryPath(PathConverter):
+    """werkzeug's ``path`` converter, newlines included (its ``.`` stops at one): a path with an encoded
+    newline under /personalizer/ still gets Personalizer's error shape."""
+
+    regex = r"[^/][\s\S]*?"
+
+
+def add_fallback(bp: Blueprint) -> None:
+    """Route every other path under ``/personalizer/`` to ``unknown_path`` (werkzeug tries its rules with
+    converters that match across ``/`` after all others), as an endpoint of ``bp``: its error handlers apply."""
+
+    @bp.record_once
+    def _fallback(state: BlueprintSetupState) -> None:
+        state.app.url_map.converters["every_path"] = _EveryPath
+        state.app.add_url_rule("/personalizer/<every_path:rest>", endpoint=f"{bp.name}.{unknown_path.__name__}",
+                               view_func=unknown_path, methods=_METHODS)  # fmt: skip

@@ -40,7 +40,8 @@ def test_train_show_and_rollback(tmp_path, config_file, capsys) -> None:
     assert main(["--config", str(config_file), "policy", "show"]) == 0
     lines = capsys.readouterr().out.rstrip("\n").splitlines()
     assert len(lines) == 2 and lines[0].startswith(f"  {first}") and lines[1].startswith(f"* {second}")
-    assert "cb/epsilon_greedy(epsilon=0.1)" in lines[1] and "400 events" in lines[1]  # --continue extends the range
+    shown = "cb/squarecb(elim=False, gamma_exponent=0.5, gamma_scale=50.0)"  # the shipped exploration
+    assert shown in lines[1] and "400 events" in lines[1]  # --continue extends the range
 
     assert main(["--config", str(config_file), "policy", "rollback", first]) == 0
     capsys.readouterr()

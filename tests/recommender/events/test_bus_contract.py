@@ -7,6 +7,7 @@ activation by its ``now``, so only the idle time of ``take_stale`` is waited for
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -177,6 +178,23 @@ def test_a_duplicate_event_id_is_refused_and_the_first_decision_stays(bus):
     pending = bus.take_new("a", 10)
     assert ids(pending) == ["e1"]  # one entry: the refused decision was not queued
     assert [c.decision for c in bus.close(pending, "b1")] == [first]
+
+
+def test_the_slot_names_of_a_pending_decision_are_read_from_every_process_until_its_join(buses, kind):
+    serving = buses()
+    other = serving if kind == "memory" else buses()  # an in-process bus is one process's
+    named = dataclasses.replace(decision("e-named", slots=2), slot_names=("Main", "Side"))
+    serving.put_decision(named)
+    serving.put_decision(decision("e-plain", slots=2))
+    assert other.pending_slot_names("e-named") == ("Main", "Side")
+    assert other.pending_slot_names("e-plain") == ()
+    assert other.pending_slot_names("never-made") is None
+    pending = serving.take_new("a", 10)
+    [closed, _] = serving.close(pending, "b1")
+    assert closed.decision.slot_names == ("Main", "Side")  # decoded with the decision
+    assert other.pending_slot_names("e-named") == ("Main", "Side")  # closed, not yet in the log: still pending
+    serving.commit_batch("b1", pending)
+    assert other.pending_slot_names("e-named") is None
 
 
 def test_a_deferred_decision_is_activated_only_while_its_window_is_open(bus):

@@ -30,7 +30,7 @@ BUILDER = ExampleBuilder(USERS, ITEMS)
 Hashes = dict[str, list[tuple[int, float]]]
 
 
-def _hashes(workspace: pyvw.Workspace, example: pyvw.Example) -> Hashes:
+def example_hashes(workspace: pyvw.Workspace, example: pyvw.Example) -> Hashes:
     """Namespace index (as a character) -> sorted (feature index within the weight table, value)."""
     mask = workspace.num_weights() * workspace.get_stride() - 1
     out: dict[str, list[tuple[int, float]]] = defaultdict(list)
@@ -46,7 +46,7 @@ def vw_json_hashes(shared: dict[str, Any], action: dict[str, Any]) -> list[Hashe
     """What real VW's JSON parser makes of a cb_adf example: the shared object with one action in _multi."""
     workspace = pyvw.Workspace(arg_list=[*ARGS, "--json"])
     examples = workspace.parse(json.dumps({**shared, "_multi": [action]}))
-    hashes = [_hashes(workspace, e) for e in examples]
+    hashes = [example_hashes(workspace, e) for e in examples]
     workspace.finish_example(examples)
     workspace.finish()
     return hashes
@@ -57,7 +57,7 @@ def our_hashes(shared: ExampleFeatures, item: ExampleFeatures) -> list[Hashes]:
     like it: tests/recommender/policy/test_examples.py)."""
     workspace = pyvw.Workspace(arg_list=ARGS)
     examples = workspace.parse(cb_text(shared, [item]))
-    hashes = [_hashes(workspace, e) for e in examples]
+    hashes = [example_hashes(workspace, e) for e in examples]
     workspace.finish_example(examples)
     workspace.finish()
     return hashes

@@ -181,8 +181,10 @@ def test_activation_path_id_is_checked_and_published_like_body_ids(client):
     assert response.json()["field"] == "event_id"
     document = client.get("/openapi.json").json()
     parameter = document["paths"]["/v1/events/{event_id}/activate"]["post"]["parameters"][0]
-    body_id = document["components"]["schemas"]["ScoreRequest"]["properties"]["event_id"]["anyOf"][0]
-    assert parameter["schema"] == body_id
+    reward_body = document["paths"]["/v1/reward"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert reward_body == {"$ref": "#/components/schemas/RewardRequest"}
+    body_id = document["components"]["schemas"]["RewardRequest"]["properties"]["event_id"]
+    assert parameter["schema"] == {key: value for key, value in body_id.items() if key != "title"}
     assert parameter["schema"]["pattern"] == "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
+from recommender.policy.vw import VWModel, model_file_arguments
 from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_config
 from recommender.settings.policy import (
     RND,
@@ -31,6 +34,7 @@ from recommender.settings.vw_arguments import (
 
 BASE = load_config(DEFAULT_CONFIG_PATH).policy
 PERSONALIZER_DEFAULT = "--cb_explore_adf --epsilon 0.2 --power_t 0 -l 0.001 --cb_type mtr -q ::"
+# The pairs of User, Context and Item in the order VW crosses them for -q :: over those three namespaces.
 ALL_PAIRS = (
     ("context", "context"), ("context", "item"), ("context", "user"),
     ("item", "item"), ("item", "user"), ("user", "user"),
@@ -41,7 +45,7 @@ def test_personalizers_default_learning_policy():
     policy = policy_from_arguments(PERSONALIZER_DEFAULT, BASE)
     assert policy.mode == "cb" and policy.exploration == EpsilonGreedy(epsilon=0.2)
     assert (policy.learning.cb_type, policy.learning.learning_rate, policy.learning.power_t) == ("mtr", 0.001, 0.0)
-    assert policy.interactions == ALL_PAIRS  # VW expands -q :: to every pair, self-pairs included, in this order
+    assert policy.interactions == (("any", "any"),)  # VW's wildcard stays one: VW expands it per example
     assert (policy.item_cache_size, policy.model_dir) == (BASE.item_cache_size, BASE.model_dir)
 
 
@@ -76,6 +80,61 @@ def test_ccb_mode_and_letters():
     policy = policy_from_arguments("--ccb_explore_adf --epsilon=0.1 -q UI --interactions CIS -b 20", BASE)
     assert policy.mode == "ccb" and policy.bits == 20
     assert policy.interactions == (("user", "item"), ("context", "item", "slot"))
+    wildcards = policy_from_arguments("--cb_explore_adf -q U: --cubic ::I -q ::", BASE)
+    assert wildcards.interactions == (("user", "any"), ("any", "any", "item"), ("any", "any"))
+    assert "--interactions U: --interactions ::I" in arguments_from_policy(wildcards)
+    assert arguments_from_policy(wildcards).endswith(" -q ::")
+
+
+# A shared line with our namespaces and schema-free (JSON) ones, as serving writes them for a Personalizer request.
+ACTIONS = ["|Item id=espresso |i constant idespresso |j topicnews len:2", "|Item id=tea |i constant idtea |j topicx",
+           "|Item id=juice |i constant idjuice |j len:3"]  # fmt: skip
+
+
+def _example(tier: str, device: str, label: tuple[int, float] | None = None) -> list[str]:
+    lines = [f"shared |User tier={tier} |Context device={device} | tod{device} |device os{tier}"]
+    return lines + [(f"0:{label[1]}:0.3333 " if label and label[0] == j else "") + a for j, a in enumerate(ACTIONS)]
+
+
+def test_an_imported_q_wildcard_model_scores_the_same_under_the_mapped_policy(tmp_path):
+    """A model real VW trained with Personalizer's ``-q ::`` (softmax, so the pmf follows the scores) reloaded
+    under the policy its arguments map to gives VW's own scores; spelled out as the pairs of our three
+    namespaces, the crosses of the JSON namespaces are lost and the scores change."""
+    arguments = "--cb_explore_adf --softmax --lambda 3 --power_t 0 -l 0.01 --cb_type mtr -q ::"
+    trained = VWModel([*arguments.split(), "--quiet"])
+    rng = random.Random(0)
+    for _ in range(3000):
+        tier, device, chosen = rng.choice(["gold", "silver"]), rng.choice(["ios", "web"]), rng.randrange(3)
+        clicked = chosen == ((2 if tier == "gold" else 1) if device == "ios" else 0)
+        trained.learn_text(_example(tier, device, (chosen, -1.0 if clicked else 0.0)))
+    path = tmp_path / "personalizer.model"
+    trained.save(path)
+    trained.close()
+
+    def pmfs(args: list[str]) -> np.ndarray:
+        model = VWModel(args, initial_model=path)
+        try:
+            return np.array([model.predict_text(_example(t, d)) for t in ("gold", "silver") for d in ("ios", "web")])
+        finally:
+            model.close()
+
+    own = pmfs(["--quiet"])
+    mapped = policy_from_arguments(model_file_arguments(path), BASE)
+    assert mapped.interactions == (("any", "any"),)
+    np.testing.assert_array_equal(pmfs(mapped.vw_args(reload=True)), own)
+    spelled_out = mapped.model_copy(update={"interactions": ALL_PAIRS})
+    assert np.abs(pmfs(spelled_out.vw_args(reload=True)) - own).max() > 0.1
+    # And a fresh model under the mapped policy crosses what VW's -q :: crosses: learning the same stream
+    # gives the same model.
+    fresh, theirs = VWModel(mapped.vw_args()), VWModel([*arguments.split(), "--quiet", "--random_seed", "0"])
+    for _ in range(200):
+        example = _example(rng.choice(["gold", "silver"]), rng.choice(["ios", "web"]), (rng.randrange(3), -1.0))
+        fresh.learn_text(example)
+        theirs.learn_text(example)
+    probe = _example("gold", "ios")
+    np.testing.assert_array_equal(fresh.predict_text(probe), theirs.predict_text(probe))
+    fresh.close()
+    theirs.close()
 
 
 @pytest.mark.parametrize(

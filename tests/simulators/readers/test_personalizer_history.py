@@ -51,14 +51,14 @@ def test_optimize_recommends_a_learner_over_the_logged_policy(history_file):
     run = optimize_log(
         history_file,
         app_config=load_config(DEFAULT_CONFIG_PATH),
-        settings=["exploration.epsilon=0.05"],
+        settings=["exploration.algorithm=epsilon_greedy,exploration.epsilon=0.05"],
         config=OptimizeConfig(estimators=("ipw", "snipw"), primary="ipw"),
     )
     result = run.result
     assert run.read_report is not None and run.read_report.rows_kept == N_DECISIONS
     values = {p.name: p.value("ipw") for p in result.policies}
-    assert values["exploration.epsilon=0.05"] > values["logged"] + 0.1, values
-    assert values["exploration.epsilon=0.05"] < best_value() + 0.05
+    assert values["exploration.algorithm=epsilon_greedy,exploration.epsilon=0.05"] > values["logged"] + 0.1, values
+    assert values["exploration.algorithm=epsilon_greedy,exploration.epsilon=0.05"] < best_value() + 0.05
     assert result.recommended is not None and result.recommended.name != "logged"
 
 

@@ -47,9 +47,10 @@ def test_unmapped_service_settings_and_operations_are_refused_saying_why(admin):
         admin.update_service_configuration({**config, "rewardWaitTime": "soon"})
     with pytest.raises(HttpResponseError, match="deleting the logs is not supported"):
         admin.delete_logs()
-    with pytest.raises(HttpResponseError, match="run `recommender optimize"):
-        admin.create_evaluation("e1", {"name": "e1", "startTime": "2026-01-01T00:00:00Z",
-                                       "endTime": "2026-01-02T00:00:00Z"})  # fmt: skip
+    # Evaluations run (test_evaluations.py); applying one's policy is a configuration change, refused saying how.
+    with pytest.raises(HttpResponseError, match="applying an evaluation's policy .* `recommender optimize "
+                                                "--write-config`"):  # fmt: skip
+        admin.apply_from_evaluation({"evaluationId": "e1", "policyName": "p"})
 
 
 def test_learning_policy_get_update_reset(served, admin):
@@ -59,8 +60,16 @@ def test_learning_policy_get_update_reset(served, admin):
                                                                                         "--epsilon 0.25")})  # fmt: skip
     assert "--epsilon 0.25" in updated["arguments"]
     assert served.runtime.snapshot.config.policy.exploration.epsilon == 0.25
-    with pytest.raises(HttpResponseError, match="only --epsilon can change while the service runs; differs: --bag"):
+    # One mapping of learning policies (settings.vw_arguments): another spelling of the same policy is the same.
+    respelled = policy["arguments"].replace("--epsilon 0.1", "--epsilon=0.25").replace(" -l ", " --learning_rate ")
+    assert admin.update_policy({"name": "p", "arguments": respelled})["arguments"] == updated["arguments"]
+    with pytest.raises(HttpResponseError, match=r"only --epsilon .* can change while the service runs; differs: "
+                                                r"exploration \(.*'epsilon_greedy'.* -> .*'bagging'"):  # fmt: skip
         admin.update_policy({"name": "p", "arguments": policy["arguments"] + " --bag 5"})
+    with pytest.raises(HttpResponseError, match=r"differs: learning.cb_type \('mtr' -> 'dr'\)"):
+        admin.update_policy({"name": "p", "arguments": policy["arguments"].replace("mtr", "dr")})
+    with pytest.raises(HttpResponseError, match="not supported by the policy section: --marginal A; --coin"):
+        admin.update_policy({"name": "p", "arguments": policy["arguments"] + " --marginal A --coin"})
     reset = admin.reset_policy()
     assert "--epsilon 0.1" in reset["arguments"]  # epsilon_greedy's default
     assert served.runtime.snapshot.config.policy.exploration.epsilon == 0.1

@@ -8,6 +8,7 @@ from azure.ai.personalizer import PersonalizerClient
 from azure.cognitiveservices.personalizer.models import ErrorResponseException, RankableAction, RankRequest
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.core.rest import HttpRequest
 from msrest.exceptions import HttpOperationError
 
 from tests.recommender.served_app import events_in, wait_for
@@ -135,7 +136,23 @@ def test_openapi_documents_the_personalizer_routes(served, client):
     rank = document["paths"]["/personalizer/{apiVersion}/rank"]["post"]
     assert "201" in rank["responses"] and rank["parameters"][0]["schema"]["enum"][0] == "v1.0"
     assert "/personalizer/{apiVersion}/multislot/events/{eventId}/reward" in document["paths"]
-    assert document["components"]["schemas"]["RankRequest"]["properties"]["actions"]["maxItems"] == 500
+    assert document["components"]["schemas"]["PersonalizerRankRequest"]["properties"]["actions"]["maxItems"] == 500
+    # The administration routes, and our /v1/reward body stays ours beside Personalizer's.
+    admin = document["paths"]["/personalizer/{apiVersion}/model"]
+    assert sorted(admin) == ["delete", "get", "put"]
+    assert "application/octet-stream" in admin["put"]["requestBody"]["content"]
+    assert sorted(document["paths"]["/personalizer/{apiVersion}/configurations/policy"]) == ["delete", "get", "put"]
+    schemas = document["components"]["schemas"]
+    assert "reward" in schemas["RewardRequest"]["properties"]
+    assert "value" in schemas["PersonalizerRewardRequest"]["properties"]
+
+
+def test_unknown_paths_under_personalizer_get_its_error_shape(served, client):
+    with pytest.raises(HttpResponseError, match="no Personalizer operation at '/personalizer/v9.9/rank'") as raised:
+        client.send_request(HttpRequest("POST", f"{served.url}/personalizer/v9.9/rank", json={})).raise_for_status()
+    assert raised.value.status_code == 404 and raised.value.error.code == "ResourceNotFound"
+    response = served.client().get("/personalizer/v1.0/rank")
+    assert response.status == 405 and response.json()["error"]["code"] == "MethodNotAllowed"
 
 
 def test_multi_slot_needs_a_multi_slot_policy(client):
