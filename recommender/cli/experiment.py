@@ -9,7 +9,9 @@ settings into the config file (a ``policy`` arm's exploration becomes ``policy.e
 experiment (``experiments.current: null``); the running service applies both on its next reload. Promoting the
 baseline ends the experiment and keeps the policy section as it is: every request gets the configured policy
 again (the storefront's own order for everyone is ``trainer.mode: apprentice``). A separately learned arm (its
-own learning settings, hence its own model) is refused: making its model the main one is not done here.
+own learning settings, hence its own model) first has its current model version published as the main store's
+current version, then its settings written and the experiment ended: the order, and why, is in
+``recommender.experiments.promotion``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import json
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel
 
 from recommender.cli.errors import CliError
+from recommender.errors import ModelStoreError, PolicyError
+from recommender.experiments.promotion import ensure_current, promote_arm_model
 from recommender.settings.app import AppConfig
 from recommender.settings.experiments import Experiment
 from recommender.settings.loading import load_config
@@ -75,15 +80,15 @@ def _promote(args: argparse.Namespace, config: AppConfig) -> int:
     if arm.kind == "pinned":
         raise CliError(f"arm {arm.name!r} is model version {arm.model_version}: make it current with "
                        f"'recommender policy rollback {arm.model_version}'")  # fmt: skip
-    if arm.kind == "policy" and arm.learns_separately(config.policy):
-        versions = Path(config.policy.model_dir) / "arms" / experiment.name / arm.name
-        raise CliError(f"arm {arm.name!r} learns its own model (its settings change what the weights learn): "
-                       "promoting it would need its model made the main one, which promote does not do; its "
-                       f"versions are in {versions}")  # fmt: skip
     path = Path(args.config)
     document = yaml.safe_load(path.read_text()) or {}
-    if arm.kind == "policy" and arm.exploration is not None:
-        document.setdefault("policy", {})["exploration"] = arm.exploration.model_dump(mode="json", by_alias=True)
+    if arm.kind == "policy":
+        for name in ("exploration", "learning", "interactions"):
+            if (value := getattr(arm, name)) is not None:
+                document.setdefault("policy", {})[name] = (
+                    value.model_dump(mode="json", by_alias=True) if isinstance(value, BaseModel)
+                    else [list(group) for group in value]
+                )  # fmt: skip
     document.setdefault("experiments", {})["current"] = None
     tmp = path.with_name(f".{path.name}.promote")
     tmp.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -92,7 +97,21 @@ def _promote(args: argparse.Namespace, config: AppConfig) -> int:
     except Exception:
         tmp.unlink()
         raise
-    tmp.replace(path)
+    # The new config is checked before anything is published: a refused file leaves the model store as it was.
+    promoted = None
+    if arm.kind == "policy" and arm.learns_separately(config.policy):
+        try:  # step 1: the arm's model becomes the main one before any config says so (promotion module)
+            promoted = promote_arm_model(config, experiment.name, arm)
+        except (ModelStoreError, PolicyError) as exc:
+            tmp.unlink()
+            raise CliError(f"arm {arm.name!r} learns its own model, which cannot be promoted: {exc}") from exc
+    tmp.replace(path)  # step 2: the arm's settings, the experiment ended
+    if promoted is not None:
+        if ensure_current(config, promoted.id):  # step 3: a main trainer's publish that straddled step 1
+            print(f"model version {promoted.id} made current again over a version the trainer published meanwhile")
+        print(f"promoted arm {arm.name!r}: its model is main model version {promoted.id}, its settings are the "
+              f"policy section; experiment {experiment.name!r} ended in {path}")  # fmt: skip
+        return 0
     if arm.kind == "baseline":
         print(f"arm {arm.name!r} is the baseline (the storefront's own order): experiment {experiment.name!r} ended "
               f"in {path}, the policy section unchanged; every request gets the configured policy again (to serve "

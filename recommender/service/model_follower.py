@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import threading
 from collections.abc import Callable
 
 from recommender.errors import RecommenderError
@@ -66,6 +67,7 @@ class ModelFollower(PeriodicCheck):
         # policy.model_dir and the feature groups need a restart to change: the store stays the same.
         self.store = open_model_store(runtime.snapshot.config)
         self._seen = self._current()
+        self._checking = threading.Lock()
 
     def _current(self) -> str | None:
         try:
@@ -76,7 +78,12 @@ class ModelFollower(PeriodicCheck):
 
     def check(self) -> bool:
         """Look once at the current pointers (the main one, the experiment arms'); True when a new version was
-        swapped in."""
+        swapped in. Called by this follower's thread and by the config watcher (before a policy or experiment
+        change): one at a time, so a version is loaded once."""
+        with self._checking:
+            return self._check()
+
+    def _check(self) -> bool:
         arms = self._check_arms()
         current = self._current()
         if current is None or current == self._seen:

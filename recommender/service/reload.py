@@ -12,7 +12,9 @@ loads and validates the whole file with ``load_config``:
 
 New model versions are not this module's business: ``recommender.service.model_follower`` follows the
 model store and swaps them in. Both change the snapshot through ``Runtime.update``, so neither undoes the
-other's change.
+other's change. One ordering is this module's: before a change of the policy or experiments section is
+installed, the follower looks at the model store once, so a model published before the file was written
+(``recommender experiment promote``) is in force before the settings that go with it.
 """
 
 from __future__ import annotations
@@ -115,6 +117,12 @@ class ConfigWatcher(PeriodicCheck):
         if merged == current:
             self._record("no-op", None, cold)
             return "no-op"
+
+        follower = runtime.model_follower
+        if follower is not None and (merged.experiments != current.experiments or merged.policy != current.policy):
+            # A promotion publishes the arm's model, then ends the experiment in the file: swap in the newest
+            # model first, so that no request is served under the new settings with the old weights.
+            follower.check()
 
         def with_settings(snapshot: Snapshot) -> Snapshot:
             # The policy in force now: the model follower may have swapped in a new version meanwhile.
