@@ -1,77 +1,30 @@
-"""``make demo`` / ``python -m simulators.demo``: the learning loop on embedded defaults, end to end.
+"""``make demo`` / ``python -m simulators.demo``: the learning loop on the shipped defaults, end to end.
 
-Starts the real service (``recommender serve`` on a free loopback port, embedded defaults: in-process
-feature store, bus, joiner and trainer) with the demo's settings written to ``<out>/config.yaml``, drives
-it with the synthetic storefront (``simulators.storefront``), and prints the click rate by model version
-and the exact uniform / oracle / served click rates before and after. Writes ``<out>/reward.png``: the
-click rate over time against the uniform and oracle rates, with the model swaps marked.
-
-Demo settings (printed): SquareCB exploration and learning rate 1.0 (the default epsilon-greedy learns
-this click model more slowly), a 0.3 s reward window and a new model version every 2 seconds.
+Starts the real service as ``make run`` does (``recommender --config <out>/config.yaml serve``:
+configs/default.yaml as shipped, only its model store, event log and port moved under ``<out>``; embedded
+defaults: in-process feature store, bus, joiner and trainer), drives it over HTTP with a storefront of
+``simulators.storefronts`` (``issue20`` by default) open loop at 100 requests/s, and prints the click rate by
+model version, the last 2,000 requests' served click probability as a fraction of the way from uniform to
+the oracle, and the exact uniform / oracle / served click rates on held-out contexts before and after.
+Writes ``<out>/reward.png``: the click rate over time against the uniform and oracle rates, with the model
+swaps marked.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
-import yaml
 
-from recommender.settings.loading import DEFAULT_CONFIG_PATH
-from simulators.storefront import ClickRates, EventOutcome, Storefront
-
-DEMO_SETTINGS = {
-    "policy": {"exploration": {"algorithm": "squarecb", "gamma_scale": 20}, "learning": {"learning_rate": 1.0}},
-    "join": {"reward_wait_time": 0.3, "flush_seconds": 0.1},
-    "trainer": {"model_update_interval": 2.0, "poll_seconds": 0.2},
-    "service": {"config_reload_seconds": 0.2, "threads": 2},
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def write_demo_config(out: Path, port: int) -> Path:
-    """configs/default.yaml with the demo's settings, its own model store and event log under ``out``."""
-    document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
-    for section, values in DEMO_SETTINGS.items():
-        document[section].update(values)
-    document["policy"]["model_dir"] = str(out / "models")
-    document["join"]["event_log_dir"] = str(out / "events")
-    document["service"]["port"] = port
-    path = out / "config.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
-
-
-def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited with status {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"the service at {url} was not ready within {timeout:.0f}s")
+from simulators.storefront import ClickRates, EventOutcome, tail_rates
+from simulators.storefronts import SHAPES, ServiceProcess
 
 
 def by_version(outcomes: Sequence[EventOutcome]) -> list[tuple[str, int, float, float]]:
@@ -112,7 +65,7 @@ def plot(
     ax.set_ylim(0, max(after.oracle, clicks.mean()) * 1.25)
     ax.set_xlim(0, len(outcomes))
     ax.set_title(
-        f"Learning loop (embedded service, SquareCB exploration): served policy {before.fraction:.0%} -> "
+        f"Learning loop (make run's service, shipped defaults): served policy {before.fraction:.0%} -> "
         f"{after.fraction:.0%} of the way from uniform to oracle"
     )
     ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
@@ -122,21 +75,14 @@ def plot(
     plt.close(fig)
 
 
-def run_demo(out: Path, n_events: int, seed: int) -> int:
+def run_demo(out: Path, n_events: int, seed: int, shape_name: str = "issue20", rate: float = 100.0) -> int:
     """Run the demo into ``out`` (replaced). Returns an exit status."""
     shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    port = _free_port()
-    config = write_demo_config(out, port)
-    url = f"http://127.0.0.1:{port}"
-    print(f"demo settings: {DEMO_SETTINGS}")
-    print(f"starting the service on {url} (config {config})")
-    log_file = (out / "service.log").open("w")
-    command = [sys.executable, "-m", "recommender.cli.main", "--config", str(config), "serve"]
-    service = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ})
-    try:
-        _wait_ready(url, service)
-        storefront = Storefront(url, seed=seed, event_prefix="demo")
+    shape = SHAPES[shape_name]
+    with ServiceProcess(out) as service:
+        print(f"service on {service.url} with the shipped defaults (config {service.config})")
+        print(f"storefront {shape.name}: {shape.summary}; {n_events} requests at {rate:g}/s")
+        storefront = shape.storefront(service.url, seed=seed, event_prefix="demo")
         before = storefront.evaluate(500)
         print(f"before: uniform {before.uniform:.3f}  oracle {before.oracle:.3f}  served {before.served:.3f}")
         started = time.monotonic()
@@ -145,24 +91,21 @@ def run_demo(out: Path, n_events: int, seed: int) -> int:
             if (outcome.index + 1) % 2000 == 0:
                 print(f"  {outcome.index + 1} events, {time.monotonic() - started:.0f}s, model {outcome.model_version}")
 
-        outcomes = storefront.run(n_events, max_seconds=150, on_event=progress)
-        time.sleep(3.0)  # the last rewards are joined, learned and published
+        outcomes = storefront.run(n_events, rate=rate, max_seconds=n_events / rate + 60, on_event=progress)
         after = storefront.evaluate(500)
         storefront.close()
-    finally:
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            service.kill()
-        log_file.close()
     print(f"\n{len(outcomes)} events in {outcomes[-1].elapsed:.0f}s; click rate by model version:")
     print(f"  {'model version':<28} {'events':>7} {'click rate':>11} {'expected':>9}")
-    for version, count, rate, expected in by_version(outcomes):
-        print(f"  {version:<28} {count:>7} {rate:>11.3f} {expected:>9.3f}")
+    for version, count, click_rate, expected in by_version(outcomes):
+        print(f"  {version:<28} {count:>7} {click_rate:>11.3f} {expected:>9.3f}")
+    tail = tail_rates(outcomes, 2000)
     print(
-        f"\nafter:  uniform {after.uniform:.3f}  oracle {after.oracle:.3f}  served {after.served:.3f}  "
-        f"-> {after.fraction:.0%} of the way from uniform to oracle"
+        f"\nlast {tail.contexts} requests: uniform {tail.uniform:.3f}  oracle {tail.oracle:.3f}  "
+        f"served {tail.served:.3f}  -> {tail.fraction:.0%} of the way from uniform to oracle"
+    )
+    print(
+        f"after (held-out contexts): uniform {after.uniform:.3f}  oracle {after.oracle:.3f}  served {after.served:.3f}"
+        f"  -> {after.fraction:.0%}"
     )
     figure = out / "reward.png"
     plot(outcomes, before, after, figure)
@@ -173,10 +116,12 @@ def run_demo(out: Path, n_events: int, seed: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulators.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("var/demo"), help="output directory (replaced)")
-    parser.add_argument("--events", type=int, default=15_000, help="storefront events (default: %(default)s)")
+    parser.add_argument("--events", type=int, default=6_000, help="storefront requests (default: %(default)s)")
+    parser.add_argument("--rate", type=float, default=100.0, help="requests/s, open loop (default: %(default)s)")
+    parser.add_argument("--shape", default="issue20", choices=list(SHAPES), help="storefront (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
-    return run_demo(args.out, args.events, args.seed)
+    return run_demo(args.out, args.events, args.seed, args.shape, args.rate)
 
 
 if __name__ == "__main__":

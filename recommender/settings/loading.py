@@ -10,8 +10,8 @@ Layering: a file may start from another one, ``extends: <path>`` (relative to th
 says it; ``${VAR}`` allowed), and hold only what differs::
 
     extends: default.yaml          # configs/default.yaml, for a file in configs/
-    policy:
-      exploration: {epsilon: 0.05}
+    join:
+      reward_wait_time: 60
 
 The files are deep-merged, the extending file over its base, key by key: a mapping is merged into the
 base's mapping, anything else (a number, a string, a list) replaces the base's value. A base may extend

@@ -26,10 +26,10 @@ def override_of_default(tmp_path: Path, document: dict, name: str = "override.ya
 
 def test_a_two_line_override_of_the_default_file_loads(tmp_path):
     path = tmp_path / "override.yaml"
-    path.write_text(f"extends: {DEFAULT_CONFIG_PATH}\npolicy: {{exploration: {{epsilon: 0.05}}}}\n")
+    path.write_text(f"extends: {DEFAULT_CONFIG_PATH}\npolicy: {{exploration: {{gamma_scale: 30}}}}\n")
     config = load_config(path, env={})
     default = load_config(DEFAULT_CONFIG_PATH, env={})
-    assert config.policy.exploration.epsilon == 0.05
+    assert config.policy.exploration.gamma_scale == 30
     assert config.policy.exploration.algorithm == default.policy.exploration.algorithm
     assert config.model_copy(update={"policy": default.policy}) == default  # nothing else differs
 
@@ -47,12 +47,12 @@ def test_mappings_merge_key_by_key_and_other_values_replace(tmp_path):
 
 def test_a_chain_of_files_with_paths_relative_to_each_file(tmp_path, monkeypatch):
     (tmp_path / "base").mkdir()
-    override_of_default(tmp_path / "base", {"policy": {"exploration": {"epsilon": 0.2}},
+    override_of_default(tmp_path / "base", {"policy": {"exploration": {"gamma_scale": 30}},
                                             "features": {"redis": {"timeout_ms": 60}}}, "team.yaml")  # fmt: skip
-    path = write(tmp_path / "site.yaml", {"extends": "base/team.yaml", "policy": {"exploration": {"epsilon": 0.3}}})
+    path = write(tmp_path / "site.yaml", {"extends": "base/team.yaml", "policy": {"exploration": {"gamma_scale": 40}}})
     monkeypatch.chdir("/")  # relative to the file that says it, not to the working directory
     config = load_config(path, env={})
-    assert config.policy.exploration.epsilon == 0.3
+    assert config.policy.exploration.gamma_scale == 40
     assert config.features.redis.timeout_ms == 60
 
 

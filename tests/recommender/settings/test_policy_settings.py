@@ -9,14 +9,14 @@ import pytest
 from recommender.errors import ConfigError, PolicyError
 from recommender.policy.policy import Policy
 from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_config, load_document, parse_config
-from recommender.settings.policy import EXPLORATION_ALGORITHMS, EpsilonGreedy, PolicyConfig, parse_exploration
+from recommender.settings.policy import EXPLORATION_ALGORITHMS, EpsilonGreedy, PolicyConfig, SquareCB, parse_exploration
 from tests.recommender.policy import synthetic_policy_problem as sp
 
 
 def test_default_config_loads() -> None:
     policy = load_config().policy
     assert policy.mode == "cb"
-    assert policy.exploration == EpsilonGreedy(epsilon=0.1)
+    assert policy.exploration == SquareCB(gamma_scale=50)
     assert policy.interactions == (("user", "item"), ("context", "item"))
 
 
