@@ -14,7 +14,8 @@ says it; ``${VAR}`` allowed), and hold only what differs::
       reward_wait_time: 60
 
 The files are deep-merged, the extending file over its base, key by key: a mapping is merged into the
-base's mapping, anything else (a number, a string, a list) replaces the base's value. A base may extend
+base's mapping, anything else (a number, a string, a list) replaces the base's value; a mapping naming
+another ``algorithm`` than the base's (``policy.exploration``) replaces the base's mapping whole. A base may extend
 another (a chain; a cycle is an error). An error names the file the offending value came from, or, for a
 key no file sets, the file loaded and the files it extends. There is one file to name on the command
 line, to follow for hot reloads and to hand to the processes ``recommender serve`` starts, and the
@@ -148,13 +149,23 @@ def _base_of(path: Path, document: Mapping[str, Any]) -> Path | None:
     return base if base.is_absolute() else path.parent / base
 
 
+# A mapping that names its kind (``policy.exploration``'s ``algorithm``): a layer naming another kind
+# replaces the base's mapping whole, since the base's keys belong to the other kind (epsilon_greedy over
+# squarecb would otherwise keep ``gamma_scale`` and be refused).
+KIND_KEYS = ("algorithm",)
+
+
+def _other_kind(base: Mapping[str, Any], layer: Mapping[str, Any]) -> bool:
+    return any(key in layer and key in base and layer[key] != base[key] for key in KIND_KEYS)
+
+
 def _merge(base: dict[str, Any], layer: Mapping[str, Any], source: str, sources: Sources,
            prefix: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
     """``layer`` deep-merged into ``base`` (changed in place and returned); what ``layer`` set is recorded
     in ``sources`` as coming from ``source``."""
     for key, value in layer.items():
         path = (*prefix, str(key))
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and not _other_kind(base[key], value):
             _merge(base[key], value, source, sources, path)
         else:
             base[key] = value

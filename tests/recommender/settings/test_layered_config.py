@@ -45,6 +45,15 @@ def test_mappings_merge_key_by_key_and_other_values_replace(tmp_path):
     assert "extends" not in merged
 
 
+def test_an_override_naming_another_exploration_algorithm_replaces_the_block(tmp_path):
+    path = override_of_default(tmp_path, {"policy": {"exploration": {"algorithm": "epsilon_greedy", "epsilon": 0.2}}})
+    config = load_config(path, env={})
+    assert config.policy.exploration.algorithm == "epsilon_greedy" and config.policy.exploration.epsilon == 0.2
+    assert "gamma_scale" not in load_document(path, env={})["policy"]["exploration"]  # the base's kind is gone
+    default = load_config(DEFAULT_CONFIG_PATH, env={})
+    assert config.policy.learning == default.policy.learning  # the rest of the section still merges
+
+
 def test_a_chain_of_files_with_paths_relative_to_each_file(tmp_path, monkeypatch):
     (tmp_path / "base").mkdir()
     override_of_default(tmp_path / "base", {"policy": {"exploration": {"gamma_scale": 30}},
