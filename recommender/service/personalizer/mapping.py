@@ -25,11 +25,13 @@ from recommender.records import Decision, new_event_id, utc_now
 from recommender.service.errors import ApiError
 from recommender.service.fallback import DegradedReason
 from recommender.service.inputs import DecisionInput
-from recommender.service.personalizer.features import action_features, context_row
+from recommender.service.personalizer.action_rows import ActionRows
+from recommender.service.personalizer.features import context_row
 from recommender.service.personalizer.schemas import PersonalizerRankableAction, PersonalizerSlotRequest
 from recommender.service.runtime import Runtime, Snapshot
 
 RANK_ERROR = "InvalidRankRequest"
+ACTION_ROWS = ActionRows()  # this worker's finished item rows, reused by content (action_rows docstring)
 
 
 def _bad(field: str, message: str, code: str = RANK_ERROR) -> ApiError:
@@ -103,11 +105,12 @@ def decision_input(
     Reads the feature store once."""
     context = context_row(context_features)
     ids = [actions[i].id for i in order]
-    free = [action_features(actions[i].features, f"actions[{i}].features", actions[i].id) for i in order]
+    free = [ACTION_ROWS.checked(actions[i].id, actions[i].features, f"actions[{i}].features") for i in order]
     features, problem = rt.read_features(user_id, ids)
     if problem is DegradedReason.FEATURES_NOT_LOADED:
         problem = None  # the request carries its own features; the store's are extras (module docstring)
-    items: list[Mapping[str, Any]] = [{**row, **extra} for row, extra in zip(features.items, free, strict=True)]
+    items: list[Mapping[str, Any]] = [ACTION_ROWS.row(checked, row) for checked, row in zip(free, features.items,
+                                                                                            strict=True)]  # fmt: skip
     request_input = DecisionInput(
         event_id=event_id or new_event_id(),
         timestamp=utc_now(),
