@@ -25,7 +25,6 @@ from pydantic import BaseModel
 
 from recommender.cli.errors import CliError
 from recommender.errors import ModelStoreError, PolicyError
-from recommender.experiments.promotion import ensure_current, promote_arm_model
 from recommender.settings.app import AppConfig
 from recommender.settings.experiments import Experiment
 from recommender.settings.loading import load_config
@@ -100,6 +99,8 @@ def _promote(args: argparse.Namespace, config: AppConfig) -> int:
     # The new config is checked before anything is published: a refused file leaves the model store as it was.
     promoted = None
     if arm.kind == "policy" and arm.learns_separately(config.policy):
+        # VW (through the model store): only for this command, not for listing the CLI's commands.
+        from recommender.experiments.promotion import ensure_current, promote_arm_model
         try:  # step 1: the arm's model becomes the main one before any config says so (promotion module)
             promoted = promote_arm_model(config, experiment.name, arm)
         except (ModelStoreError, PolicyError) as exc:

@@ -21,15 +21,20 @@ def _one_connection_per_worker(url: str) -> dict[str, Client]:
     """A keep-alive connection to each of the two workers (a connection stays with the worker that took it),
     told apart by the pid /readyz reports."""
     by_pid: dict[str, Client] = {}
-    for _ in range(100):
-        client = Client(url, headers=HEADERS)
-        pid = str(client.get("/readyz").json()["checks"]["pid"])
-        if pid in by_pid:
+    spare: list[Client] = []  # held open meanwhile: a worker busy with open connections leaves new ones to the other
+    try:
+        for _ in range(100):
+            client = Client(url, headers=HEADERS)
+            pid = str(client.get("/readyz").json()["checks"]["pid"])
+            if pid in by_pid:
+                spare.append(client)
+            else:
+                by_pid[pid] = client
+            if len(by_pid) == 2:
+                return by_pid
+    finally:
+        for client in spare:
             client.close()
-        else:
-            by_pid[pid] = client
-        if len(by_pid) == 2:
-            return by_pid
     raise AssertionError(f"100 connections all reached the same worker(s): {sorted(by_pid)}")
 
 
