@@ -3,7 +3,7 @@
 Starts the real service as ``make run`` does (``recommender --config <out>/config.yaml serve``:
 configs/default.yaml as shipped, only its model store, event log and port moved under ``<out>``; embedded
 defaults: in-process feature store, bus, joiner and trainer), drives it over HTTP with a storefront of
-``simulators.storefronts`` (``issue20`` by default) open loop at 100 requests/s, and prints the click rate by
+``simulators.storefronts`` (``affinity20`` by default) open loop at 100 requests/s, and prints the click rate by
 model version, the last 2,000 requests' served click probability as a fraction of the way from uniform to
 the oracle, and the exact uniform / oracle / served click rates on held-out contexts before and after.
 Writes ``<out>/reward.png``: the click rate over time against the uniform and oracle rates, with the model
@@ -75,7 +75,7 @@ def plot(
     plt.close(fig)
 
 
-def run_demo(out: Path, n_events: int, seed: int, shape_name: str = "issue20", rate: float = 100.0) -> int:
+def run_demo(out: Path, n_events: int, seed: int, shape_name: str = "affinity20", rate: float = 100.0) -> int:
     """Run the demo into ``out`` (replaced). Returns an exit status."""
     shutil.rmtree(out, ignore_errors=True)
     shape = SHAPES[shape_name]
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("var/demo"), help="output directory (replaced)")
     parser.add_argument("--events", type=int, default=6_000, help="storefront requests (default: %(default)s)")
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s, open loop (default: %(default)s)")
-    parser.add_argument("--shape", default="issue20", choices=list(SHAPES), help="storefront (default: %(default)s)")
+    parser.add_argument("--shape", default="affinity20", choices=list(SHAPES), help="storefront (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     return run_demo(args.out, args.events, args.seed, args.shape, args.rate)

@@ -93,7 +93,7 @@ SHAPES: dict[str, StorefrontShape] = {
     shape.name: shape
     for shape in (
         StorefrontShape(
-            "issue20", "20 of 100 items; user x item signal (embedding affinity, preferred categories); top slot",
+            "affinity20", "20 of 100 items; user x item signal (embedding affinity, preferred categories); top slot",
             n_items=100, candidates=20,
         ),
         StorefrontShape(

@@ -2,7 +2,7 @@
 
 Each seed draws a world (users, items, click model with position bias), logs 1,500 rounds of two
 positions from an epsilon-greedy policy on a noisy model, and evaluates a softmax target whose exact
-value the environment computes. Asserted, as the issue asks:
+value the environment computes. Asserted:
 
 - IPW and DR are unbiased: the mean error over seeds is within 3 standard errors of that mean;
 - their 95% intervals (normal and bootstrap) cover the truth in at least 90% of seeds, and the

@@ -335,7 +335,7 @@ def test_a_worker_stores_its_rows_again_once_per_refresh_period(bus, redis_serve
 
 
 def test_a_joiner_crash_then_a_redis_outage_loses_no_acknowledged_reward(tmp_path):
-    # The issue's run, shortened: the least recovery time the configuration allows, an outage longer than
+    # The reported failure, shortened: the least recovery time the configuration allows, an outage longer than
     # the decisions' TTL (wait + recovery). The mechanism does not depend on the numbers.
     server = RedisServer().start()
     bus = RedisEventBus(server.url, wait_seconds=WAIT, recovery_seconds=SETTINGS.recovery_seconds,

@@ -74,7 +74,7 @@ def _fraction(outcomes: list) -> float:
 def test_two_arms_with_their_own_learning_settings_learn_and_are_swapped_over_http(serve, tmp_path: Path) -> None:
     served = serve(shipped_document(tmp_path))
     assert served.runtime.trainer is not None and served.runtime.trainer.arms is not None
-    storefront = SHAPES["issue20"].storefront(served.url, seed=5, event_prefix="arm")
+    storefront = SHAPES["affinity20"].storefront(served.url, seed=5, event_prefix="arm")
     outcomes = storefront.run(N_EVENTS, rate=RATE, max_seconds=N_EVENTS / RATE + 30)
     storefront.close()
     assert len(outcomes) == N_EVENTS

@@ -39,7 +39,7 @@ def test_the_shipped_defaults_learn_in_the_first_30_seconds_at_100_requests_per_
     served = serve(shipped_document(tmp_path))
     runtime = served.runtime
     assert runtime.trainer is not None and runtime.trainer.running
-    storefront = SHAPES["issue20"].storefront(served.url, seed=7, event_prefix="ci")
+    storefront = SHAPES["affinity20"].storefront(served.url, seed=7, event_prefix="ci")
     before = storefront.evaluate(300)
     assert abs(before.fraction) < 0.15, before  # a fresh model is uniform
 

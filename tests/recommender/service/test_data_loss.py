@@ -36,7 +36,7 @@ def metric(client, name: str) -> float | None:
 
 def test_a_reward_for_a_decision_still_held_by_the_worker_is_stored_not_refused(serve, private_redis, tmp_path,
                                                                                 monkeypatch):  # fmt: skip
-    # The flusher's next round is half a minute away: the second or so the issue saw between Redis coming
+    # The flusher's next round is half a minute away: the second or so seen in production between Redis coming
     # back and the held decisions being written, made long enough to hit every time.
     monkeypatch.setattr(publisher, "FLUSH_INTERVAL_SECONDS", 30.0)
     document = service_document(tmp_path, private_redis.url, join={"reward_wait_time": 3.0})
