@@ -7,6 +7,9 @@ from __future__ import annotations
 import copy
 import http.client
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -158,3 +161,24 @@ def events_in(log_dir: str | Path) -> dict[str, Any]:
 
 
 CANDIDATES_20 = [f"item-{i:04d}" for i in range(1, 21)]
+
+
+def start_serve(config_path: Path, cwd: Path) -> subprocess.Popen:
+    """``recommender serve`` on ``config_path`` in a process of its own (stdout and stderr piped)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "recommender.cli.main", "--config", str(config_path), "serve"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+    )  # fmt: skip
+
+
+def wait_until_ready(client: Client) -> None:
+    """Wait (up to 30 s) until the served app answers ``/readyz`` with 200."""
+    def ready() -> bool:
+        try:
+            return client.get("/readyz").status == 200
+        except OSError:
+            return False
+
+    wait_for(ready, timeout=30, interval=0.2)

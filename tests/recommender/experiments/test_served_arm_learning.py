@@ -22,8 +22,15 @@ from recommender.experiments.assignment import Assigner, assignment_unit
 from recommender.policy.model_store import ModelStore
 from recommender.settings.experiments import Experiment
 from recommender.settings.loading import load_config
-from tests.recommender.served_app import CANDIDATES_20, Client, service_document, wait_for, write_config
-from tests.recommender.service.test_gunicorn import start_serve, wait_until_ready
+from tests.recommender.served_app import (
+    CANDIDATES_20,
+    Client,
+    service_document,
+    start_serve,
+    wait_for,
+    wait_until_ready,
+    write_config,
+)
 from tests.redis_harness import free_port
 
 KEY = "experiment-test-key-0123456789"

@@ -12,8 +12,16 @@ import pytest
 
 from recommender.experiments.assignment import Assigner, assignment_unit
 from recommender.settings.experiments import Experiment
-from tests.recommender.served_app import CANDIDATES_20, Client, events_in, service_document, wait_for, write_config
-from tests.recommender.service.test_gunicorn import start_serve, wait_until_ready
+from tests.recommender.served_app import (
+    CANDIDATES_20,
+    Client,
+    events_in,
+    service_document,
+    start_serve,
+    wait_for,
+    wait_until_ready,
+    write_config,
+)
 from tests.redis_harness import free_port
 
 KEY = "experiment-test-key-0123456789"

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,32 +15,14 @@ from tests.recommender.served_app import (
     deep_update,
     events_in,
     service_document,
+    start_serve,
     wait_for,
+    wait_until_ready,
     write_config,
 )
 from tests.redis_harness import free_port
 
 KEY = "gunicorn-test-key-0123456789"
-
-
-def start_serve(config_path: Path, cwd: Path) -> subprocess.Popen:
-    """``recommender serve`` on ``config_path`` in a process of its own (stdout and stderr piped)."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "recommender.cli.main", "--config", str(config_path), "serve"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-    )  # fmt: skip
-
-
-def wait_until_ready(client: Client) -> None:
-    def ready() -> bool:
-        try:
-            return client.get("/readyz").status == 200
-        except OSError:
-            return False
-
-    wait_for(ready, timeout=30, interval=0.2)
 
 
 def worker_pids(client: Client) -> set[str]:

@@ -11,8 +11,15 @@ import pytest
 
 from features import open_store
 from features.sample_catalog import load_sample_catalog
-from tests.recommender.served_app import CANDIDATES_20, Client, service_document, wait_for, write_config
-from tests.recommender.service.test_gunicorn import start_serve, wait_until_ready
+from tests.recommender.served_app import (
+    CANDIDATES_20,
+    Client,
+    service_document,
+    start_serve,
+    wait_for,
+    wait_until_ready,
+    write_config,
+)
 from tests.redis_harness import RedisServer, free_port
 
 BODY = {"user_id": "user-00042", "context": {"device": "mobile"}, "candidates": CANDIDATES_20}

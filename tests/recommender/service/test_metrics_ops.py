@@ -13,8 +13,16 @@ from recommender.logs import LOG_FORMAT
 from recommender.policy.model_store import open_model_store
 from recommender.policy.policy import Policy
 from tests.recommender.sample_events import default_schema_events
-from tests.recommender.served_app import CANDIDATES_20, Client, events_in, service_document, wait_for, write_config
-from tests.recommender.service.test_gunicorn import start_serve, wait_until_ready
+from tests.recommender.served_app import (
+    CANDIDATES_20,
+    Client,
+    events_in,
+    service_document,
+    start_serve,
+    wait_for,
+    wait_until_ready,
+    write_config,
+)
 from tests.redis_harness import free_port
 
 MODEL_INFO = re.compile(r'^recommender_model_info\{(?P<labels>[^}]*)\} (?P<value>\S+)$', re.M)

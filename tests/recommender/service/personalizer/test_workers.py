@@ -6,9 +6,16 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from tests.recommender.served_app import Client, events_in, service_document, wait_for, write_config
+from tests.recommender.served_app import (
+    Client,
+    events_in,
+    service_document,
+    start_serve,
+    wait_for,
+    wait_until_ready,
+    write_config,
+)
 from tests.recommender.service.personalizer.conftest import KEY
-from tests.recommender.service.test_gunicorn import start_serve, wait_until_ready
 from tests.redis_harness import free_port
 
 HEADERS = {"Ocp-Apim-Subscription-Key": KEY}
