@@ -20,14 +20,13 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel
 
 from recommender.cli.errors import CliError
 from recommender.errors import ModelStoreError, PolicyError
 from recommender.settings.app import AppConfig
+from recommender.settings.config_writer import read_document, stage_document
 from recommender.settings.experiments import Experiment
-from recommender.settings.loading import load_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -80,7 +79,7 @@ def _promote(args: argparse.Namespace, config: AppConfig) -> int:
         raise CliError(f"arm {arm.name!r} is model version {arm.model_version}: make it current with "
                        f"'recommender policy rollback {arm.model_version}'")  # fmt: skip
     path = Path(args.config)
-    document = yaml.safe_load(path.read_text()) or {}
+    document = read_document(path)
     if arm.kind == "policy":
         for name in ("exploration", "learning", "interactions"):
             if (value := getattr(arm, name)) is not None:
@@ -89,13 +88,7 @@ def _promote(args: argparse.Namespace, config: AppConfig) -> int:
                     else [list(group) for group in value]
                 )  # fmt: skip
     document.setdefault("experiments", {})["current"] = None
-    tmp = path.with_name(f".{path.name}.promote")
-    tmp.write_text(yaml.safe_dump(document, sort_keys=False))
-    try:
-        load_config(tmp)  # refuse to write a file the service would refuse
-    except Exception:
-        tmp.unlink()
-        raise
+    staged = stage_document(path, document)  # refuse to write a file the service would refuse
     # The new config is checked before anything is published: a refused file leaves the model store as it was.
     promoted = None
     if arm.kind == "policy" and arm.learns_separately(config.policy):
@@ -104,9 +97,9 @@ def _promote(args: argparse.Namespace, config: AppConfig) -> int:
         try:  # step 1: the arm's model becomes the main one before any config says so (promotion module)
             promoted = promote_arm_model(config, experiment.name, arm)
         except (ModelStoreError, PolicyError) as exc:
-            tmp.unlink()
+            staged.discard()
             raise CliError(f"arm {arm.name!r} learns its own model, which cannot be promoted: {exc}") from exc
-    tmp.replace(path)  # step 2: the arm's settings, the experiment ended
+    staged.commit()  # step 2: the arm's settings, the experiment ended
     if promoted is not None:
         if ensure_current(config, promoted.id):  # step 3: a main trainer's publish that straddled step 1
             print(f"model version {promoted.id} made current again over a version the trainer published meanwhile")

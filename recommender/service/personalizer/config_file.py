@@ -5,29 +5,24 @@ service runs. Here that is a write of the followed config file (``recommender se
 config watchers re-read it within ``service.config_reload_seconds`` and apply what is hot-reloadable
 (``recommender.service.reload``: exploration, default reward, learning mode, model update interval...),
 exactly as when ops edit the file; a restart-only setting (``join.reward_wait_time``) is stored and applies
-at the next start. The new file is validated with ``load_config`` before it replaces the old one (an invalid
-change is refused with 400 and the file is left alone), and written under a temporary name then renamed.
-
-The file is re-read as YAML without expanding ``${VAR}`` references, so secrets given through the environment
-stay references; comments in the file are not kept. Only the followed file is written: when it is a layer that
+at the next start. The file is written through ``recommender.settings.config_writer``: validated as a whole
+before it replaces the old one (an invalid change is refused with 400 and the file is left alone), ``${VAR}``
+references kept, comments not. Only the followed file is written: when it is a layer that
 ``extends`` another (``recommender.settings.loading``), the change lands in the layer (its ``extends`` kept) and
 the files below it, e.g. the shipped configuration, stay as written.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import yaml
-
-from recommender.errors import RecommenderError
+from recommender.errors import ConfigError
 from recommender.service.errors import ApiError
 from recommender.service.runtime import Runtime
 from recommender.settings.app import AppConfig
-from recommender.settings.loading import load_config
+from recommender.settings.config_writer import read_document, write_document
 
 
 def _set(document: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
@@ -48,17 +43,13 @@ def write_changes(rt: Runtime, changes: Mapping[tuple[str, ...], Any], *, code: 
     if path is None or rt.watcher is None:
         raise ApiError(409, "OperationNotAllowed", "this service follows no config file (recommender serve "
                        "--config FILE): settings cannot change while it runs")  # fmt: skip
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    for key_path, value in changes.items():
-        _set(document, key_path, value)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     try:
-        new = load_config(tmp)
-    except (RecommenderError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
+        document = read_document(path)
+        for key_path, value in changes.items():
+            _set(document, key_path, value)
+        new = write_document(path, document)
+    except ConfigError as exc:
         raise ApiError(400, code, f"the change is not a valid configuration: {exc}".replace("\n", "; ")) from None
-    tmp.replace(path)
     _wait_applied(rt, lambda config: all(_get(config, k) == _get(new, k) for k in changes))
     return new
 
