@@ -4,8 +4,9 @@ Two backends behind one interface (``EventBus``):
 
 - ``MemoryEventBus`` (``recommender.events.memory_bus``): in-process, the embedded default (one worker
   process; ends with it, so a stopping service joins its open decisions early).
-- ``RedisEventBus`` (``recommender.events.redis_bus``): Redis Streams, shared by every worker on every host;
-  its key layout is written down in that module.
+- ``RedisEventBus`` (``recommender.events.redis_bus``): Redis Streams, shared by every worker on every host,
+  over ``bus.shards`` shards on one Redis or a Redis Cluster; its key layout is written down in that module.
+  Its ``take_new`` and ``take_stale`` keep the order decisions were put in within a shard, not across shards.
 
 ``recommender.events.factory.open_bus`` opens the one the configuration names.
 

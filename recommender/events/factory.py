@@ -14,7 +14,9 @@ def bus_backend(config: AppConfig) -> str:
 
 
 def open_bus(config: AppConfig) -> EventBus:
-    """The bus the configuration names; Redis at ``bus.redis_url`` or else the feature store's URL."""
+    """The bus the configuration names; Redis at ``bus.redis_url`` or else the feature store's URL, a Redis
+    Cluster when ``bus.cluster`` says so (or, unset, when the feature store's Redis is one), ``bus.shards``
+    shards."""
     join = config.join
     # Decisions whose joined reward is final close early (bus.py, "Early close"): aggregation first or max.
     completion = Completion.for_join(join.aggregation, join.reward_range)
@@ -26,6 +28,9 @@ def open_bus(config: AppConfig) -> EventBus:
     from recommender.events.redis_bus import RedisEventBus
 
     settings = config.bus
+    # The bus on the feature store's Redis follows its cluster setting unless bus.cluster says otherwise.
+    cluster = settings.cluster if settings.cluster is not None else (
+        settings.redis_url is None and config.features.redis.cluster)  # fmt: skip
     return RedisEventBus(
         settings.redis_url or config.features.redis.url,
         wait_seconds=join.reward_wait_time,
@@ -35,4 +40,6 @@ def open_bus(config: AppConfig) -> EventBus:
         group=settings.group,
         timeout_ms=settings.timeout_ms,
         completion=completion,
+        shards=settings.shards,
+        cluster=cluster,
     )

@@ -1,29 +1,35 @@
 """The Lua scripts of the Redis event bus (``recommender.events.redis_bus``), each run atomically by Redis.
 
-Every key a script touches carries the bus's hash tag, so the scripts also run on Redis Cluster. The key
-layout they work on is described in ``recommender.events.redis_bus``.
+Every key a script touches carries the hash tag of one shard (``recommender.events.redis_bus_shards``), so
+each runs on the node holding that shard, on Redis Cluster too. The key layout they work on is described in
+``recommender.events.redis_bus``. The request path's scripts (decision, reward, activation) answer -2 on a
+shard retired by a change of the shard count (``recommender.events.redis_bus_layout``): nothing is written
+there, and the caller retries on the layout in force.
 """
 
-# KEYS: decision, stream, joined marker, then rows to (re)store. ARGV: decision JSON, slots, due, decision TTL
-# ms, event id, deferred, row TTL ms, then the rows' texts. 1 stored, 0 the event id is already pending, -1 it
-# was joined within the last recovery seconds.
+# KEYS: decision, stream, joined marker, retired marker, then rows to (re)store. ARGV: decision JSON, slots, due,
+# decision TTL ms, event id, deferred, row TTL ms, then the rows' texts. 1 stored, 0 the event id is already
+# pending, -1 it was joined within the last recovery seconds, -2 the shard is retired.
 PUT = """
+if redis.call('EXISTS', KEYS[4]) == 1 then return -2 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
-for i = 4, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 4], 'PX', ARGV[7]) end
+for i = 5, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 3], 'PX', ARGV[7]) end
 redis.call('HSET', KEYS[1], 'd', ARGV[1], 'slots', ARGV[2], 'due', ARGV[3], 'deferred', ARGV[6], 'activated', '0')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('XADD', KEYS[2], '*', 'e', ARGV[5], 'due', ARGV[3])
 return 1
 """
 
-# KEYS: decision, rewards, reward ids, joined marker. ARGV: reward JSON, slot, now, reward id ('' for none),
-# completion rule ('' none, 'first', 'max'), the reward's value, the top of the reward range. 1 accepted,
-# 0 unknown/closed, -1 bad slot, 2 a reward with this id was accepted already (nothing added), 3 accepted and
-# dropped: the decision was closed early within its window (its joined event cannot change). The rewards
+# KEYS: decision, rewards, reward ids, joined marker, retired marker. ARGV: reward JSON, slot, now, reward id
+# ('' for none), completion rule ('' none, 'first', 'max'), the reward's value, the top of the reward range.
+# 1 accepted, 0 unknown/closed, -1 bad slot, 2 a reward with this id was accepted already (nothing added), 3
+# accepted and dropped: the decision was closed early within its window (its joined event cannot change), -2
+# the shard is retired. The rewards
 # and reward ids take the decision's TTL, or none when a joiner has taken the decision (PTTL -1). A reward
 # that settles its slot (the rule) marks it in the decision ('s<slot>'); once every slot is, 'complete' is 1.
 REWARD = """
+if redis.call('EXISTS', KEYS[5]) == 1 then return -2 end
 if ARGV[4] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then return 2 end
 local h = redis.call('HMGET', KEYS[1], 'due', 'slots', 'batch', 'complete')
 if not h[1] then
@@ -61,7 +67,9 @@ for i = 1, #KEYS do redis.call('PERSIST', KEYS[i]) end
 return 0
 """
 
+# KEYS: decision, retired marker. ARGV: now. 1 activated, 0 unknown or closed, -2 the shard is retired.
 ACTIVATE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return -2 end
 local h = redis.call('HMGET', KEYS[1], 'due', 'batch')
 if not h[1] or h[2] or tonumber(ARGV[1]) > tonumber(h[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'activated', '1')

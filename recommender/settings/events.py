@@ -19,6 +19,9 @@ class _Strict(BaseModel):
 
 Aggregation = Literal["sum", "first", "last", "max"]
 
+# The most shards a Redis event bus may have (bus.shards): a few per node of the largest cluster it would run on.
+MAX_BUS_SHARDS = 256
+
 
 class JoinConfig(_Strict):
     """The ``join`` section."""
@@ -61,9 +64,16 @@ class BusConfig(_Strict):
     backend: Literal["auto", "memory", "redis"] = "auto"
     # None: the feature store's Redis (features.redis.url). May come from RECOMMENDER_BUS_REDIS_URL.
     redis_url: str | None = None
-    # Every bus key starts with "{key_prefix}" (one hash tag: the bus's Lua scripts touch several keys,
-    # which Redis Cluster allows only within one slot).
+    # Every bus key starts with a hash tag made of key_prefix ("{rb}" with one shard, "{rb:N.s}" for shard s
+    # of N): the bus's Lua scripts touch several keys of one event, which Redis Cluster allows only in one slot.
     key_prefix: str = Field(default="rb", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    # Shards (hash tags) the pending decisions are spread over, by a hash of the event id; each has its own
+    # stream, read by every joiner. 1 keeps the single tag of buses older than shards. Changing it takes
+    # effect once the bus is drained (docs/service.md, "Changing bus.shards").
+    shards: int = Field(default=1, ge=1, le=MAX_BUS_SHARDS)
+    # Redis Cluster (redis-py's cluster client: redis_url names any node, each shard goes to its tag's node).
+    # None: the feature store's features.redis.cluster when the bus uses its Redis (redis_url null), else false.
+    cluster: bool | None = None
     stream: str = Field(default="decisions", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     group: str = Field(default="joiner", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     # Budget of a bus write on the /v1/score and /v1/reward paths.

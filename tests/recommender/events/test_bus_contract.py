@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import redis
-from redis.cluster import RedisCluster
 
 from recommender.events.bus import (
     BusError,
@@ -29,6 +28,7 @@ from recommender.events.bus import (
     RewardOutcome,
 )
 from recommender.events.factory import open_bus
+from recommender.events.redis_bus_shards import split_entry_id
 from recommender.records import Decision, Reward
 from recommender.settings.app import AppConfig
 from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_document, parse_config
@@ -50,17 +50,11 @@ def bus_config(join: dict[str, Any] | None = None, **bus: Any) -> AppConfig:
     return parse_config(document)
 
 
-def cluster_url_for(nodes: list[RedisServer], prefix: str) -> str:
-    """The URL of the cluster node serving the bus's hash tag ``{prefix}`` (every bus key carries it)."""
-    client = RedisCluster.from_url(nodes[0].url)
-    try:
-        node = client.get_node_from_key(f"{{{prefix}}}")
-    finally:
-        client.close()
-    return f"redis://{node.host}:{node.port}/0"
+# Shards of the sharded kinds: on one server, and on the 3-node cluster (two per node: redis_bus_shards).
+SHARDS = {"redis-sharded": 3, "redis-cluster-sharded": 6}
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster", "redis-sharded", "redis-cluster-sharded"])
 def kind(request) -> str:
     return request.param
 
@@ -80,19 +74,63 @@ def buses(request, kind, unique_prefix, aggregation) -> Iterator[BusFactory]:
     elif kind == "redis":
         config = bus_config(join, backend="redis", redis_url=request.getfixturevalue("redis_server").url,
                             key_prefix=unique_prefix)  # fmt: skip
-    else:
-        url = cluster_url_for(request.getfixturevalue("redis_cluster"), unique_prefix)
-        config = bus_config(join, backend="redis", redis_url=url, key_prefix=unique_prefix)
+    elif kind == "redis-sharded":
+        config = bus_config(join, backend="redis", redis_url=request.getfixturevalue("redis_server").url,
+                            key_prefix=unique_prefix, shards=SHARDS[kind])  # fmt: skip
+    else:  # through redis-py's cluster client, from any node: each shard's commands go to its tag's node
+        url = request.getfixturevalue("redis_cluster")[0].url
+        config = bus_config(join, backend="redis", redis_url=url, key_prefix=unique_prefix, cluster=True,
+                            shards=SHARDS.get(kind, 1))  # fmt: skip
     opened: list[EventBus] = []
+    put_order: dict[str, int] = {}  # shared by the buses of one test, as the processes of one deployment
 
     def factory() -> EventBus:
         bus = open_bus(config)
         opened.append(bus)
-        return bus
+        return InPutOrder(bus, put_order) if kind in SHARDS else bus
 
     yield factory
     for bus in opened:
         bus.close_connections()
+
+
+class InPutOrder:
+    """A sharded bus whose takes are sorted in the order the decisions were put, the one thing its contract
+    has less of: entries come in order within a shard, and shards in turn (the tests of ``take_new`` and
+    ``take_stale`` with a ``count`` check that on ``unsharded``). Everything else is the bus's own."""
+
+    def __init__(self, bus: EventBus, put_order: dict[str, int]) -> None:
+        self.unsharded = bus
+        self._order = put_order
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.unsharded, name)
+
+    def put_decision(self, made: Decision) -> None:
+        self.unsharded.put_decision(made)
+        self._order.setdefault(made.event_id, len(self._order))
+
+    def _sorted(self, pending: list[PendingDecision]) -> list[PendingDecision]:
+        return sorted(pending, key=lambda item: self._order[item.event_id])
+
+    def take_new(self, consumer: str, count: int) -> list[PendingDecision]:
+        return self._sorted(self.unsharded.take_new(consumer, count))
+
+    def take_stale(self, consumer: str, min_idle_seconds: float, count: int) -> list[PendingDecision]:
+        return self._sorted(self.unsharded.take_stale(consumer, min_idle_seconds, count))
+
+
+def shard_of_entry(item: PendingDecision) -> int:
+    return split_entry_id(item.entry_id)[0]
+
+
+def in_order_within_shards(pending: list[PendingDecision], put: list[str]) -> bool:
+    """Whether the entries of each shard in ``pending`` come in the order their decisions were ``put``."""
+    return all(
+        [p.event_id for p in pending if shard_of_entry(p) == shard]
+        == sorted((p.event_id for p in pending if shard_of_entry(p) == shard), key=put.index)
+        for shard in {shard_of_entry(p) for p in pending}
+    )
 
 
 @pytest.fixture
@@ -220,26 +258,38 @@ def test_ping_answers_and_in_process_says_whether_decisions_end_with_the_process
 
 
 # ----- joiner side: taking decisions ----------------------------------------------------------------------
-def test_take_new_hands_each_decision_to_one_consumer_once_in_order(bus):
-    for i in range(5):
-        bus.put_decision(decision(f"e{i}"))
-    first = bus.take_new("a", 2)
-    rest = bus.take_new("b", 10)
-    assert ids(first) == ["e0", "e1"] and ids(rest) == ["e2", "e3", "e4"]
+def test_take_new_hands_each_decision_to_one_consumer_once_in_order(bus, kind):
+    put = [f"e{i}" for i in range(5)]
+    for event_id in put:
+        bus.put_decision(decision(event_id))
+    if kind in SHARDS:  # in order within each shard, at most ``count``, each decision once
+        first, rest = bus.unsharded.take_new("a", 2), bus.unsharded.take_new("b", 10)
+        assert len(first) == 2 and sorted(ids(first + rest)) == put
+        assert in_order_within_shards(first, put) and in_order_within_shards(rest, put)
+        assert len({shard_of_entry(p) for p in first + rest}) > 1  # spread over the shards
+    else:
+        first = bus.take_new("a", 2)
+        rest = bus.take_new("b", 10)
+        assert ids(first) == ["e0", "e1"] and ids(rest) == ["e2", "e3", "e4"]
     assert len({item.entry_id for item in first + rest}) == 5
     assert all(item.due_at == T0.timestamp() + WAIT for item in first + rest)
     assert bus.take_new("a", 10) == [] and bus.take_new("b", 10) == []
 
 
-def test_a_stale_decision_is_claimed_by_another_consumer_after_its_min_idle_time(bus):
+def test_a_stale_decision_is_claimed_by_another_consumer_after_its_min_idle_time(bus, kind):
     for i in range(3):
         bus.put_decision(decision(f"e{i}"))
     taken = bus.take_new("dead", 10)
     assert bus.take_stale("b", IDLE, 10) == []  # not yet idle long enough: the first joiner may be slow
     time.sleep(IDLE + 0.1)
-    claimed = bus.take_stale("b", IDLE, 2)
-    assert claimed == taken[:2]  # the same entries, at most ``count``
-    assert bus.take_stale("b", IDLE, 10) == taken[2:]  # the other two are b's now and fresh
+    if kind in SHARDS:  # at most ``count``, from the shards in turn: the same entries, each claimed once
+        claimed = bus.unsharded.take_stale("b", IDLE, 2)
+        assert len(claimed) == 2 and set(claimed) < set(taken)
+        assert bus.take_stale("b", IDLE, 10) == [item for item in taken if item not in claimed]
+    else:
+        claimed = bus.take_stale("b", IDLE, 2)
+        assert claimed == taken[:2]  # the same entries, at most ``count``
+        assert bus.take_stale("b", IDLE, 10) == taken[2:]  # the other two are b's now and fresh
     assert bus.take_stale("c", IDLE, 10) == []  # b's claims restarted their idle time
     assert bus.take_new("c", 10) == []  # claimed decisions are not new
     bus.commit_batch("b1", taken)
