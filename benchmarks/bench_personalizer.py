@@ -11,11 +11,12 @@ answers both:
   time, the worst case for the policy's item cache;
 - ``score``: ``POST /v1/score`` with 50 candidates of the sample catalog, whose features come from the store.
 
-For each, alternating so that the machine's drift hits both alike (``REPEATS`` rounds): closed loop (the
-load generator of ``benchmarks.http_load``: 2 processes x 4 keep-alive connections, as fast as answers
-come) gives the saturation throughput and its latencies; then both are paced at 70% of the lower
-saturation (open loop) and the response time from the send is measured. Figures are medians over the
-rounds; the ratio rank/score is per round, then the median.
+For each, alternating so that the machine's drift hits both alike (3 rounds): closed loop (``wrk``, 1 thread x 4
+keep-alive connections, as fast as answers come: a C load generator, so that the service gets the cores) gives
+the saturation throughput, its latencies, and the workers' CPU time per request (from /proc: the figure the
+machine's other load disturbs least); then each is paced at 70% of the lowest saturation (wrk's per-connection
+delay) and its latencies measured. Figures are medians over the rounds; the ratio score/rank is per round,
+then the median.
 """
 
 from __future__ import annotations
@@ -23,19 +24,21 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.http_load import build_request, run_load
-from benchmarks.service_setup import ServiceOnRedis
+from benchmarks.service_setup import ServiceOnRedis, process_roles
+from benchmarks.soak import ensure_wrk
 
 N_ACTIONS = 50
-CLIENT_PROCESSES = 2
 CONNECTIONS = 4
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PACED_SHARE = 0.7
 COLORS = ["red", "blue", "green", "black", "white", "gold"]
 
@@ -74,35 +77,81 @@ def score_bodies(count: int, seed: int) -> list[bytes]:
             for _ in range(count)]  # fmt: skip
 
 
-def _requests(path: str, bodies: list[bytes]) -> list[bytes]:
-    return [build_request(path, body) for body in bodies]
+# wrk's script: the bodies in turn, each connection pausing ``pause_ms`` before each request (0: closed loop).
+WRK_SCRIPT = """
+local bodies = {%(bodies)s}
+local counter = 0
+function delay() return %(pause_ms)f end
+function request()
+  counter = counter + 1
+  return wrk.format("POST", "%(path)s", {["Content-Type"] = "application/json"}, bodies[(counter %% #bodies) + 1])
+end
+"""
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS_MS[unit]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+def _wrk(wrk: str, port: int, script: Path, seconds: float, workers: list[int]) -> dict[str, Any]:
+    before = _cpu_seconds(workers)
+    command = [wrk, "-t", "1", "-c", str(CONNECTIONS), "-d", f"{int(seconds)}s", "--latency", "-s", str(script),
+               f"http://127.0.0.1:{port}"]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    cpu = _cpu_seconds(workers) - before
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+            "p50_ms": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+            "p99_ms": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+            "cpu_ms": 1000.0 * cpu / max(requests, 1),
+            "errors": (int(errors.group(1)) if errors else 0)
+            + (sum(map(int, socket_errors.groups())) if socket_errors else 0)}  # fmt: skip
 
 
 def run(quick: bool) -> str:
+    wrk = ensure_wrk()
+    if wrk is None:
+        raise RuntimeError("bench_personalizer needs wrk (apt-get install wrk)")
     seconds = 3.0 if quick else 10.0
     repeats = 1 if quick else 3
-    budget = 20_000 if quick else 100_000
+    workdir = Path(tempfile.mkdtemp(prefix="bench-personalizer-"))
     service = ServiceOnRedis({"service": {"queue_budget_ms": 0}, "join": {"reward_wait_time": 1.0}},
-                             workdir=Path(tempfile.mkdtemp(prefix="bench-personalizer-")), keep_logs=False)  # fmt: skip
+                             workdir=workdir, keep_logs=False)  # fmt: skip
     rounds: list[dict[str, Any]] = []
+    rank = "/personalizer/v1.0/rank"
+    kinds = {"score": ("/v1/score", score_bodies(512, 7)), "rank": (rank, rank_bodies(512, 8)),
+             "rank, new features": (rank, rank_bodies(512, 9, fresh=True))}  # fmt: skip
     try:
         service.start()
-        port = service.port
-        rank = "/personalizer/v1.0/rank"
-        kinds = {"score": _requests("/v1/score", score_bodies(512, 7)), "rank": _requests(rank, rank_bodies(512, 8)),
-                 "rank, new features": _requests(rank, rank_bodies(512, 9, fresh=True))}  # fmt: skip
-        for requests in kinds.values():  # warm-up: item caches, connections
-            run_load(port, requests, processes=CLIENT_PROCESSES, connections=2, rate=None, max_requests=1_000,
-                     seconds=3.0)  # fmt: skip
+        assert service.server is not None
+        workers = process_roles(service.server.pid)["workers"]
 
-        def load(requests: list[bytes], rate: float | None) -> dict[str, Any]:
-            return run_load(port, requests, processes=CLIENT_PROCESSES, connections=CONNECTIONS, rate=rate,
-                            max_requests=budget, seconds=seconds)  # fmt: skip
+        def script(kind: str, pause_ms: float) -> Path:
+            path, bodies = kinds[kind]
+            out = workdir / f"{kind.replace(', ', '-').replace(' ', '-')}-{pause_ms:.0f}.lua"
+            quoted = ",".join(json.dumps(body.decode()) for body in bodies)
+            out.write_text(WRK_SCRIPT % {"bodies": quoted, "pause_ms": pause_ms, "path": path})
+            return out
 
+        for kind in kinds:  # warm-up: item caches, connections
+            _wrk(wrk, service.port, script(kind, 0.0), 3.0, workers)
         for _ in range(repeats):
-            closed = {kind: load(requests, None) for kind, requests in kinds.items()}
+            closed = {kind: _wrk(wrk, service.port, script(kind, 0.0), seconds, workers) for kind in kinds}
             rate = PACED_SHARE * min(c["rps"] for c in closed.values())
-            paced = {kind: load(requests, rate) for kind, requests in kinds.items()}
+            pause_ms = CONNECTIONS * 1000.0 / rate
+            paced = {kind: _wrk(wrk, service.port, script(kind, pause_ms), seconds, workers) for kind in kinds}
             rounds.append({"closed": closed, "paced": paced, "rate": rate})
     finally:
         service.stop()
@@ -121,21 +170,23 @@ def _report(rounds: list[dict[str, Any]]) -> str:
         "## Personalizer Rank vs /v1/score",
         "",
         f"Measured {time.strftime('%Y-%m-%d')} by `benchmarks/bench_personalizer.py` on {os.cpu_count()} cores "
-        f"shared with the load generator ({CLIENT_PROCESSES} client processes x {CONNECTIONS} keep-alive "
-        f"connections): one service (2 workers x 2 threads, Redis), {N_ACTIONS} actions per request. `rank`: "
-        "Personalizer's Rank with schema-free features on every action and in the context (ids unknown to the "
-        "store), each action with the same features whenever it appears; `rank, new features`: new features every "
-        "time (no item-cache hit); `score`: /v1/score over catalog items with the store's features. Medians over "
-        f"{len(rounds)} alternating rounds; {errors} errors.",
+        f"shared with the load generator (wrk, 1 thread x {CONNECTIONS} keep-alive connections): one service "
+        f"(2 workers x 2 threads, Redis), {N_ACTIONS} actions per request. `rank`: Personalizer's Rank with "
+        "schema-free features on every action and in the context (ids unknown to the store), each action with "
+        "the same features whenever it appears (5,000 distinct actions); `rank, new features`: new features "
+        "every time (no item-cache hit); `score`: /v1/score over catalog items with the store's features. "
+        f"Worker CPU: the workers' CPU time per request at saturation. Medians over {len(rounds)} alternating "
+        f"rounds; {errors} errors.",
         "",
-        "| request | saturation req/s | p50 / p99 ms at saturation | paced req/s | p50 / p99 ms (from send) paced |",
-        "|---|---|---|---|---|",
+        "| request | saturation req/s | p50 / p99 ms at saturation | worker CPU ms / request | paced req/s "
+        "| p50 / p99 ms paced |",
+        "|---|---|---|---|---|---|",
     ]
     for kind in rounds[0]["closed"]:
-        closed = [_median(rounds, "closed", kind, key) for key in ("rps", "p50_ms", "p99_ms")]
-        paced = [_median(rounds, "paced", kind, key) for key in ("rps", "p50_sent_ms", "p99_sent_ms")]
-        lines.append(f"| {kind} | {closed[0]:.0f} | {closed[1]:.1f} / {closed[2]:.1f} | {paced[0]:.0f} | "
-                     f"{paced[1]:.2f} / {paced[2]:.2f} |")  # fmt: skip
+        closed = [_median(rounds, "closed", kind, key) for key in ("rps", "p50_ms", "p99_ms", "cpu_ms")]
+        paced = [_median(rounds, "paced", kind, key) for key in ("rps", "p50_ms", "p99_ms")]
+        lines.append(f"| {kind} | {closed[0]:.0f} | {closed[1]:.1f} / {closed[2]:.1f} | {closed[3]:.2f} | "
+                     f"{paced[0]:.0f} | {paced[1]:.2f} / {paced[2]:.2f} |")  # fmt: skip
     rate = statistics.median(r["rate"] for r in rounds)
     shown = "; ".join(f"{kind} {ratio:.2f}" for kind, ratio in ratios.items())
     lines += ["", f"score's saturation over each rank's (per round, median): {shown}. Paced at {PACED_SHARE:.0%} "

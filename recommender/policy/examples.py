@@ -65,6 +65,7 @@ import hashlib
 import json
 import math
 import re
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -210,34 +211,56 @@ def _infer_encoder(value: Any) -> Callable[..., list[Feature]] | None:
 
 
 class _GroupEncoder:
-    """Encodes rows of one declared feature group; built once per group (specs resolved up front)."""
+    """Encodes rows of one declared feature group; built once per group (specs resolved up front, error
+    prefixes included, so that encoding a row formats no strings)."""
 
     def __init__(self, role: str, group: FeatureGroup) -> None:
         self.role = role
-        self.fields: list[tuple[str, str, FeatureSpec, Callable[..., list[Feature]], Any]] = [
-            (name, escape_token(name), spec, _ENCODERS[spec.type], spec.default_value())
+        self.fields: list[tuple[str, str, Callable[..., list[Feature]], int | None, Any, str]] = [
+            (name, escape_token(name), _ENCODERS[spec.type], spec.dim if spec.type is FeatureType.VECTOR else None,
+             spec.default_value(), f"{role} feature {name!r}")
             for name, spec in group.features.items()
-        ]
+        ]  # fmt: skip
 
     def encode(self, row: Mapping[str, Any]) -> tuple[Feature, ...]:
         if not isinstance(row, Mapping):
             raise ExampleError(f"{self.role} features must be a mapping of name to value, got {type(row).__name__}")
         out: list[Feature] = []
-        for name, token, spec, encoder, default in self.fields:
-            value = row.get(name)
+        get = row.get
+        for name, token, encoder, dim, default, where in self.fields:
+            value = get(name)
             if value is None:
                 value = default
-            where = f"{self.role} feature {name!r}"
-            if spec.type is FeatureType.VECTOR:
-                out += _vector(name, token, value, where, spec.dim)
-            else:
+            if dim is None:
                 out += encoder(name, token, value, where)
+            else:
+                out += _vector(name, token, value, where, dim)
         return tuple(out)
 
     def namespace_objects(self, row: Mapping[str, Any]) -> ExampleFeatures:
         """The namespaces of the row's JSON namespace objects (its mapping values)."""
-        objects = [(key, value) for key, value in row.items() if isinstance(value, Mapping)]
+        objects = [
+            (key, value) for key, value in row.items() if type(value) not in _SCALARS and isinstance(value, Mapping)
+        ]
         return _json_rows(self.role, objects) if objects else ()
+
+
+# Exact types that are never a JSON namespace object: most values are one of them, and ``type(v) in`` a set is
+# much cheaper than ``isinstance(v, Mapping)`` (an ABC check).
+_SCALARS = frozenset({str, int, float, bool, list, tuple, type(None)})
+_INFERRED: dict[type, Callable[..., list[Feature]]] = {str: _categorical, bool: _categorical, int: _numeric,
+                                                       float: _numeric}  # fmt: skip
+_MEMO_SIZE = 65_536  # distinct names per memo below; emptied when full (names recur: a catalog's keys and values)
+_context_names: dict[str, tuple[str, str]] = {}  # a context key -> (its escaped token, its error prefix)
+
+
+def _context_name(name: str) -> tuple[str, str]:
+    cached = _context_names.get(name)
+    if cached is None:
+        if len(_context_names) >= _MEMO_SIZE:
+            _context_names.clear()
+        cached = _context_names[name] = (escape_token(name), f"context feature {name!r}")
+    return cached
 
 
 def _encode_inferred(values: Mapping[str, Any], role: str, namespaces: list[tuple[str, Mapping[str, Any]]]
@@ -249,12 +272,16 @@ def _encode_inferred(values: Mapping[str, Any], role: str, namespaces: list[tupl
         if not isinstance(name, str) or not name:
             raise ExampleError(f"{role} feature names must be non-empty strings, got {name!r}")
         value = values[name]
-        if isinstance(value, Mapping):
-            namespaces.append((name, value))
-            continue
-        encoder = _infer_encoder(value)
-        if encoder is not None:
-            out += encoder(name, escape_token(name), value, f"{role} feature {name!r}")
+        encoder = _INFERRED.get(type(value))
+        if encoder is None:
+            if isinstance(value, Mapping):
+                namespaces.append((name, value))
+                continue
+            encoder = _infer_encoder(value)
+            if encoder is None:
+                continue
+        token, where = _context_name(name) if role == "context" else (escape_token(name), f"{role} feature {name!r}")
+        out += encoder(name, token, value, where)
     return out
 
 
@@ -282,39 +309,66 @@ def _json_number(value: Any, where: str) -> float | None:
     return _finite(value, where)
 
 
+def _here(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+_json_names: dict[str, str] = {}
+
+
+def _json_name_of(text: str) -> str:
+    """``json_name`` through a bounded memo: feature names and string values recur across actions."""
+    name = _json_names.get(text)
+    if name is None:
+        if len(_json_names) >= _MEMO_SIZE:
+            _json_names.clear()
+        name = _json_names[text] = json_name(text)
+    return name
+
+
 def _json_object(namespace: str, values: Mapping[str, Any], role: str, path: str) -> list[NamespaceFeatures]:
     """VW's JSON parser on an object in ``namespace``: that namespace's features first, then the namespaces
-    its nested objects and arrays open. Errors name the ``role`` and the ``path`` to the value at fault."""
+    its nested objects and arrays open. Errors name the ``role`` and the ``path`` to the value at fault
+    (paths are formatted only for an error or a nested value: this runs once per feature of every new action)."""
     features: list[Feature] = []
     nested: list[NamespaceFeatures] = []
     for key in sorted(values):
         if not isinstance(key, str) or not key:
             raise ExampleError(f"{role} feature {path!r}: feature names must be non-empty strings, got {key!r}")
         value = values[key]
-        here = f"{path}.{key}" if path else key
-        if key.startswith("_"):
+        if key[0] == "_":
             if key == "_text" and isinstance(value, str):  # VW splits on space and tab only
-                features += [(json_name(word), 1.0) for word in re.split(r"[ \t]", value) if word]
+                features += [(_json_name_of(word), 1.0) for word in re.split(r"[ \t]", value) if word]
             continue
-        name = json_name(key)
-        if value is None or value is False:
+        kind = type(value)
+        if kind is str:
+            features.append((_json_name_of(key) + _json_name_of(value), 1.0))
+        elif kind is float or kind is int:
+            if value != value or value in _INFINITIES:  # NaN or infinite: refused with the usual message
+                _finite(value, f"{role} feature {_here(path, key)!r}")
+            if value != 0:
+                features.append((_json_name_of(key), float(value)))
+        elif value is None or value is False:
             continue
-        if value is True:
-            features.append((name, 1.0))
-        elif isinstance(value, str):
-            features.append((name + json_name(value), 1.0))
+        elif value is True:
+            features.append((_json_name_of(key), 1.0))
         elif isinstance(value, Mapping):
-            nested += _json_object(_json_namespace_name(key), value, role, here)
+            nested += _json_object(_json_namespace_name(key), value, role, _here(path, key))
         elif isinstance(value, list | tuple | np.ndarray):
+            here = _here(path, key)
             nested += _json_array(_json_namespace_name(key), _as_list(value, here), role, here)
         else:
+            here = _here(path, key)
             number = _json_number(value, f"{role} feature {here!r}")
             if number is None:
                 raise ExampleError(f"{role} feature {here!r}: expected a JSON value, got {type(value).__name__} "
                                    f"{value!r}")  # fmt: skip
             if number != 0.0:
-                features.append((name, number))
+                features.append((_json_name_of(key), number))
     return [(namespace, tuple(features)), *nested]
+
+
+_INFINITIES = (math.inf, -math.inf)
 
 
 def _json_array(namespace: str, values: list[Any], role: str, path: str) -> list[NamespaceFeatures]:
@@ -323,7 +377,6 @@ def _json_array(namespace: str, values: list[Any], role: str, path: str) -> list
     nested: list[NamespaceFeatures] = []
     position = 0
     for i, value in enumerate(values):
-        here = f"{role} feature {path!r}[{i}]"
         if value is None:
             continue
         if isinstance(value, Mapping):
@@ -331,6 +384,7 @@ def _json_array(namespace: str, values: list[Any], role: str, path: str) -> list
             features += own[1]
             nested += deeper
             continue
+        here = f"{role} feature {path!r}[{i}]"
         number = _json_number(value, here)
         if number is None:
             raise ExampleError(f"{here}: expected a number, got {type(value).__name__} {value!r} (VW's JSON parser "
@@ -380,6 +434,13 @@ def schema_hash(schema: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+# Item features of read-only rows by row object (``ExampleBuilder.item``): twice the policy's default item cache,
+# so that the items of a catalog the cache cannot hold (or has just lost to a model swap) cost VW's example
+# building only. Emptied when full. Each entry holds its row and its features (about a kilobyte each).
+ITEM_MEMO_SIZE = 8192
+_item_memo: dict[int, tuple[Mapping[str, Any], str, ExampleFeatures]] = {}
+
+
 class ExampleBuilder:
     """Turns user, context, item and slot data into ``ExampleFeatures``. Immutable and thread-safe."""
 
@@ -397,8 +458,24 @@ class ExampleBuilder:
         return ((USER_NS, self._user.encode(user_features)), (CONTEXT_NS, context_features), *context_namespaces)
 
     def item(self, row: Mapping[str, Any]) -> ExampleFeatures:
-        """One action example: a candidate item's declared features, then its JSON namespaces."""
-        return ((ITEM_NS, self._item.encode(row)), *self._item.namespace_objects(row))
+        """One action example: a candidate item's declared features, then its JSON namespaces.
+
+        A read-only row (``MappingProxyType``: the feature store's rows, Personalizer's action rows) is encoded
+        once per row object and schema (``ITEM_MEMO_SIZE``): rows are read-only by contract
+        (``recommender.records.FeatureRow``), so the same object always gives the same features. The memo is
+        shared by every builder of the process, so it outlives the policy's item cache, which starts empty
+        with every model version a worker swaps in."""
+        trusted = type(row) is types.MappingProxyType
+        if trusted:
+            entry = _item_memo.get(id(row))
+            if entry is not None and entry[0] is row and entry[1] == self.schema_hash:
+                return entry[2]
+        features = ((ITEM_NS, self._item.encode(row)), *self._item.namespace_objects(row))
+        if trusted:
+            if len(_item_memo) >= ITEM_MEMO_SIZE:
+                _item_memo.clear()
+            _item_memo[id(row)] = (row, self.schema_hash, features)  # the row held: its id is not reused
+        return features
 
     @staticmethod
     def slot(index: int) -> ExampleFeatures:

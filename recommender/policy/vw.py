@@ -40,7 +40,7 @@ import vowpalwabbit
 from vowpalwabbit import pyvw
 
 from recommender.errors import PolicyError
-from recommender.policy.examples import ExampleFeatures
+from recommender.policy.examples import ExampleFeatures, Feature
 
 # --- VW text format (the naive path, debugging, exports) ---------------------------------------------
 
@@ -114,7 +114,7 @@ class ActionExample:
 
     __slots__ = ("_example", "_owner", "features")
 
-    def __init__(self, example: pyvw.Example, owner: VWModel, features: ExampleFeatures) -> None:
+    def __init__(self, example: pylibvw.example, owner: VWModel, features: ExampleFeatures) -> None:
         self._example = example
         self._owner = owner
         self.features = features
@@ -146,6 +146,7 @@ class VWModel:
             raise PolicyError(f"VW arguments {' '.join(arg_list)!r} do not set up a (conditional) contextual bandit")
         self.multi_slot = label_type == _CCB
         self._label_type = label_type
+        self._label_value = int(label_type.value)
         self._shared_label = "ccb shared" if self.multi_slot else "shared"
         self._action_label = "ccb action" if self.multi_slot else None
         self._namespaces: dict[str, tuple[int, int]] = {}
@@ -161,16 +162,35 @@ class VWModel:
             cached = self._namespaces[name] = (ord(name[0]), self._vw.hash_space(name))
         return cached
 
-    def _example(self, features: ExampleFeatures, label: str | None) -> pyvw.Example:
-        example = pyvw.Example(self._vw, labelType=self._label_type)
+    def _example(self, features: ExampleFeatures, label: str | None) -> pylibvw.example:
+        # The binding's own example type, not pyvw.Example: its Python constructor and wrappers cost as much
+        # as the features (VW's predict, learn and finish take either). One push_feature_dict call pushes every
+        # namespace (VW indexes a namespace by its first character and seeds feature hashes with the hash of
+        # its full name -- as its text parser does for "|Name ..."; the tests compare both routes).
+        example = pylibvw.example(self._vw, self._label_value)
+        by_name: dict[str, list[Feature]] = {}
+        for name, feats in features:
+            if feats:
+                if name in by_name:  # a namespace named twice (JSON objects under the same key): pushed in order
+                    return self._example_by_namespace(features, label)
+                by_name[name] = list(feats)
+        if by_name:
+            example.push_feature_dict(self._vw, by_name)
+        return self._finish_building(example, label)
+
+    def _example_by_namespace(self, features: ExampleFeatures, label: str | None) -> pylibvw.example:
+        example = pylibvw.example(self._vw, self._label_value)
         for name, feats in features:
             if feats:
                 index, ns_hash = self._namespace(name)
                 pylibvw.example.ensure_namespace_exists(example, index)
                 pylibvw.example.push_feature_list(example, self._vw, index, ns_hash, list(feats))
+        return self._finish_building(example, label)
+
+    def _finish_building(self, example: pylibvw.example, label: str | None) -> pylibvw.example:
         if label is not None:
-            example.set_label_string(label)
-        example.setup_example()
+            pylibvw.example.set_label_string(example, self._vw, label, self._label_value)
+        pylibvw.vw.setup_example(self._vw, example)
         return example
 
     def action(self, features: ExampleFeatures) -> ActionExample:
@@ -178,13 +198,13 @@ class VWModel:
         self._check_open()
         return ActionExample(self._example(features, self._action_label), self, features)
 
-    def _actions(self, actions: Sequence[ActionExample]) -> list[pyvw.Example]:
+    def _actions(self, actions: Sequence[ActionExample]) -> list[pylibvw.example]:
         # In C (attrgetter, set): 200 actions per decision.
         if any(owner is not self for owner in set(map(_OWNER, actions))):
             raise PolicyError("an action example built by another VW model was passed in")
         return list(map(_EXAMPLE, actions))
 
-    def _slots_for_prediction(self, slots: Sequence[ExampleFeatures], seeds: Sequence[str]) -> list[pyvw.Example]:
+    def _slots_for_prediction(self, slots: Sequence[ExampleFeatures], seeds: Sequence[str]) -> list[pylibvw.example]:
         # The example API cannot set tags, so slot examples (tiny: one feature) are parsed from text,
         # which gives them the per-slot sampling seed. Parsed examples belong to VW's pool and go back
         # to it when finished.
@@ -194,7 +214,7 @@ class VWModel:
 
     # --- predict and learn ------------------------------------------------------------------------
 
-    def _run(self, examples: list[pyvw.Example], learn: bool) -> None:
+    def _run(self, examples: list[pylibvw.example], learn: bool) -> None:
         try:
             if learn:
                 pylibvw.vw.learn_multi(self._vw, examples)
@@ -204,7 +224,7 @@ class VWModel:
             pylibvw.vw._finish_example_multi_ex(self._vw, examples)
             raise PolicyError(f"VW failed to {'learn' if learn else 'predict'}: {exc}") from exc
 
-    def _finish(self, examples: list[pyvw.Example]) -> None:
+    def _finish(self, examples: list[pylibvw.example]) -> None:
         pylibvw.vw._finish_example_multi_ex(self._vw, examples)
 
     def predict_cb(self, shared: ExampleFeatures, actions: Sequence[ActionExample]) -> np.ndarray:

@@ -206,6 +206,16 @@ def test_example_api_and_vw_text_parser_give_the_same_predictions(mode: str) -> 
     model.close()
 
 
+def test_a_read_only_row_is_encoded_once_per_object_and_schema() -> None:
+    row = MappingProxyType({"brand": "acme", "price": 2.5, "skin_types": ["dry"], " ": {"j": {"shade": "red"}}})
+    first = BUILDER.item(row)
+    assert BUILDER.item(row) is first  # remembered by the row object
+    assert ExampleBuilder(USERS, ITEMS).item(row) is first  # by any builder of the same schema (a model swap)
+    assert BUILDER.item(dict(row)) == first  # a mutable row: encoded every time, to the same features
+    brands_only = FeatureGroup(entity="item", key="item_id", features={"brand": ITEMS.features["brand"]})
+    assert dict(ExampleBuilder(USERS, brands_only).item(row))[ITEM_NS] == (("brand=acme", 1.0),)  # its own schema
+
+
 def test_text_format_lines() -> None:
     shared = BUILDER.shared({"segment": "vip"}, {})
     items = [BUILDER.item({"brand": "a", "price": 2.0}), BUILDER.item({})]

@@ -86,6 +86,23 @@ def test_each_json_shape_gives_vw_json_parsers_features(shape: dict[str, Any]) -
     assert ours == vw_json_hashes(shape, action)
 
 
+TWICE = {"namespace named twice (by nested keys)": {"u": {"geo": {"x": 1}}, "v": {"geo": {"y": 2}}}}
+
+
+@pytest.mark.parametrize("shape", [*SHAPES.values(), *TWICE.values()], ids=[*SHAPES, *TWICE])
+def test_the_example_api_hashes_like_the_text_parser(shape: dict[str, Any]) -> None:
+    """Serving's route (examples built through VW's example API, one call for every namespace) gives the very
+    features and hashes of replay's route (VW parsing our text lines), a namespace named twice included."""
+    shared, item = BUILDER.shared({}, {" ": shape}), BUILDER.item({" ": shape})
+    model = VWModel(ARGS)
+    built = [
+        example_hashes(model._vw, model._example(shared, "shared")),
+        example_hashes(model._vw, model._example(item, None)),
+    ]
+    model.close()
+    assert built == our_hashes(shared, item)
+
+
 def test_personalizer_requests_give_the_features_of_personalizers_logged_examples() -> None:
     """A rank request's features, as the HTTP edge lays them out, are VW's parse of the line Personalizer logged
     for it (VW's dsjson_cb.json shape: context objects in ``c``, an action as ``_tag``, ``i``, ``j``)."""
