@@ -1,0 +1,1 @@
+"""Feast, installed and run by benchmarks/bench_feast.py in virtualenvs of its own."""
