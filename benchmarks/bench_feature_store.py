@@ -3,6 +3,13 @@
 Both paths run interleaved in the same process against the same server, so machine noise hits both
 alike; the ratio of medians is the figure of merit (target <= 1.5). The bare MGET is the physical floor:
 one round trip returning the raw bytes, no decoding.
+
+Second section of the same run: ``features.redis_store.DirectCommands`` (single commands sent on a connection of
+its own, past redis-py's client layer) against redis-py's public client (``Redis.mget``, ``Script.__call__``,
+hiredis parser) for the request path's commands: the few-key MGET of a read served from the row cache, the
+203-key MGET of a read without it, and a small ``EVALSHA`` (the event bus's decision script is one). Both
+alternate in rounds of the same commands against the same server; CPU is the calling thread's
+(``time.thread_time``), the figure that matters on 2 shared cores, and wall time the round trip's.
 """
 
 from __future__ import annotations
@@ -15,11 +22,56 @@ import numpy as np
 import redis
 
 from features import open_store
+from features.redis_store import DirectCommands
 from features.sample_catalog import load_sample_catalog
 from recommender.settings.loading import load_config
 from tests.redis_harness import RedisServer
 
 N_ITEMS = 200
+# Rounds of the DirectCommands / public client comparison, and commands per round (timed as one batch).
+ROUNDS, PER_ROUND = 40, 50
+SCRIPT = "return #KEYS + #ARGV"
+
+
+def _batch(call, args: list[list[str]]) -> tuple[float, float]:
+    """(CPU µs, wall µs) per call of ``call(*a)`` over ``args``."""
+    cpu, wall = time.thread_time(), time.perf_counter()
+    for a in args:
+        call(*a)
+    return (time.thread_time() - cpu) * 1e6 / len(args), (time.perf_counter() - wall) * 1e6 / len(args)
+
+
+def direct_vs_client(url: str, small: list[str], large: list[str], rounds: int = ROUNDS) -> list[tuple]:
+    """Per command (name, DirectCommands CPU µs, client CPU µs, DirectCommands wall µs, client wall µs): medians
+    over ``rounds`` interleaved rounds (which goes first alternates)."""
+    client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    direct = DirectCommands(client)
+    script = client.register_script(SCRIPT)
+    script(keys=["k"], args=[1])  # loaded once, for both
+    cases = {
+        f"MGET {len(small)} keys (row cache)": (lambda *k: direct.execute("MGET", *k), lambda *k: client.mget(k),
+                                                 [small] * PER_ROUND),
+        f"MGET {len(large)} keys (no row cache)": (lambda *k: direct.execute("MGET", *k), lambda *k: client.mget(k),
+                                                    [large] * PER_ROUND),
+        "EVALSHA, 2 keys 4 args": (lambda *a: direct.run_script(script, a[:2], a[2:]),
+                                   lambda *a: script(keys=a[:2], args=a[2:]),
+                                   [["{b}:a", "{b}:b", "x", "1", "2.5", "y"]] * PER_ROUND),
+    }  # fmt: skip
+    rows = []
+    for name, (ours, theirs, args) in cases.items():
+        samples: dict[str, list[tuple[float, float]]] = {"direct": [], "client": []}
+        for _ in range(5):  # warm-up: connections, parser buffers
+            _batch(ours, args), _batch(theirs, args)
+        for i in range(rounds):
+            order = [("direct", ours), ("client", theirs)]
+            for label, call in order if i % 2 == 0 else order[::-1]:
+                samples[label].append(_batch(call, args))
+        med = {label: (statistics.median(c for c, _ in v), statistics.median(w for _, w in v))
+               for label, v in samples.items()}  # fmt: skip
+        rows.append((name, med["direct"][0], med["client"][0], med["direct"][1], med["client"][1]))
+    direct.close()
+    client.close()
+    return rows
 
 
 def _percentiles(samples_us: list[float]) -> tuple[float, float]:
@@ -66,6 +118,8 @@ def run(quick: bool = False) -> str:
             start = time.perf_counter()
             uncached.read_user_items(user, items)
             plain.append((time.perf_counter() - start) * 1e6)
+        small = [store.meta_key("items", "live"), store.meta_key("users", "live"), *keys[-2:]]
+        comparison = direct_vs_client(server.url, small, keys, ROUNDS // 4 if quick else ROUNDS)
         store.close()
         uncached.close()
         bare.close()
@@ -93,4 +147,11 @@ the rows not cached).
 
 Ratio of medians ours without the row cache / floor: **{ratio:.2f}** (target <= 1.5: {verdict}); with
 the row cache, {ours_p50 / floor_p50:.2f}.
-"""
+
+DirectCommands against redis-py's public client (redis-py {redis.__version__}, hiredis parser), per command,
+medians of {ROUNDS // 4 if quick else ROUNDS} interleaved rounds of {PER_ROUND}:
+
+| command | DirectCommands CPU µs | client CPU µs | CPU saved | DirectCommands wall µs | client wall µs |
+|---|---:|---:|---:|---:|---:|
+""" + "\n".join(f"| {name} | {dc:.0f} | {cc:.0f} | {(cc - dc) / cc:.0%} | {dw:.0f} | {cw:.0f} |"
+                for name, dc, cc, dw, cw in comparison) + "\n"

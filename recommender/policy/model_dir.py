@@ -1,10 +1,12 @@
 """One model version's directory: the VW model file and its metadata, written once and read with checks.
 
 ``write_model_dir`` writes ``model.vw`` (VW's --save_resume file) and ``metadata.json`` (``ModelVersion``:
-id, VW arguments and version, policy config, feature schema and its hash, groups, events seen, parent,
-the model's sha256, the trainer's checkpoint) into a directory, fsynced and renamed into place.
+id, VW arguments and version, policy config, the model's own exploration, feature schema and its hash, groups,
+events seen, parent, the model's sha256, the trainer's checkpoint) into a directory, fsynced and renamed into
+place.
 ``read_model_dir`` loads it back as a Policy after checking the checksum (``ModelCorruptError``) and, when the
-caller says which feature groups it serves with, the schema (``ModelSchemaMismatchError``). The versioned
+caller says which feature groups it serves with, the schema (``ModelSchemaMismatchError``), and gives VW the
+model's own exploration (``ModelVersion.model_exploration``) whatever exploration it serves. The versioned
 store of such directories, with its ``current`` pointer, is ``recommender.policy.model_store``.
 """
 
@@ -37,7 +39,7 @@ from recommender.errors import (
 from recommender.policy.examples import feature_schema, schema_hash
 from recommender.policy.policy import EventRange, Policy, content_id
 from recommender.policy.vw import vw_version
-from recommender.settings.policy import ExplorationSettings, PolicyConfig, parse_exploration
+from recommender.settings.policy import ExplorationSettings, PolicyConfig, exploration_errors, parse_exploration
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,14 @@ METADATA_FILE = "metadata.json"
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """One published model's metadata. ``path`` is its directory."""
+    """One published model's metadata. ``path`` is its directory.
+
+    ``policy``: the PolicyConfig served when the version was saved. ``model_exploration``: the exploration VW's
+    reduction inside ``model.vw`` was built with (the model's own; ``vw_args`` is its command line). The two
+    differ only in fields the policy rescales (``ExplorationSettings.rescaled``: SquareCB's gamma_scale).
+    Metadata written before it was recorded has none: the model's own is then ``policy``'s exploration, since
+    no field VW stores could change on a trained model then.
+    """
 
     id: str
     created_at: datetime
@@ -63,10 +72,20 @@ class ModelVersion:
     path: Path
     # The trainer's checkpoint (which event-log files these weights have learned), or None.
     checkpoint: Mapping[str, Any] | None = None
+    # The exploration VW's reduction was built with; None in metadata written before it was recorded.
+    recorded_model_exploration: Mapping[str, Any] | None = None
 
     @property
     def exploration(self) -> Mapping[str, Any]:
+        """The exploration served when the version was saved."""
         return self.policy.get("exploration", {})
+
+    @property
+    def model_exploration(self) -> Mapping[str, Any]:
+        """The exploration VW's reduction in ``model.vw`` was built with (see the class docstring)."""
+        if self.recorded_model_exploration is not None:
+            return self.recorded_model_exploration
+        return self.exploration
 
     def as_dict(self) -> dict[str, Any]:
         """The metadata document as stored in ``metadata.json``."""
@@ -83,6 +102,7 @@ class ModelVersion:
             "parent_version": self.parent_version,
             "model_sha256": self.model_sha256,
             "checkpoint": dict(self.checkpoint) if self.checkpoint is not None else None,
+            "model_exploration": dict(self.model_exploration),
         }
 
     @classmethod
@@ -101,6 +121,9 @@ class ModelVersion:
                 model_sha256=str(data["model_sha256"]),
                 path=path,
                 checkpoint=dict(data["checkpoint"]) if data.get("checkpoint") is not None else None,
+                recorded_model_exploration=(
+                    dict(data["model_exploration"]) if data.get("model_exploration") is not None else None
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelCorruptError(f"{path / METADATA_FILE}: invalid model metadata: {exc!r}") from exc
@@ -134,10 +157,11 @@ def write_version_files(
     model_bytes = model_path.read_bytes()
     version_id = content_id(model_bytes)
     builder = policy.builder
+    own = policy.model_exploration
     version = ModelVersion(
         id=version_id,
         created_at=datetime.now(UTC),
-        vw_args=tuple(policy.config.vw_args()),
+        vw_args=tuple(policy.config.model_copy(update={"exploration": own}).vw_args()),
         vw_version=vw_version(),
         policy=policy.config.model_dump(mode="json", by_alias=True),
         schema_hash=builder.schema_hash,
@@ -147,6 +171,7 @@ def write_version_files(
         model_sha256=hashlib.sha256(model_bytes).hexdigest(),
         path=directory,
         checkpoint=checkpoint,
+        recorded_model_exploration=own.as_dict(),
     )
     document = version.as_dict()
     document["groups"] = {
@@ -223,7 +248,8 @@ def read_model_dir(
 
     ``user_group``/``item_group``: the groups the caller serves with; a model trained on another schema
     is refused (ModelSchemaMismatchError). Left out, the groups stored with the model are used.
-    ``exploration``: apply these settings at load (same rules as ``Policy.with_exploration``).
+    ``exploration``: serve these settings (same rules as ``Policy.with_exploration``); left out, the ones
+    served when the version was saved. Either way VW runs with the model's own (``model_exploration``).
     """
     version, document = read_metadata(directory)
     model_path = directory / MODEL_FILE
@@ -238,6 +264,7 @@ def read_model_dir(
         users = user_group or FeatureGroup.model_validate(stored_groups["user"])
         items = item_group or FeatureGroup.model_validate(stored_groups["item"])
         config = PolicyConfig.model_validate(version.policy)
+        own = parse_exploration(version.model_exploration)
     except (KeyError, TypeError, ValidationError) as exc:
         raise ModelCorruptError(f"{directory / METADATA_FILE}: invalid model metadata: {exc}") from exc
     serving_schema = feature_schema(users, items)
@@ -250,8 +277,8 @@ def read_model_dir(
         try:
             new = parse_exploration(exploration)
         except ValidationError as exc:
-            raise ExplorationChangeError(f"invalid exploration settings: {exc}") from exc
-        refusal = config.exploration.change_refusal(new)
+            raise ExplorationChangeError(f"invalid exploration settings: {exploration_errors(exc)}") from exc
+        refusal = own.change_refusal(new, mode=config.mode)
         if refusal is not None:
             raise ExplorationChangeError(refusal)
         config = config.model_copy(update={"exploration": new})
@@ -263,6 +290,7 @@ def read_model_dir(
             item_group=items,
             version=version.id,
             events_seen=version.event_range,
+            model_exploration=own,
         )
     except PolicyError as exc:
         raise ModelCorruptError(f"{model_path}: VW cannot load the model: {exc}") from exc

@@ -19,7 +19,9 @@ never a partial one. Version directories are immutable once published; ``rollbac
 
 Metadata (``metadata.json``): ``id``, ``created_at`` (UTC), ``vw_args`` (the VW command line),
 ``vw_version``, ``policy`` (the PolicyConfig it was trained under: mode, exploration, learning,
-interactions, bits, seed), ``feature_schema`` and ``schema_hash`` (see ``recommender.policy.examples``),
+interactions, bits, seed; the exploration is the one served), ``model_exploration`` (the exploration VW's
+reduction in ``model.vw`` was built with, which every load gives VW; see ``recommender.policy.model_dir``),
+``feature_schema`` and ``schema_hash`` (see ``recommender.policy.examples``),
 ``groups`` (the user and item FeatureGroups), ``event_range`` (events learned from, or null),
 ``parent_version``, ``model_sha256`` and ``checkpoint`` (the trainer's position in the event log when it
 published this version, or null; see ``recommender.learning.trainer``). The checkpoint is written in the same

@@ -10,7 +10,9 @@ Decisions
     id always gives the same choice. The ranking is the chosen item, then the others by descending
     probability (ties in the caller's order). In ``mode: ccb`` each slot gets its own item and pmf from
     VW's conditional contextual bandit (earlier slots' items get probability 0), seeded per slot from the
-    event id. Excluded candidates are the caller's business: whatever is passed in is a candidate.
+    event id. Excluded candidates are the caller's business: whatever is passed in is a candidate. A SquareCB
+    policy served at another ``gamma_scale`` than its VW reduction's own turns VW's pmf into the served one
+    first (``recommender.policy.squarecb_scale``): decisions sample from, and log, the served pmf.
 
 Learning
     ``learn(events)`` replays logged ``JoinedEvent`` records (cost = ``cost_from_reward(reward)``, the
@@ -29,15 +31,16 @@ Thread-safety
     cache, with a lock: concurrent ``decide`` calls from threads are safe and serialised on the VW part
     (features are built and the pick is sampled outside the lock). For parallelism use one Policy per
     worker *process*, created or loaded after fork (gunicorn: in the app factory or ``post_fork``, never
-    in the master before forking). ``with_exploration`` returns a new Policy with its own workspace;
-    swap the reference atomically and let the old one be garbage-collected (or ``close`` it).
+    in the master before forking). ``with_exploration`` returns a new Policy, with its own workspace or --
+    for a change the policy applies itself, such as SquareCB's gamma_scale -- sharing this one's
+    (``recommender.policy.loaded_model``: same weights, lock and cache; the workspace is closed with the last
+    Policy serving it); swap the reference atomically and let the old one be garbage-collected (or ``close`` it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
-import threading
 import types
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -51,12 +54,13 @@ from features.config import FeatureGroup
 from recommender.errors import ExampleError, ExplorationChangeError, PolicyError
 from recommender.policy.event_range import EventRange
 from recommender.policy.examples import ExampleBuilder, ExampleFeatures, cost_from_reward
-from recommender.policy.item_cache import ItemCache
+from recommender.policy.loaded_model import LoadedModel
 from recommender.policy.outcome import Outcome
 from recommender.policy.sampling import ccb_seed, ranking_from, sample_from_event_id
-from recommender.policy.vw import ActionExample, VWModel
+from recommender.policy.squarecb_scale import gamma_ratio, rescale_pmf, vw_exploration
+from recommender.policy.vw import ActionExample
 from recommender.records import Decision, JoinedEvent, utc_now
-from recommender.settings.policy import EXPLORATION_ALGORITHMS, ExplorationSettings, PolicyConfig, parse_exploration
+from recommender.settings.policy import ExplorationSettings, PolicyConfig, exploration_errors, parse_exploration
 
 # predict_pmf in ccb mode asks VW for one slot with this fixed seed: VW's sampler then neither depends
 # on nor advances its random state, so scoring has no side effects.
@@ -71,39 +75,27 @@ def content_id(model_bytes: bytes) -> str:
 class Policy:
     """A VW contextual-bandit policy over one feature schema. See the module docstring for the contracts."""
 
-    def __init__(
-        self,
-        *,
-        config: PolicyConfig,
-        builder: ExampleBuilder,
-        model: VWModel,
-        version: str,
-        events_seen: EventRange | None = None,
-    ) -> None:
-        # Use Policy.create or ModelStore.load rather than this constructor.
+    def __init__(self, *, config: PolicyConfig, builder: ExampleBuilder, loaded: LoadedModel) -> None:
+        # Use Policy.create or ModelStore.load rather than this constructor. ``config.exploration`` is served;
+        # ``loaded.exploration`` (what VW runs with) differs from it at most in fields rescaled here.
         self.config = config
         self.builder = builder
-        self._model = model
-        self._base_version = version
-        self._learned_since_save = 0
-        self._events_seen = events_seen
-        self._cache: ItemCache[ActionExample] = ItemCache(config.item_cache_size)
-        self._lock = threading.Lock()
+        self._loaded = loaded
+        self._model = loaded.model
+        self._cache = loaded.cache
+        self._lock = loaded.lock
+        self._gamma_ratio = gamma_ratio(config.exploration, loaded.exploration)
         self._exploration = types.MappingProxyType(config.exploration.as_dict())
+        self._closed = False
 
     # --- construction -------------------------------------------------------------------------------
 
     @classmethod
     def create(cls, policy_config: PolicyConfig, user_group: FeatureGroup, item_group: FeatureGroup) -> Policy:
         """A fresh (untrained) policy. Raises PolicyError if VW refuses the configuration."""
-        model = VWModel(policy_config.vw_args())
-        policy = cls(
-            config=policy_config,
-            builder=ExampleBuilder(user_group, item_group),
-            model=model,
-            version="",
-        )
-        policy._base_version = content_id(policy.model_bytes())
+        loaded = LoadedModel.open(policy_config, policy_config.exploration)
+        policy = cls(config=policy_config, builder=ExampleBuilder(user_group, item_group), loaded=loaded)
+        loaded.base_version = content_id(policy.model_bytes())
         return policy
 
     @classmethod
@@ -116,32 +108,38 @@ class Policy:
         item_group: FeatureGroup,
         version: str,
         events_seen: EventRange | None = None,
+        model_exploration: ExplorationSettings | None = None,
     ) -> Policy:
-        """A policy over an existing VW model file, trained under ``policy_config`` (whose exploration may
-        differ from the one the file was saved with, within ``ExplorationSettings.change_refusal``).
-        Prefer ``ModelStore.load``, which also checks the feature schema and the file's checksum."""
-        model = VWModel(policy_config.vw_args(reload=True), initial_model=path)
-        return cls(
-            config=policy_config,
-            builder=ExampleBuilder(user_group, item_group),
-            model=model,
-            version=version,
-            events_seen=events_seen,
-        )
+        """A policy over an existing VW model file, trained under ``policy_config``, serving its exploration.
+        ``model_exploration``: what the file's VW reduction was built with (default: the same); the served one
+        may differ within ``ExplorationSettings.change_refusal`` (else ExplorationChangeError), and VW is given
+        the model's own value of each field the policy rescales. Prefer ``ModelStore.load``, which also checks
+        the feature schema and the file's checksum."""
+        served = policy_config.exploration
+        own = model_exploration if model_exploration is not None else served
+        if (refusal := own.change_refusal(served, mode=policy_config.mode)) is not None:
+            raise ExplorationChangeError(refusal)
+        vw = vw_exploration(served, own, policy_config.mode)
+        loaded = LoadedModel.open(policy_config, vw, initial_model=path, version=version, events_seen=events_seen)
+        return cls(config=policy_config, builder=ExampleBuilder(user_group, item_group), loaded=loaded)
 
     # --- properties ---------------------------------------------------------------------------------
 
     @property
     def model_version(self) -> str:
         """The version id of the weights in use (``<id>+<n>`` after n examples learned in memory)."""
-        if self._learned_since_save:
-            return f"{self._base_version}+{self._learned_since_save}"
-        return self._base_version
+        return self._loaded.version
 
     @property
     def events_seen(self) -> EventRange | None:
         """The range of logged events this model has learned from (None: none yet)."""
-        return self._events_seen
+        return self._loaded.events_seen
+
+    @property
+    def model_exploration(self) -> ExplorationSettings:
+        """The exploration settings VW's reduction runs with (the model's own, saved with it); differs from the
+        served ``config.exploration`` only in fields the policy rescales (``ExplorationSettings.rescaled``)."""
+        return self._loaded.exploration
 
     @property
     def vw_args(self) -> tuple[str, ...]:
@@ -169,9 +167,13 @@ class Policy:
 
     # --- deciding -----------------------------------------------------------------------------------
 
-    def _actions(self, candidate_ids: Sequence[str] | None, rows: Sequence[Mapping[str, Any]]) -> list[ActionExample]:
+    def _actions(self, candidate_ids: Sequence[str] | None, rows: Sequence[Mapping[str, Any]],
+                 keep: bool = True) -> list[ActionExample]:  # fmt: skip
         # Called under the lock. Building an item's example is the expensive part; cached by item id and
-        # validated against the row's content.
+        # validated against the row's content. ``keep=False`` (a degraded decision: default rows in place of
+        # the store's) reads the cache but keeps nothing: a default row cached under an item's id would evict
+        # that item's real example, and every following decision would build it again (measured: one degraded
+        # decision in ten made deciding over 200 items 5x as costly).
         if candidate_ids is None:
             return [self._model.action(self._item_features(row, i)) for i, row in enumerate(rows)]
         actions = self._cache.get_many(candidate_ids, rows)
@@ -181,7 +183,8 @@ class Policy:
             if action is None:
                 key, row = candidate_ids[i], rows[i]
                 actions[i] = action = self._model.action(self._item_features(row, key))
-                self._cache.put(key, row, action)
+                if keep:
+                    self._cache.put(key, row, action)
         return actions
 
     def _item_features(self, row: Mapping[str, Any], which: object) -> ExampleFeatures:
@@ -230,6 +233,9 @@ class Policy:
         degraded: bool = False,
         deferred: bool = False,
         inputs_checked: bool = False,
+        experiment: str | None = None,
+        arm: str | None = None,
+        slot_names: tuple[str, ...] = (),
     ) -> Decision:
         """Score, explore and pick: a validated ``Decision`` with one pmf per slot over all candidates.
 
@@ -242,7 +248,8 @@ class Policy:
         ``event_id`` a valid record id, ``timestamp`` given and UTC, ids unique and aligned with the feature
         rows, ``1 <= slots <= K``, and ``slots == 1`` unless ``mode: ccb``. Input that breaks them then gives
         undefined results. Feature values are checked either way (ExampleError), and so is the outcome (the
-        Decision's pmfs, choices and ranking).
+        Decision's pmfs, choices and ranking). ``experiment``, ``arm`` and ``slot_names`` are recorded on the
+        Decision as given (``recommender.records.Decision``).
         """
         if inputs_checked:
             slots = slots or 1
@@ -254,8 +261,10 @@ class Policy:
         shared = self.builder.shared(user_features, context)
         if not self.multi_slot:
             with self._lock:
-                pmf = self._model.predict_cb(shared, self._actions(candidate_ids, candidate_features))
+                pmf = self._model.predict_cb(shared, self._actions(candidate_ids, candidate_features, not degraded))
                 version = self.model_version
+            if self._gamma_ratio is not None:
+                pmf = rescale_pmf(pmf, self._gamma_ratio)
             chosen: tuple[int, ...] = (sample_from_event_id(pmf, event_id),)
             pmfs = (pmf,)
         else:
@@ -263,7 +272,7 @@ class Policy:
             with self._lock:
                 slate = self._model.predict_ccb(
                     shared,
-                    self._actions(candidate_ids, candidate_features),
+                    self._actions(candidate_ids, candidate_features, not degraded),
                     [self.builder.slot(s) for s in range(slots)],
                     seeds,
                 )
@@ -285,6 +294,9 @@ class Policy:
             exploration=self._exploration,
             degraded=degraded,
             deferred=deferred,
+            experiment=experiment,
+            arm=arm,
+            slot_names=slot_names,
             inputs_checked=inputs_checked,
         )
 
@@ -307,7 +319,8 @@ class Policy:
         with self._lock:
             actions = self._actions(candidate_ids, candidate_features)
             if not self.multi_slot:
-                return self._model.predict_cb(shared, actions)
+                pmf = self._model.predict_cb(shared, actions)
+                return pmf if self._gamma_ratio is None else rescale_pmf(pmf, self._gamma_ratio)
             slate = self._model.predict_ccb(shared, actions, [self.builder.slot(0)], [_PMF_SEED])
         return _slot_pmf(slate[0], len(candidate_features))
 
@@ -338,10 +351,10 @@ class Policy:
                     last = decision
         finally:
             with self._lock:
-                self._learned_since_save += learned
+                self._loaded.learned_since_save += learned
                 if first is not None and last is not None:
                     seen = EventRange(learned, first.event_id, last.event_id, first.timestamp, last.timestamp)
-                    self._events_seen = seen.merged(self._events_seen)
+                    self._loaded.events_seen = seen.merged(self._loaded.events_seen)
         return learned
 
     def learn_one(
@@ -371,7 +384,7 @@ class Policy:
         shared = (user_features if user_features is not None else {}, context if context is not None else {})
         self._learn_logged(*shared, candidate_ids, candidates, outcome, "outcome")
         with self._lock:
-            self._learned_since_save += 1
+            self._loaded.learned_since_save += 1
 
     def _learn_logged(
         self,
@@ -407,38 +420,37 @@ class Policy:
     def with_exploration(self, new_exploration_settings: ExplorationSettings | Mapping[str, Any]) -> Policy:
         """The same weights under new exploration settings, as a new Policy (this one is unchanged).
 
-        VW reloads the model with the new exploration arguments. Changes that VW cannot apply to
-        trained weights (another algorithm family, or a field VW stores in the model, such as the
-        number of bags) raise ExplorationChangeError; so do invalid settings. Identical settings
-        return ``self``.
+        A change of fields the policy applies itself (``ExplorationSettings.rescaled``: SquareCB's gamma_scale
+        in mode ``cb`` without elim) needs no VW reload: the new Policy shares this one's workspace
+        (``LoadedModel``) and rescales VW's pmf. Any other change reloads the model in a new workspace with the
+        new exploration arguments. Changes that VW cannot apply to trained weights (another algorithm family,
+        or another structural field, such as the number of bags) raise ExplorationChangeError; so do invalid
+        settings. Identical settings return ``self``.
         """
         try:
             new = parse_exploration(new_exploration_settings)
         except ValidationError as exc:
-            raise ExplorationChangeError(_exploration_errors(exc)) from exc
+            raise ExplorationChangeError(exploration_errors(exc)) from exc
         old = self.config.exploration
         if new == old:
             return self
-        refusal = old.change_refusal(new)
+        refusal = old.change_refusal(new, mode=self.config.mode)
         if refusal is not None:
             raise ExplorationChangeError(refusal)
         try:
             config = PolicyConfig.model_validate({**self.config.model_dump(by_alias=True), "exploration": new})
         except ValidationError as exc:
-            raise ExplorationChangeError(_exploration_errors(exc)) from exc
+            raise ExplorationChangeError(exploration_errors(exc)) from exc
+        loaded = self._loaded
+        vw = vw_exploration(new, loaded.exploration, config.mode)
+        if vw == loaded.exploration:  # only rescaled fields changed: VW's arguments stay as they are
+            return Policy(config=config, builder=self.builder, loaded=loaded.hold())
         with self._lock, tempfile.TemporaryDirectory(prefix="policy-") as tmp:
             model_file = Path(tmp) / "model.vw"
             self._model.save(model_file)
-            model = VWModel(config.vw_args(reload=True), initial_model=model_file)
-            policy = Policy(
-                config=config,
-                builder=self.builder,
-                model=model,
-                version=self._base_version,
-                events_seen=self._events_seen,
-            )
-            policy._learned_since_save = self._learned_since_save
-        return policy
+            reloaded = LoadedModel.open(config, vw, initial_model=model_file, version=loaded.base_version,
+                                        events_seen=loaded.events_seen, learned_since_save=loaded.learned_since_save)
+        return Policy(config=config, builder=self.builder, loaded=reloaded)
 
     # --- persistence helpers (used by recommender.policy.model_store) ------------------------------------
 
@@ -457,14 +469,15 @@ class Policy:
     def mark_saved(self, version: str) -> None:
         """Record that the current weights were saved as ``version``."""
         with self._lock:
-            self._base_version = version
-            self._learned_since_save = 0
+            self._loaded.base_version = version
+            self._loaded.learned_since_save = 0
 
     def close(self) -> None:
-        """Release the VW workspace and the item cache. The policy cannot be used afterwards."""
-        with self._lock:
-            self._cache.clear()
-            self._model.close()
+        """Release the VW workspace and the item cache (once no other Policy serves them: ``LoadedModel``).
+        The policy cannot be used afterwards."""
+        if not self._closed:
+            self._closed = True
+            self._loaded.release()
 
     def __repr__(self) -> str:
         return (
@@ -482,14 +495,3 @@ def _slot_pmf(slot: Sequence[tuple[int, float]], k: int) -> np.ndarray:
     if not np.isfinite(total) or total <= 0.0:
         raise PolicyError(f"VW returned an invalid slot distribution: {list(slot)}")
     return pmf / total
-
-
-def _exploration_errors(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        loc = [str(part) for part in error["loc"] if str(part) not in EXPLORATION_ALGORITHMS]
-        if loc and loc[0] != "exploration":
-            loc.insert(0, "exploration")
-        message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{'.'.join(loc) or 'exploration'}: {message}")
-    return "; ".join(lines)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from recommender.records import Decision
@@ -24,9 +24,11 @@ from recommender.service.inputs import DecisionInput
 BASELINE_VERSION = "baseline"
 
 
-def baseline_decision(request: DecisionInput, *, degraded: bool, baseline: str = "first") -> Decision:
+def baseline_decision(request: DecisionInput, *, degraded: bool, baseline: str = "first",
+                      exploration: Mapping[str, object] | None = None) -> Decision:  # fmt: skip
     """The baseline's decision: slot s shows candidate s with probability 1; the ranking is the caller's
-    order (the baseline's own). ``baseline`` is ``trainer.apprentice_baseline``."""
+    order (the baseline's own). ``baseline`` is ``trainer.apprentice_baseline``; ``exploration``: how it is
+    logged (default: the apprentice mode's baseline; an experiment's baseline arm gives its own)."""
     if baseline != "first":  # the config allows only "first"; a new baseline must be added here
         raise ValueError(f"unknown apprentice baseline {baseline!r}")
     k = len(request.candidate_ids)
@@ -37,7 +39,7 @@ def baseline_decision(request: DecisionInput, *, degraded: bool, baseline: str =
         chosen=tuple(range(n_slots)),
         ranking=tuple(range(k)),
         model_version=BASELINE_VERSION,
-        exploration={"algorithm": "baseline", "baseline": baseline, "mode": "apprentice"},
+        exploration=exploration or {"algorithm": "baseline", "baseline": baseline, "mode": "apprentice"},
         degraded=degraded,
     )
 

@@ -30,6 +30,11 @@ class DecisionInput:
     deferred: bool
     # The page's names of its slots (Personalizer's slot ids), recorded on the decision; () names none.
     slot_names: tuple[str, ...] = ()
+    # The running experiment and the user's arm (``Runtime.decide`` sets them), recorded on the decision; None
+    # outside experiments. Inputs rather than fields stamped on afterwards: the Decision is built (and its
+    # outcome checked) once.
+    experiment: str | None = None
+    arm: str | None = None
 
     def decision(
         self,
@@ -57,5 +62,8 @@ class DecisionInput:
             exploration=exploration,
             degraded=degraded,
             deferred=self.deferred,
+            experiment=self.experiment,
+            arm=self.arm,
+            slot_names=self.slot_names,
             inputs_checked=True,  # at the HTTP edge
         )

@@ -6,8 +6,9 @@ loads and validates the whole file with ``load_config``:
 
 - invalid: the error (file and key path) is logged and the settings in force stay;
 - valid: the settings listed in ``recommender.settings.service.HOT_RELOADABLE`` are taken over. A new
-  exploration setting becomes ``policy.with_exploration(...)`` (same learned weights; a change VW cannot
-  make on a trained model is refused and logged). Everything is installed as one new snapshot, so no
+  exploration setting becomes ``policy.with_exploration(...)`` (same learned weights and model version; a
+  SquareCB ``gamma_scale`` change reloads nothing, the pmf is rescaled; a change VW cannot make on a trained
+  model is refused and logged). Everything is installed as one new snapshot, so no
   request sees half of it. Changes to other settings are logged as needing a restart and ignored.
 
 New model versions are not this module's business: ``recommender.service.model_follower`` follows the

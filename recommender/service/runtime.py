@@ -246,9 +246,8 @@ class Runtime:
         arms = snapshot.arms
         if arms is not None and trainer.mode != "apprentice":  # apprentice mode serves the baseline to everyone
             arm = arms.assign(assignment_unit(request.user_id, request.event_id))
-            decision, reason = self._decide_with(arms.policies[arm], arm in arms.baselines, snapshot, request,
-                                                 problem, shed)  # fmt: skip
-            return dataclasses.replace(decision, experiment=arms.name, arm=arm, inputs_checked=True), reason
+            request = dataclasses.replace(request, experiment=arms.name, arm=arm)  # the decision is built with them
+            return self._decide_with(arms.policies[arm], arm in arms.baselines, snapshot, request, problem, shed)
         return self._decide_with(snapshot.policy, False, snapshot, request, problem, shed)
 
     def _decide_with(
@@ -266,8 +265,7 @@ class Runtime:
         trainer = snapshot.config.trainer
         first = problem or (DegradedReason.SHED if shed else None)  # the reason, whoever decides
         if baseline:
-            decision = baseline_decision(request, degraded=first is not None)
-            return dataclasses.replace(decision, exploration=EXPERIMENT_BASELINE, inputs_checked=True), first
+            return baseline_decision(request, degraded=first is not None, exploration=EXPERIMENT_BASELINE), first
         if trainer.mode == "apprentice":
             decision = baseline_decision(request, degraded=first is not None, baseline=trainer.apprentice_baseline)
             if policy is not None:
@@ -288,6 +286,9 @@ class Runtime:
                     degraded=problem is not None,
                     deferred=request.deferred,
                     inputs_checked=True,
+                    experiment=request.experiment,
+                    arm=request.arm,
+                    slot_names=request.slot_names,
                 )
                 self.metrics.policy_cpu.observe(time.thread_time() - started)
                 return decision, problem

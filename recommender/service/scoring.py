@@ -11,7 +11,6 @@ model (docs/service.md, Overload).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from itertools import repeat
 from typing import Any
@@ -163,8 +162,6 @@ def decide_and_publish(
     if shed:
         rt.metrics.shed.inc()
     decision, degraded_reason = rt.decide(snapshot, request_input, problem=problem, shed=shed)
-    if request_input.slot_names:  # every decision maker's record carries them (Personalizer's multi-slot rank)
-        decision = dataclasses.replace(decision, slot_names=request_input.slot_names, inputs_checked=True)
     try:
         rt.publisher.publish(decision)
     except ReusedEventError:

@@ -93,7 +93,7 @@ class PolicyArm(_Arm):
         config = self.policy_config(main)
         if config.learning != main.learning or config.interactions != main.interactions:
             return True
-        return main.exploration.change_refusal(config.exploration) is not None
+        return main.exploration.change_refusal(config.exploration, mode=main.mode) is not None
 
 
 class PinnedArm(_Arm):

@@ -15,7 +15,8 @@ a message naming the key, e.g. ``policy.exploration.epsilon: must be <= 1`` or
 ``policy.learning.cb_type: exploration 'squarecb' supports only cb_type 'mtr'``.
 
 Which exploration changes keep the learned weights (``Policy.with_exploration``) was established
-against VW 9 by reloading trained models with new arguments; see ``ExplorationSettings.change_refusal``.
+against VW 9 by reloading trained models with new arguments; see ``ExplorationSettings.change_refusal``
+(and ``rescaled``: SquareCB's gamma_scale, which the policy applies to VW's pmf itself).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class ExplorationSettings(_Settings):
 
     - ``family``: what VW stores in a saved model about the algorithm. Two settings of the same family
       run on the same weights.
-    - ``structural``: fields VW stores inside the model (changing them needs a new model).
+    - ``structural``: fields VW stores inside the model. Changing one on a trained model needs a new model,
+      unless the policy applies it to VW's pmf itself (``rescaled``).
     - ``accepts_from``: families whose trained weights this algorithm can take over unchanged.
     - ``cb_types``: the cb_type values VW supports with this algorithm (None: all).
     """
@@ -95,14 +97,23 @@ class ExplorationSettings(_Settings):
         """JSON-ready settings, as logged with every decision (``Decision.exploration``)."""
         return self.model_dump(mode="json", by_alias=True)
 
-    def change_refusal(self, new: ExplorationSettings) -> str | None:
-        """Why a model trained under ``self`` cannot switch to ``new`` keeping its weights; None if it can.
+    def rescaled(self, mode: str) -> tuple[str, ...]:
+        """The structural fields the policy applies itself, in policy ``mode`` (``cb`` or ``ccb``), by rescaling
+        the pmf VW predicts (``recommender.policy.squarecb_scale``). VW keeps running with the value its
+        reduction was created with (the model's own, recorded with the model), so such a field changes on a
+        trained model without a VW reload. None by default."""
+        return ()
+
+    def change_refusal(self, new: ExplorationSettings, *, mode: str) -> str | None:
+        """Why a model trained under ``self`` in policy ``mode`` cannot switch to ``new`` keeping its weights;
+        None if it can.
 
         Measured against VW 9 (reloading with ``-i`` and new arguments): VW keeps the reduction of an
         algorithm and its structural fields in the model, so switching families either fails to load
         ("Model content is corrupted"), silently keeps the old algorithm, or -- worse -- loads the weights
         into a different layout and predicts garbage (epsilon-greedy -> bagging or RND). The one exception
-        is epsilon-greedy/greedy -> softmax, which share cb_adf's single weight vector.
+        is epsilon-greedy/greedy -> softmax, which share cb_adf's single weight vector. A structural field
+        the policy applies itself (``rescaled(mode)``) may change.
         """
         if new.family != self.family and self.family not in new.accepts_from:
             return (
@@ -110,7 +121,8 @@ class ExplorationSettings(_Settings):
                 "VW keeps the exploration reduction inside the model; train a new model instead"
             )
         if new.family == self.family:
-            for name in self.structural:
+            live = set(self.rescaled(mode)) & set(new.rescaled(mode))
+            for name in (field for field in self.structural if field not in live):
                 old_value, new_value = getattr(self, name), getattr(new, name)
                 if old_value != new_value:
                     return (
@@ -198,10 +210,10 @@ class OnlineCover(ExplorationSettings):
             args += ["--epsilon", _num(self.epsilon)]
         return args + (["--nounif"] if self.nounif else [])
 
-    def change_refusal(self, new: ExplorationSettings) -> str | None:
+    def change_refusal(self, new: ExplorationSettings, *, mode: str) -> str | None:
         """As the base class; also refuses dropping a fixed epsilon: VW keeps the model's stored epsilon
         when ``--epsilon`` is absent (measured with VW 9.11), so the decaying default would not apply."""
-        refusal = super().change_refusal(new)
+        refusal = super().change_refusal(new, mode=mode)
         if refusal is None and isinstance(new, OnlineCover) and self.epsilon is not None and new.epsilon is None:
             return (
                 f"cannot change exploration.epsilon from {self.epsilon!r} to unset (VW's decaying default) on a "
@@ -215,16 +227,38 @@ class OnlineCover(ExplorationSettings):
 
 
 class SquareCB(ExplorationSettings):
-    """SquareCB (Foster & Rakhlin 2020): inverse-gap weighting with gamma = gamma_scale * t^gamma_exponent."""
+    """SquareCB (Foster & Rakhlin 2020): inverse-gap weighting with gamma = gamma_scale * t^gamma_exponent.
+
+    VW stores all three fields in the model (measured with VW 9.11): a reload with another ``gamma_scale`` or
+    ``gamma_exponent`` is refused ("Disagreeing option values"); a model trained with ``elim`` keeps it when
+    reloaded without (so that change is refused), while one trained without takes it. ``gamma_scale`` is
+    nevertheless a live dial in mode ``cb`` without ``elim``: gamma is linear in it, so the policy turns the pmf
+    of VW's own gamma_scale into the configured one exactly (``recommender.policy.squarecb_scale``). With
+    ``elim`` (VW's count of surviving actions is not recoverable from the pmf) or in mode ``ccb`` (VW samples
+    each slot from its own pmf) it needs a new model.
+    """
 
     algorithm: Literal["squarecb"] = "squarecb"
     gamma_scale: Positive = 10.0
     gamma_exponent: NonNegative = 0.5
     elim: bool = False  # restrict to actions not eliminated by a confidence bound (RegCB-elim style)
     family: ClassVar[str] = "squarecb"
-    # VW stores both in the model and refuses a reload with either changed ("Disagreeing option values").
     structural: ClassVar[tuple[str, ...]] = ("gamma_scale", "gamma_exponent")
     cb_types: ClassVar[frozenset[str] | None] = frozenset({"mtr"})
+
+    def rescaled(self, mode: str) -> tuple[str, ...]:
+        return ("gamma_scale",) if mode == "cb" and not self.elim else ()
+
+    def change_refusal(self, new: ExplorationSettings, *, mode: str) -> str | None:
+        """As the base class (gamma_scale may change only where both settings rescale it); also refuses
+        dropping ``elim``, which VW would keep."""
+        refusal = super().change_refusal(new, mode=mode)
+        if refusal is None and isinstance(new, SquareCB) and self.elim and not new.elim:
+            return (
+                "cannot change exploration.elim from True to False on a trained squarecb model: VW keeps elim "
+                "inside the model; train a new model instead"
+            )
+        return refusal
 
     def vw_args(self) -> list[str]:
         args = ["--squarecb", "--gamma_scale", _num(self.gamma_scale), "--gamma_exponent", _num(self.gamma_exponent)]
@@ -429,3 +463,16 @@ def parse_exploration(value: ExplorationSettings | Mapping[str, Any]) -> Explora
     if isinstance(value, ExplorationSettings):
         return value
     return _EXPLORATION_ADAPTER.validate_python(_default_algorithm(value))
+
+
+def exploration_errors(exc: ValidationError) -> str:
+    """The errors of validating exploration settings as one line naming each key, e.g.
+    ``exploration.epsilon: must be <= 1``."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"] if str(part) not in EXPLORATION_ALGORITHMS]
+        if loc and loc[0] != "exploration":
+            loc.insert(0, "exploration")
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{'.'.join(loc) or 'exploration'}: {message}")
+    return "; ".join(lines)

@@ -1,7 +1,9 @@
-"""The trainer on real files and real VW: exactly once across crashes, pauses, rollbacks, sealing, batch mode."""
+"""The trainer on real files and real VW: exactly once across crashes, pauses, rollbacks, sealing, batch mode, and a
+live exploration change (SquareCB's gamma_scale: the same model learns on, no VW refusal)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from recommender.learning.trainer import Trainer
 from recommender.policy.model_store import open_model_store
 from recommender.settings.app import AppConfig
 from recommender.settings.loading import DEFAULT_CONFIG_PATH, load_config
+from recommender.settings.policy import SquareCB
 from tests.recommender.sample_events import default_schema_events
 
 NOW = datetime(2024, 3, 1, 12, tzinfo=UTC).timestamp()  # the trainers' clock: the log's hours are recent
@@ -196,3 +199,42 @@ def test_train_errors_are_one_line(tmp_path, capsys):
     assert "recommender: error: event log" in capsys.readouterr().err
     assert main(["--config", str(path), "train", "--batch", "--since", "2024-01-02", "--until", "2024-01-01"]) == 2
     assert "--since must be before --until" in capsys.readouterr().err
+
+
+def with_scale(config: AppConfig, gamma_scale: float) -> AppConfig:
+    exploration = SquareCB(gamma_scale=gamma_scale)
+    return config.model_copy(update={"policy": config.policy.model_copy(update={"exploration": exploration})})
+
+
+def test_a_gamma_scale_change_keeps_learning_the_same_model(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.ERROR)
+    base = config_for(tmp_path)
+    assert isinstance(base.policy.exploration, SquareCB) and base.policy.exploration.gamma_scale == 50.0
+    settings = {"config": base}
+    log_dir = Path(base.join.event_log_dir)
+    trainer = Trainer(open_model_store(base), log_dir, lambda: settings["config"], clock=lambda: NOW)
+    write_batches(log_dir, 2, seed=1)
+    first = trainer.run_once(publish=True).published
+    assert first is not None
+
+    settings["config"] = with_scale(base, 20.0)
+    write_batches(log_dir, 2, seed=2)
+    report = trainer.run_once(publish=True)
+    assert report.learned == 80 and report.published is not None
+    second = report.published
+    assert second.parent_version == f"{first.id}+80"  # the same lineage: learned on, not started anew
+    assert second.exploration["gamma_scale"] == 20.0 and second.model_exploration["gamma_scale"] == 50.0
+    assert trainer.policy.config.exploration.gamma_scale == 20.0
+    served_pmfs = probe_pmfs(trainer.policy)
+    trainer.close()
+
+    restarted = Trainer(open_model_store(base), log_dir, lambda: settings["config"], clock=lambda: NOW)
+    assert restarted.version == second.id
+    np.testing.assert_allclose(probe_pmfs(restarted.policy), served_pmfs, atol=1e-6)
+    settings["config"] = with_scale(base, 5.0)
+    write_batches(log_dir, 1, seed=3)
+    third = restarted.run_once(publish=True).published
+    assert third is not None and third.parent_version == f"{second.id}+40"
+    assert third.model_exploration["gamma_scale"] == 50.0 and third.exploration["gamma_scale"] == 5.0
+    restarted.close()
+    assert not [r for r in caplog.records if "Disagreeing" in r.getMessage() or "not applied" in r.getMessage()]

@@ -183,7 +183,11 @@ def test_exploration_change_within_bagging_keeps_its_ensemble() -> None:
             {"algorithm": "online_cover"},
             r"exploration\.epsilon from 0\.05 to unset",
         ),
-        ({"algorithm": "squarecb"}, {"algorithm": "squarecb", "gamma_scale": 50}, r"exploration\.gamma_scale"),
+        (  # without elim, gamma_scale is a live dial (test_squarecb_scale.py); with elim VW must apply it
+            {"algorithm": "squarecb", "elim": True},
+            {"algorithm": "squarecb", "elim": True, "gamma_scale": 50},
+            r"exploration\.gamma_scale",
+        ),
         ({"algorithm": "squarecb"}, {"algorithm": "squarecb", "gamma_exponent": 0.3}, r"exploration\.gamma_exponent"),
         ({"algorithm": "explore_first", "tau": 5}, {"algorithm": "explore_first", "tau": 9}, r"exploration\.tau"),
         (

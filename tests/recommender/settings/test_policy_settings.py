@@ -161,7 +161,7 @@ def test_the_validation_table_agrees_with_vw(algorithm: str, cb_type: str, mode:
 )
 def test_online_cover_epsilon_changes_follow_what_vw_stores(old: dict, new: dict, refused: bool) -> None:
     before = parse_exploration({"algorithm": "online_cover", **old})
-    refusal = before.change_refusal(parse_exploration({"algorithm": "online_cover", **new}))
+    refusal = before.change_refusal(parse_exploration({"algorithm": "online_cover", **new}), mode="cb")
     if refused:
         assert refusal is not None and "exploration.epsilon from 0.1 to unset" in refusal
     else:
