@@ -49,6 +49,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m benchmarks.run
 
 # The service on Redis (2 workers, joiner, trainer) at 60 requests/s for 10 minutes: RSS of every process at

@@ -61,10 +61,13 @@ def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         conn.close()
 
 
-def wait_ready(port: int, timeout: float = 60.0) -> None:
-    """Until ``GET /readyz`` answers 200; RuntimeError after ``timeout`` seconds."""
+def wait_ready(port: int, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
+    """Until ``GET /readyz`` answers 200; RuntimeError after ``timeout`` seconds, or as soon as ``process``
+    (the server, when given) has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the service exited with status {process.returncode}")
         try:
             if get(port, "/readyz")[0] == 200:
                 return
@@ -72,6 +75,50 @@ def wait_ready(port: int, timeout: float = 60.0) -> None:
             pass
         time.sleep(0.2)
     raise RuntimeError("the service did not become ready")
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (children of all its threads, recursively), by pid."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except FileNotFoundError:  # ended meanwhile
+            continue
+        for task in tasks:
+            try:
+                queue += map(int, (task / "children").read_text().split())
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of the processes ``pids`` so far (from /proc; an ended one counts 0)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def wait_for_joiner(joiner: list[int], settle: float, limit: float = 60.0) -> float:
+    """Seconds until the joiner process had used under 20 ms of CPU in ``settle`` seconds (at most
+    ``limit``): its backlog is joined."""
+    started = time.perf_counter()
+    last, idle_since = cpu_seconds(joiner), time.perf_counter()
+    while time.perf_counter() - idle_since < settle and time.perf_counter() - started < limit:
+        time.sleep(0.1)
+        now = cpu_seconds(joiner)
+        if now - last >= 0.02:
+            last, idle_since = now, time.perf_counter()
+    return idle_since - started
 
 
 def load_catalog(config: AppConfig) -> None:
@@ -127,7 +174,7 @@ class ServiceOnRedis:
         self.server = self.launch("serve", "serve", "--log-level", self.log_level)
         if self.with_trainer:
             self.start_trainer()
-        wait_ready(self.port)
+        wait_ready(self.port, process=self.server)
         deadline = time.monotonic() + 30.0
         while not self.roles()["joiner"]:  # the joiner process starts after the workers
             if time.monotonic() > deadline:

@@ -22,7 +22,6 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from benchmarks.bench_service import score_bodies
 from benchmarks.doc_sections import DOC, store_section
 from benchmarks.http_load import build_request, run_load
 from benchmarks.service_setup import ServiceOnRedis, get
+from benchmarks.wrk_load import ensure_wrk
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 WARM_UP_SECONDS = 60.0
@@ -59,16 +59,6 @@ def rss_mb(pid: int) -> float | None:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
     except (FileNotFoundError, ProcessLookupError):
         return None
-
-
-def ensure_wrk() -> str | None:
-    """The wrk binary: on PATH, or installed with apt-get (as root, when apt is there); None otherwise."""
-    found = shutil.which("wrk")
-    if found or os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return found
-    print("wrk not found: apt-get install -y wrk", file=sys.stderr)
-    subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, stdout=subprocess.DEVNULL)
-    return shutil.which("wrk")
 
 
 def drive_with_wrk(wrk: str, port: int, bodies: list[bytes], rate: float, seconds: float, workdir: Path) -> dict:
