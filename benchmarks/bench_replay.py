@@ -9,9 +9,14 @@ Measured on a synthetic log with 20 candidates per decision (uniform logging):
   build the row's examples with the example builder, format the VW text (``cb_text``), parse and predict,
   parse and learn (``VWModel.predict_text`` / ``learn_text``).
 
-Both on one core, in the same run; rows/s are medians over repeats. Then the scaling of an 8-setting sweep
-(``simulators.optimize.run_sweep``) on a Dask LocalCluster of 1 and of 2 single-threaded workers (cluster
-start-up excluded; the converted log is read by path on the workers).
+Both on one core, in the same run; rows/s are medians over repeats. The converted log is written as 4
+partition files, which the driver streams in order through one VW process.
+
+Then the scaling of an 8-setting sweep (``simulators.optimize.run_sweep``: each task replays *and*
+estimates its setting) on a Dask LocalCluster of 1 and of 2 single-threaded workers: warm (the cluster
+started and one small sweep run before timing; medians) and cold (cluster start-up and the first sweep
+timed together). Alongside, the same 8 replays alone (``replay_probs`` as tasks, no estimation): the
+ceiling the sweep's scaling can reach. Tasks carry paths (partition files, the saved evaluator) only.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from simulators.dask_backend import replay_map
 from simulators.optimize import OptimizeConfig, run_sweep, settings_from
 from simulators.replay import make_setting, replay_probs
 from simulators.replay_log import ReplayLog, generic_examples, generic_feature_groups
+from simulators.replay_tasks import RowEvaluator
 from simulators.synthetic import SyntheticEnvironment, UniformPolicy
 
 N_CANDIDATES = 20
@@ -63,6 +69,38 @@ def _naive_rows_per_second(log, setting, rows: int) -> float:
         model.close()
 
 
+def _replay_only(job: tuple[tuple[str, ...], object, list[str]]) -> float:
+    """A task that replays and drops the pmfs (returns a checksum): the replays-alone ceiling."""
+    return float(replay_probs(*job).sum())
+
+
+def _timed_sweeps(converted, settings, config, workers: int, repeats: int) -> tuple[float, list, list, float, dict]:
+    """(cold seconds, warm sweep seconds, warm replays-alone seconds, conversion seconds, the last result) on
+    ``workers`` workers; the conversion of the log as partition tasks, on the started cluster."""
+    jobs = [(tuple(map(str, converted.paths)), converted.counts, s.vw_args()) for _, s in settings]
+    start = time.perf_counter()
+    with replay_map(workers=workers) as cluster_map:
+        run_sweep(converted, settings, config, map_function=cluster_map)
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        ReplayLog.build(
+            converted.bandit,
+            converted.directory.with_name(f"converted-on-{workers}"),
+            rows_per_partition=converted.rows_per_partition,
+            map_function=cluster_map,
+        )
+        conversion = time.perf_counter() - start
+        sweeps, replays = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = run_sweep(converted, settings, config, map_function=cluster_map).to_dict()
+            sweeps.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            list(cluster_map(_replay_only, jobs))
+            replays.append(time.perf_counter() - start)
+    return cold, sweeps, replays, conversion, result
+
+
 def run(quick: bool) -> str:
     n_rows = 3_000 if quick else 20_000
     naive_rows = 1_000 if quick else 5_000
@@ -72,33 +110,32 @@ def run(quick: bool) -> str:
     setting = make_setting(BASE, "exploration.epsilon=0.1")
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         start = time.perf_counter()
-        converted = ReplayLog.build(log.bandit, Path(tmp) / "log.vw")
+        converted = ReplayLog.build(log.bandit, Path(tmp) / "log", rows_per_partition=n_rows // 4)
         convert_rate = n_rows / (time.perf_counter() - start)
         driver, naive = [], []
         for _ in range(repeats):
             start = time.perf_counter()
-            replay_probs(converted.path, converted.counts, setting.vw_args())
+            replay_probs(converted.paths, converted.counts, setting.vw_args())
             driver.append(n_rows / (time.perf_counter() - start))
             naive.append(_naive_rows_per_second(log, setting, naive_rows))
         settings = settings_from(None, [make_setting(BASE, s) for s in SWEEP], [])
         config = OptimizeConfig(estimators=("ipw", "snipw"), primary="ipw")
-        timings: dict[int, list[float]] = {0: []}
-        results = {}
-        for _ in range(max(2, repeats - 2)):
+        sweep_repeats = max(2, repeats - 2)
+        in_process, client_side = [], []
+        for _ in range(sweep_repeats):
             start = time.perf_counter()
-            results[0] = run_sweep(converted, settings, config).to_dict()
-            timings[0].append(time.perf_counter() - start)
-        for workers in (1, 2):
-            with replay_map(workers=workers) as cluster_map:
-                run_sweep(converted, settings[:2], config, map_function=cluster_map)  # warm the workers
-                timings[workers] = []
-                for _ in range(max(2, repeats - 2)):
-                    start = time.perf_counter()
-                    results[workers] = run_sweep(converted, settings, config, map_function=cluster_map).to_dict()
-                    timings[workers].append(time.perf_counter() - start)
-        same = results[0] == results[1] == results[2]
+            local = run_sweep(converted, settings, config).to_dict()
+            in_process.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            RowEvaluator.build(converted, config).save(tmp)  # the client's serial share of a sweep
+            client_side.append(time.perf_counter() - start)
+        runs = {w: _timed_sweeps(converted, settings, config, w, sweep_repeats) for w in (1, 2)}
+        same = local == runs[1][4] == runs[2][4]
     d, v = statistics.median(driver), statistics.median(naive)
-    t0, t1, t2 = (statistics.median(timings[w]) for w in (0, 1, 2))
+    t0 = statistics.median(in_process)
+    cold = {w: runs[w][0] for w in (1, 2)}
+    warm = {w: statistics.median(runs[w][1]) for w in (1, 2)}
+    alone = {w: statistics.median(runs[w][2]) for w in (1, 2)}
     return "\n".join(
         [
             "## Replay of learning settings",
@@ -108,22 +145,30 @@ def run(quick: bool) -> str:
             "",
             "| path | rows/s (one core) |",
             "|---|---|",
-            f"| VW's C++ driver over the converted log ({n_rows:,} rows) | {d:,.0f} |",
+            f"| VW's C++ driver over the converted log ({n_rows:,} rows, 4 partition files) | {d:,.0f} |",
             f"| naive per-row pyvw replay (build, format, parse, predict, learn; {naive_rows:,} rows) | {v:,.0f} |",
             f"| **ratio driver / naive** | **{d / v:.1f}x** |",
             f"| one-off conversion of the log (example builder + VW text) | {convert_rate:,.0f} |",
             "",
-            f"An {len(SWEEP)}-setting sweep (`run_sweep`, ipw and snipw) on a Dask LocalCluster, cluster start-up "
-            "excluded:",
+            f"An {len(SWEEP)}-setting sweep (`run_sweep`, ipw and snipw; each task replays and estimates its "
+            f"setting) on a Dask LocalCluster; warm: medians of {sweep_repeats} sweeps on a started cluster; "
+            "cold: cluster start-up plus the first sweep. Replays alone: the same 8 replays as tasks, without "
+            "estimation.",
             "",
-            "| workers | sweep seconds (median) |",
-            "|---|---|",
-            f"| in process (no Dask) | {t0:.2f} |",
-            f"| 1 | {t1:.2f} |",
-            f"| 2 | {t2:.2f} |",
-            f"| **speed-up** | **{t1 / t2:.2f}x** |",
+            "| workers | sweep seconds, warm | sweep seconds, cold | replays alone, seconds |",
+            "|---|---|---|---|",
+            f"| in process (no Dask) | {t0:.2f} | - | - |",
+            f"| 1 | {warm[1]:.2f} | {cold[1]:.2f} | {alone[1]:.2f} |",
+            f"| 2 | {warm[2]:.2f} | {cold[2]:.2f} | {alone[2]:.2f} |",
+            f"| **speed-up 1 -> 2 workers** | **{warm[1] / warm[2]:.2f}x** | {cold[1] / cold[2]:.2f}x | "
+            f"{alone[1] / alone[2]:.2f}x |",
             "",
-            f"Results identical in process and on 1 and 2 workers: {'yes' if same else 'NO'}.",
+            f"The conversion of the log as 4 partition tasks: {runs[1][3]:.2f} s on 1 worker, {runs[2][3]:.2f} s on "
+            f"2 ({runs[1][3] / runs[2][3]:.2f}x; in process {n_rows / convert_rate:.2f} s).",
+            "",
+            f"The client's serial share of a sweep (reward model, evaluator saved for the workers): "
+            f"{statistics.median(client_side):.2f} s. Results identical in process and on 1 and 2 workers: "
+            f"{'yes' if same else 'NO'}.",
         ]
     )
 

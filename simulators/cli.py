@@ -7,7 +7,8 @@
 
     recommender optimize --log PATH [--setting OVERRIDES ...] [--search KEY=V1|V2 ...] [--search-space FILE]
                          [--budget N] [--no-configured] [--estimators ipw,snipw,dr] [--primary dr]
-                         [--since ISO] [--until ISO] [--position 0] [--importance] [--workers N | --scheduler ADDR]
+                         [--since ISO] [--until ISO] [--position S] [--importance] [--workers N | --scheduler ADDR]
+                         [--workdir DIR] [--partition-rows N]
                          [--json] [--json-out FILE] [--report FILE.html] [--write-config FILE.yaml]
 
     recommender simulate --out DIR [--rounds 5000] [--items 10] [--users 200] [--logging uniform|epsilon-greedy|softmax]
@@ -105,7 +106,12 @@ def register(subparsers: Any) -> None:
     optimize.add_argument("--alpha", type=float, default=0.05, help="family-wise error level (default 0.05)")
     optimize.add_argument("--since", type=_utc, help="first decision time (ISO 8601, UTC)")
     optimize.add_argument("--until", type=_utc, help="end of the time range, exclusive (ISO 8601, UTC)")
-    optimize.add_argument("--position", type=int, default=0, help="the slot replayed (default 0)")
+    optimize.add_argument(
+        "--position", type=int, help="replay this slot only (default: every slot of a multi-slot log)"
+    )
+    optimize.add_argument(
+        "--partition-rows", type=int, help="rows per file of the converted log (default 50000)"
+    )
     optimize.add_argument("--importance", action="store_true", help="feature importance of the configured setting")
     optimize.add_argument("--workers", type=int, default=0, help="replay on a local Dask cluster of N workers")
     optimize.add_argument("--scheduler", help="replay on the Dask cluster at this scheduler address")
@@ -181,7 +187,8 @@ def run_optimize(args: argparse.Namespace, config: AppConfig) -> int:
     # Lazy: see the module docstring (the same scientific stack, and VW).
     from simulators.log_optimization import optimize_log
     from simulators.optimize import OptimizeConfig, write_atomically
-    from simulators.optimize_report import config_snippet, format_optimize_table
+    from simulators.optimize_report import config_snippet, format_slots_table, slots_document
+    from simulators.replay_log import PARTITION_ROWS
     from simulators.search_space import load_search_space
 
     if args.workers < 0 or (args.workers and args.scheduler):
@@ -203,6 +210,7 @@ def run_optimize(args: argparse.Namespace, config: AppConfig) -> int:
         importance=args.importance,
         progress=not args.quiet,
         workdir=args.workdir,
+        rows_per_partition=PARTITION_ROWS if args.partition_rows is None else args.partition_rows,
     )
     if args.workers or args.scheduler:
         from simulators.dask_backend import replay_map  # lazy: dask, only when asked for
@@ -212,14 +220,14 @@ def run_optimize(args: argparse.Namespace, config: AppConfig) -> int:
     else:
         run = optimize_log(args.log, **kwargs)
     result = run.result
-    document = result.to_json()
+    document = json.dumps(slots_document(run.slots, run.refused), indent=2, allow_nan=False)
     outputs: list[tuple[Path, str]] = []
     if args.json_out:
         outputs.append((args.json_out, document + "\n"))
     if args.report:
         from simulators.optimize_html import render_optimize_html  # lazy: matplotlib, see the module docstring
 
-        outputs.append((args.report, render_optimize_html(result)))
+        outputs.append((args.report, render_optimize_html(run.slots, run.refused)))
     if args.write_config:
         outputs.append((args.write_config, config_snippet(result, config.policy)))
     try:
@@ -227,7 +235,7 @@ def run_optimize(args: argparse.Namespace, config: AppConfig) -> int:
             write_atomically(path, text)
     except OSError as exc:
         raise SimulatorError(f"cannot write output: {exc}") from exc
-    print(document if args.json else format_optimize_table(result))
+    print(document if args.json else format_slots_table(run.slots, run.refused))
     for note in run.skipped:
         print(f"skipped an invalid search point: {note}", file=sys.stderr)
     if run.inferred_groups is not None:

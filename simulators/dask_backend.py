@@ -6,11 +6,14 @@ e.g. one ``date=/hour=`` directory of the event log) is turned into mergeable st
 The numbers equal ``simulators.evaluate.evaluate_partitioned`` run in process: partition i always draws
 its bootstrap replicates from the stream (seed, i), and the statistics add exactly.
 
-Replays of learning settings (``simulators.optimize``) are independent tasks: ``replay_map`` gives a map
-function that runs each setting's replay on a worker. A task carries the converted log's *path* (and the
-VW arguments), never the log: the file is written once and read by the workers (on a cluster beyond this
-machine, put it on a shared filesystem with ``workdir``); each task returns the setting's pmfs. A replay
-is deterministic in (file, arguments), so the results equal the in-process run.
+Settings of a sweep (``simulators.optimize``) are independent tasks: ``replay_map`` gives a map function
+that runs each on a worker (``simulators.replay_tasks``). A task carries *paths* (the converted log's
+partition files, the saved evaluator) and the setting, never the log: the files are written once and read by
+the workers (on a cluster beyond this machine, put them on a shared filesystem with ``workdir``). Each task
+replays *and* estimates, and returns the setting's result (a few hundred numbers, not its (n, K) pmfs). A
+replay is deterministic in (files, arguments), so the results equal the in-process run. The conversion of
+the log runs through the same map, one task per partition (``simulators.replay_log.convert_partition``),
+each reading its rows from a file and writing its VW file.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
-import numpy as np
 from distributed import Client, LocalCluster
 
 from simulators.errors import SimulatorError
@@ -27,6 +30,9 @@ from simulators.estimators import Estimator
 from simulators.evaluate import EvaluationConfig, Partition, PartitionStats, evaluate_partitioned
 from simulators.results import PolicyEvaluation
 from simulators.targets import Target
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def list_event_log_partitions(root: str | Path) -> list[Path]:
@@ -58,7 +64,7 @@ def evaluate_on_cluster(
 
 
 @contextmanager
-def replay_map(*, workers: int = 0, scheduler: str | None = None) -> Iterator[Callable[..., list[np.ndarray]]]:
+def replay_map(*, workers: int = 0, scheduler: str | None = None) -> Iterator[Callable[..., list[Any]]]:
     """A map function running replay jobs on a Dask cluster: a LocalCluster of ``workers`` single-threaded
     processes (a VW run holds the GIL), or the existing cluster at ``scheduler``. Closed on exit."""
     if scheduler:
@@ -70,7 +76,7 @@ def replay_map(*, workers: int = 0, scheduler: str | None = None) -> Iterator[Ca
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
         client = Client(cluster)
 
-    def cluster_map(function: Callable[..., np.ndarray], jobs: Iterable[tuple]) -> list[np.ndarray]:
+    def cluster_map(function: Callable[[T], R], jobs: Iterable[T]) -> list[R]:
         jobs = list(jobs)
         futures = client.map(function, jobs, key=[f"replay-{i}-{id(jobs)}" for i in range(len(jobs))], pure=False)
         return client.gather(futures)

@@ -85,7 +85,9 @@ class WeightStats:
         return cls(
             n=int(weight.shape[0]),
             total=float(weight.sum()),
-            total_sq=float(np.dot(weight, weight)),
+            # Not np.dot: a multi-threaded BLAS sums in an order set by its thread count, so the same weights
+            # gave a different last digit in a process with one BLAS thread (a Dask worker) than in another.
+            total_sq=float(np.sum(weight * weight)),
             n_zero=int(np.count_nonzero(weight == 0.0)),
             top=np.sort(top)[::-1],
             support_violations=support_violations,

@@ -12,16 +12,17 @@ form (ipw, dr) measures the drops.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 from features.config import FeatureGroup
 from simulators.data import LoggedBandit
 from simulators.errors import TargetSpecError
-from simulators.estimators import make_estimator
-from simulators.optimize import FeatureImportance, MapFunction, OptimizeConfig, RowEvaluator, replay_job
-from simulators.replay import ReplaySetting, as_action_dist
+from simulators.optimize import FeatureImportance, MapFunction, OptimizeConfig
+from simulators.replay import ReplaySetting
 from simulators.replay_log import NAMESPACE_KEYS, ReplayLog
+from simulators.replay_tasks import RowEvaluator, TermsJob, load_terms, terms_task
 from simulators.reward_model import RewardPredictions
 
 _UNNORMALIZED = {"snipw": "ipw", "sndr": "dr"}
@@ -73,37 +74,43 @@ def rank_feature_importance(
     )
     shared = RowEvaluator.build(log, fi_config, rewards)
     shared.m = len(keys)
-    jobs, logs = [], []
+    variants: list[tuple[str, list[str], tuple[Path, ...]]] = [("all", setting.vw_args(), log.paths)]
     for key in keys:
         if key in NAMESPACE_KEYS:
             variant = ReplaySetting(setting.label, setting.config, setting.overrides, (*setting.ignore, key))
-            jobs.append((str(log.path), log.counts, variant.vw_args()))
-            logs.append(log)
+            variants.append((key, variant.vw_args(), log.paths))
         elif key in log.feature_names:
-            path = Path(workdir) / f"without-{key}.vw"
             reduced = ReplayLog.build(
                 source,
-                path,
+                Path(workdir) / f"without-{key}",
                 user_group=user_group,
                 item_group=item_group,
-                position=int(log.bandit.position[0]),
+                position=log.position,
                 leave_out=(key,),
+                rows_per_partition=log.rows_per_partition,
+                map_function=map_function,
             )
-            jobs.append((str(reduced.path), reduced.counts, setting.vw_args()))
-            logs.append(reduced)
+            variants.append((key, setting.vw_args(), reduced.paths))
         else:
             raise TargetSpecError(f"cannot leave out {key!r}: choose from {', '.join(candidate_keys(log))}")
-    full_probs = replay_job((str(log.path), log.counts, setting.vw_args()))
-    primary = make_estimator(estimator)
-    full_inputs = shared.inputs(as_action_dist(log, full_probs, setting.label))
-    full_terms = primary.terms(full_inputs)
+    saved = shared.save(workdir)
+    run = uuid.uuid4().hex
+    jobs = [
+        TermsJob(str(saved), name, tuple(args), tuple(map(str, paths)), str(Path(workdir) / f"terms-{run}-{i}.npz"))
+        for i, (name, args, paths) in enumerate(variants)
+    ]
+    try:
+        outputs = list(map_function(terms_task, jobs))
+        terms = [load_terms(path) for path, _ in outputs]
+    finally:
+        saved.unlink(missing_ok=True)
+        for job in jobs:
+            Path(job.out).unlink(missing_ok=True)
+    full_terms, full_range = terms[0], outputs[0][1]
     rows = []
-    for key, probs in zip(keys, map_function(replay_job, jobs), strict=True):
-        inputs = shared.inputs(as_action_dist(log, probs, f"without {key}"))
-        without = primary.terms(inputs)
-        drop = shared.difference(
-            full_terms, without.plain, max(primary.row_range(inputs), primary.row_range(full_inputs))
-        )
+    for key, without, (_, without_range) in zip(keys, terms[1:], outputs[1:], strict=True):
+        drop = shared.difference(full_terms, without.plain, max(without_range, full_range))
         rows.append((key, float(without.plain.mean()), drop))
     rows.sort(key=lambda r: -r[2].value)
     return [FeatureImportance(key, value, drop, rank) for rank, (key, value, drop) in enumerate(rows, start=1)]
+

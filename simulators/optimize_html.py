@@ -3,7 +3,8 @@
 What a scientist reads: the recommendation and why; each policy's value with its interval (primary
 estimator) and its Bonferroni-corrected difference with the logged policy; each setting's estimate over
 the log's time (learning curves: a setting that learns shows a rising curve); the feature-importance
-ranking; the full table (``simulators.optimize_report``). Plots are matplotlib (Agg) PNGs inlined as base64.
+ranking; the full table (``simulators.optimize_report``); per slot for a multi-slot log. Plots are
+matplotlib (Agg) PNGs inlined as base64.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import html
 import io
 import math
+from collections.abc import Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -71,8 +73,27 @@ def plot_timeline(result: OptimizeResult) -> Figure:
     return fig
 
 
-def render_optimize_html(result: OptimizeResult) -> str:
-    """The report as one HTML document (no external assets)."""
+def render_optimize_html(result: OptimizeResult | Sequence[OptimizeResult], refused: Sequence[str] = ()) -> str:
+    """The report as one HTML document (no external assets): one section per slot replayed (several for a
+    multi-slot log), then the slots that could not be replayed and why."""
+    results = [result] if isinstance(result, OptimizeResult) else list(result)
+    sections = "\n".join(_section(r, len(results) > 1) for r in results)
+    refusals = ""
+    if refused:
+        items = "".join(f"<li>{html.escape(reason)}</li>" for reason in refused)
+        refusals = f"<h2>Slots not replayed</h2><ul>{items}</ul>"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Replay of learning settings</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} pre{{font-size:11px;overflow-x:auto}}
+table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head><body>
+<h1>Replay of learning settings</h1>
+{sections}
+{refusals}
+</body></html>
+"""
+
+
+def _section(result: OptimizeResult, titled: bool) -> str:
     figures = [plot_values(result), plot_timeline(result)]
     images = []
     for figure in figures:
@@ -91,16 +112,10 @@ def render_optimize_html(result: OptimizeResult) -> str:
             "cannot tell it helps.</p><table><tr><th>rank</th><th>left out</th><th>drop</th>"
             f"<th>interval</th></tr>{rows}</table>"
         )
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Replay of learning settings</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} pre{{font-size:11px;overflow-x:auto}}
-table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head><body>
-<h1>Replay of learning settings</h1>
-<p>{html.escape(result.source)}: {result.n_rows} rows (slot {result.position}).</p>
+    title = f"<h1>Slot {result.position}</h1>" if titled else ""
+    return f"""{title}<p>{html.escape(result.source)}: {result.n_rows} rows (slot {result.position}).</p>
 <h2>Recommendation</h2><p><b>{html.escape(result.recommendation.reason)}</b></p>
 <h2>Values and differences with the logged policy</h2>{images[0]}
 <h2>Estimate over the log's time</h2><p>A setting that learns rises over the log.</p>{images[1]}
 {importance}
-<h2>Table</h2><pre>{html.escape(format_optimize_table(result))}</pre>
-</body></html>
-"""
+<h2>Table</h2><pre>{html.escape(format_optimize_table(result))}</pre>"""

@@ -10,6 +10,7 @@ trained from the log with the new section.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -20,6 +21,27 @@ from simulators.optimize import OptimizeResult, PolicyResult
 
 def _fmt(value: float) -> str:
     return f"{value:.4f}" if math.isfinite(value) else "n/a"
+
+
+def slots_document(results: Sequence[OptimizeResult], refused: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON document of a run: one slot replayed, its ``OptimizeResult.to_dict`` (with
+    ``refused_slots`` when other slots could not be replayed); several, ``{"slots": [...],
+    "refused_slots": [...]}`` with one document per slot in slot order."""
+    if len(results) == 1:
+        document = results[0].to_dict()
+        if refused:
+            document["refused_slots"] = list(refused)
+        return document
+    return {"slots": [r.to_dict() for r in results], "refused_slots": list(refused)}
+
+
+def format_slots_table(results: Sequence[OptimizeResult], refused: Sequence[str] = ()) -> str:
+    """``format_optimize_table`` of each slot replayed, then why the other slots were not."""
+    blocks = [format_optimize_table(r) for r in results]
+    if len(results) > 1:
+        blocks = [f"== slot {r.position} ==\n{block}" for r, block in zip(results, blocks, strict=True)]
+    blocks += [f"not replayed: {reason}" for reason in refused]
+    return "\n\n".join(blocks)
 
 
 def format_optimize_table(result: OptimizeResult) -> str:
@@ -79,7 +101,7 @@ def _changed(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def model_change(base: PolicyConfig, new: PolicyConfig) -> str | None:
     """None when ``new`` can be applied to a model trained under ``base`` keeping its weights, else why not."""
-    refusal = base.exploration.change_refusal(new.exploration)
+    refusal = base.exploration.change_refusal(new.exploration, mode=base.mode)
     if refusal:
         return refusal
     others = [key for key in ("learning", "interactions", "bits", "seed") if getattr(base, key) != getattr(new, key)]

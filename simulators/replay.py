@@ -14,17 +14,19 @@ logged stream. ``pi_t`` depends on rows before t only, so the IPS terms w_t r_t 
 sequence around V and the normal interval applies (the tests check its coverage against the exact V of a
 synthetic world).
 
-Speed: the log is converted once (``simulators.replay_log.ReplayLog``) and each setting runs in VW's C++
-driver over that file (``recommender.policy.vw.run_driver``), the pmfs read back with ``-p``: no Python per
-row per setting. ``replay_setting`` is a pure function of (file, arguments): it can run on any worker that
-sees the file (``simulators.dask_backend.replay_on_cluster``).
+Speed: the log is converted once (``simulators.replay_log.ReplayLog``, one file per partition) and each
+setting runs in VW's C++ driver over those files in order (``recommender.policy.vw.run_driver``), the pmfs
+read back with ``-p``: no Python per row per setting. ``replay_probs`` is a pure function of (files,
+arguments): it runs the same on any worker that sees the files (``simulators.replay_tasks``).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ from recommender.policy.vw import read_action_probs, run_driver
 from recommender.settings.loading import format_validation_error
 from recommender.settings.policy import NAMESPACES, PolicyConfig
 from simulators.data import ActionDist
-from simulators.errors import TargetSpecError
+from simulators.errors import BanditDataError, TargetSpecError
 from simulators.replay_log import ReplayLog
 from simulators.vw_targets import apply_overrides, parse_overrides
 
@@ -91,38 +93,73 @@ def _scalar(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def replay_probs(data: str | Path, counts: np.ndarray, args: list[str]) -> np.ndarray:
-    """Run VW with ``args`` over the converted log ``data``: (n, K) progressive-validation pmfs by candidate.
+def replay_probs(data: str | Path | Sequence[str | Path], counts: np.ndarray, args: list[str]) -> np.ndarray:
+    """Run VW with ``args`` over the converted log ``data`` (a file, or partition files in row order):
+    (n, K) progressive-validation pmfs by candidate.
 
-    A pure function of its arguments (the file is read by path), so it runs the same on any worker.
-    Raises TargetSpecError when VW refuses the setting.
+    Several partitions are streamed, in order, into one VW process through a named pipe, so the learner
+    carries its state from one to the next exactly as over one file (and no concatenated copy is written).
+    A pure function of its arguments (the files are read by path), so it runs the same on any worker.
+    Raises TargetSpecError when VW refuses the setting, BanditDataError when a partition cannot be read.
     """
+    paths = [Path(data)] if isinstance(data, str | Path) else [Path(p) for p in data]
+    if not paths:
+        raise BanditDataError("no partition files to replay")
     with tempfile.TemporaryDirectory(prefix="replay-") as tmp:
         predictions = Path(tmp) / "predictions.txt"
         try:
-            run_driver(args, data, predictions)
+            if len(paths) == 1:
+                run_driver(args, paths[0], predictions)
+            else:
+                _run_over_partitions(args, paths, Path(tmp) / "partitions.fifo", predictions)
             return read_action_probs(predictions, counts)
         except PolicyError as exc:
             raise TargetSpecError(f"replay with {' '.join(args)!r}: {exc}") from exc
 
 
+def _run_over_partitions(args: list[str], paths: list[Path], fifo: Path, predictions: Path) -> None:
+    """``run_driver`` over the concatenation of ``paths``, fed through the named pipe ``fifo`` by ``cat``.
+
+    The writer is a child process (it opens the pipe itself): VW runs in this thread holding the GIL, so a
+    Python writer thread could not run while VW waits for data.
+    """
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise BanditDataError(f"partition file {missing[0]} does not exist")
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", 'exec cat "$@" > "$0"', str(fifo), *map(str, paths)])
+    try:
+        run_driver(args, fifo, predictions)
+    except BaseException:
+        # VW refusing its arguments never opens the pipe: the writer would wait on it forever.
+        writer.kill()
+        writer.wait()
+        raise
+    code = writer.wait()  # VW read to the end: the writer has closed the pipe and is exiting
+    if code != 0:
+        raise BanditDataError(f"reading the partitions {paths[0].parent} failed (exit {code})")
+
+
 def replay_setting(log: ReplayLog, setting: ReplaySetting) -> ActionDist:
     """The setting's progressive-validation distributions on ``log``'s rows, as a row-position ActionDist."""
-    probs = replay_probs(log.path, log.counts, setting.vw_args())
+    probs = replay_probs(log.paths, log.counts, setting.vw_args())
     return as_action_dist(log, probs, setting.label)
 
 
 def as_action_dist(log: ReplayLog, probs: np.ndarray, name: str) -> ActionDist:
-    """(n, k) pmfs over each row's candidates -> an ActionDist over the log's candidate axis."""
+    """(n, k) pmfs over each row's offered candidates (VW's action order) -> an ActionDist over the log's
+    candidate axis (the offered columns of ``candidate_mask``, in order; 0 elsewhere)."""
+    mask = log.bandit.candidate_mask
     full = np.zeros((log.n_rows, log.bandit.n_actions))
-    full[:, : probs.shape[1]] = probs
+    full[mask] = probs[np.arange(probs.shape[1])[None, :] < log.counts[:, None]]
     return ActionDist(probs=full[:, :, None], name=name, row_position=True)
 
 
 def first_candidate(log: ReplayLog) -> ActionDist:
-    """The baseline: always the first candidate as sent (Personalizer's baseline)."""
+    """The baseline: always the first candidate as sent (Personalizer's baseline), the first one the slot
+    offers on a lower slot."""
     probs = np.zeros((log.n_rows, log.bandit.n_actions))
-    probs[:, 0] = 1.0
+    probs[np.arange(log.n_rows), np.argmax(log.bandit.candidate_mask, axis=1)] = 1.0
     return ActionDist(probs=probs[:, :, None], name="baseline", row_position=True)
 
 

@@ -18,10 +18,19 @@ Where the features come from:
   readers keep these features (DSJSON's shared and ``_multi`` features, OBD's user and item features),
   flattened, so names are positional; DSJSON's namespaces are not kept apart.
 
-Multi-slot logs: only the rows of one slot (``position``, default 0) are replayed, over that slot's
-candidates; slot 0 is what a ``cb`` policy learns from a multi-slot record (``Policy.learn``). Lower slots of
-our event log exclude the items shown above them and depend on position, which a cb replay does not model,
-so they are refused.
+Partitions: the file is written as one file per ``rows_per_partition`` consecutive rows, in time order
+(``part-00000.vw``, ...), streamed out as the rows are converted. A replay reads them by path, in order,
+through one VW process (``simulators.replay.replay_probs``): the learner's state carries from one partition
+to the next exactly as over one file, so the pmfs are the same whatever the partition size. What this buys:
+the conversion runs partition by partition as independent tasks (``convert_partition``: in parallel on a
+cluster, each worker reading its partition's rows from a file and writing its VW file, by path); a replay
+task carries paths only (never the log); every worker streams the files from disk (a shared filesystem for
+a cluster beyond this machine) with no concatenated copy; and no single file grows with the log.
+
+Multi-slot logs: a ``ReplayLog`` holds the rows of one slot (``position``), each replayed over the
+candidates the log records for that slot (``LoggedBandit.candidate_mask``: our event log's lower slots offer
+the candidates not shown above them, DSJSON CCB slots their ``_a`` list, OBD positions every item) against
+that slot's logged propensity. ``slot_problem`` says when a slot lacks what a replay needs.
 
 ``leave_out`` builds the file without some features (feature importance): a namespace (``user``,
 ``context``, ``item``) or one declared feature, ``user.NAME`` or ``item.NAME``.
@@ -29,7 +38,9 @@ so they are refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import dataclasses
+import pickle
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,49 +57,82 @@ from simulators.errors import BanditDataError
 NAMESPACE_KEYS = ("user", "context", "item")
 
 
+# Rows per partition file of a converted log (see the module docstring): about 40 MB of VW text at 20
+# candidates with a few features each.
+PARTITION_ROWS = 50_000
+
+
 @dataclass(frozen=True, eq=False)
 class ReplayLog:
-    """A log's rows of one slot and the VW text file holding them as labelled examples.
+    """A log's rows of one slot and the VW text files holding them as labelled examples.
 
-    - ``bandit``: the rows replayed (one per decision, in time order), a ``LoggedBandit``.
-    - ``path``: the VW text file (examples separated by blank lines), one per row of ``bandit``.
-    - ``counts`` (n,) int64: the number of candidates of each row (VW's actions, in candidate order).
+    - ``bandit``: the rows replayed (one per decision, in time order), a ``LoggedBandit`` of one position.
+    - ``directory``: where the files are; ``paths``: the partition files, in row order (examples separated
+      by blank lines), together one example per row of ``bandit``.
+    - ``counts`` (n,) int64: the number of candidates of each row in the file (VW's actions: the row's
+      ``candidate_mask`` columns, in column order).
     - ``feature_names``: leave-out keys this log supports besides the namespaces (``user.NAME``,
       ``item.NAME``), for feature importance.
-    - ``leave_out``: what was left out of this file (empty: nothing).
+    - ``leave_out``: what was left out of these files (empty: nothing).
+    - ``rows_per_partition``: the rows of each file (the last may have fewer).
     - ``namespaces``: the namespace keys (``user``, ``context``, ``item``) that have features in some row.
     """
 
     bandit: LoggedBandit
-    path: Path
+    directory: Path
+    paths: tuple[Path, ...]
     counts: np.ndarray
     feature_names: tuple[str, ...]
     leave_out: tuple[str, ...] = ()
     namespaces: tuple[str, ...] = NAMESPACE_KEYS
+    rows_per_partition: int = PARTITION_ROWS
 
     @property
     def n_rows(self) -> int:
         return self.bandit.n_rounds
 
+    @property
+    def position(self) -> int:
+        return int(self.bandit.position[0])
+
+    @property
+    def path(self) -> Path:
+        """The one file of a log converted as a single partition. Raises BanditDataError otherwise."""
+        if len(self.paths) != 1:
+            raise BanditDataError(f"the log is {len(self.paths)} partition files: read ReplayLog.paths")
+        return self.paths[0]
+
     @classmethod
     def build(
         cls,
         log: LoggedBandit,
-        path: str | Path,
+        directory: str | Path,
         *,
         user_group: FeatureGroup | None = None,
         item_group: FeatureGroup | None = None,
         position: int = 0,
         leave_out: Sequence[str] = (),
+        rows_per_partition: int = PARTITION_ROWS,
         progress: bool = False,
+        map_function: Callable[[Callable[[ConversionJob], tuple[str, ...]], Sequence[ConversionJob]], Iterable] = map,
     ) -> ReplayLog:
-        """Convert ``log`` (the rows at ``position``) into a VW text file at ``path``. See the module docstring.
+        """Convert ``log``'s rows at ``position`` into VW text files under ``directory`` (created; one per
+        ``rows_per_partition`` rows). See the module docstring.
 
         ``user_group``/``item_group`` are the feature groups of our event log's decisions (required when
-        the log carries decisions). Raises BanditDataError for a log that cannot be replayed.
+        the log carries decisions). ``map_function`` converts the partitions (``convert_partition`` tasks:
+        the builtin ``map`` in process, a cluster's map to convert them in parallel, each worker reading its
+        partition's rows from a file and writing its VW file by path). Raises BanditDataError for a log or
+        slot that cannot be replayed.
         """
+        if rows_per_partition < 1:
+            raise BanditDataError(f"rows_per_partition must be >= 1, got {rows_per_partition}")
         rows = select_rows(log, position)
-        path = Path(path)
+        problem = slot_problem(rows)
+        if problem is not None:
+            raise BanditDataError(f"slot {position}: {problem}")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
         if rows.decisions is not None:
             if user_group is None or item_group is None:
                 raise BanditDataError("replaying our event log needs the configured user and item feature groups")
@@ -99,31 +143,102 @@ class ReplayLog:
         unknown = [key for key in leave_out if key not in NAMESPACE_KEYS and key not in names]
         if unknown:
             raise BanditDataError(f"cannot leave out {unknown[0]!r}: choose from {', '.join(NAMESPACE_KEYS + names)}")
-        builder = ExampleBuilder(_without(users, "user", leave_out), _without(items, "item", leave_out))
-        drop = {NAMESPACE_KEYS_TO_VW[k] for k in leave_out if k in NAMESPACE_KEYS}
+        drop = tuple(NAMESPACE_KEYS_TO_VW[k] for k in leave_out if k in NAMESPACE_KEYS)
         counts = rows.candidate_mask.sum(axis=1).astype(np.int64)
-        present: set[str] = set()
-        examples = _decision_examples(rows, builder) if rows.decisions is not None else generic_examples(rows, builder)
-        with path.open("w", encoding="utf-8") as handle:
-            for i, (shared, candidates) in enumerate(
-                tqdm(
-                    examples,
-                    total=rows.n_rounds,
-                    desc="converting the log",
-                    unit="row",
-                    disable=None if progress else True,
+        jobs = []
+        for index, first in enumerate(range(0, rows.n_rounds, rows_per_partition)):
+            part = directory / f"part-{index:05d}"
+            with part.with_suffix(".rows.pkl").open("wb") as handle:
+                pickle.dump(_partition(rows, first, first + rows_per_partition), handle, pickle.HIGHEST_PROTOCOL)
+            jobs.append(
+                ConversionJob(
+                    str(part.with_suffix(".rows.pkl")),
+                    str(part.with_suffix(".vw")),
+                    _without(users, "user", leave_out),
+                    _without(items, "item", leave_out),
+                    drop,
+                    first,
+                    progress and map_function is map,  # a row bar in process; a partition bar on a cluster
                 )
+            )
+        present: set[str] = set()
+        try:
+            for namespaces in tqdm(
+                map_function(convert_partition, jobs),
+                total=len(jobs),
+                desc=f"converting the log (slot {position})",
+                unit="partition",
+                disable=None if progress and map_function is not map else True,
             ):
-                if len(candidates) != counts[i]:
-                    raise BanditDataError(f"row {i}: {len(candidates)} candidate examples for {counts[i]} candidates")
-                label = (int(rows.action[i]), cost_from_reward(rows.reward[i]), float(rows.pscore[i]))
-                shared, candidates = _drop(shared, drop), [_drop(c, drop) for c in candidates]
-                present.update(ns for ns, feats in shared if feats)
-                present.update(ns for c in candidates for ns, feats in c if feats)
-                lines = cb_text(shared, candidates, label)
-                handle.write("\n".join(lines) + "\n\n")
+                present.update(namespaces)
+        finally:
+            for job in jobs:
+                Path(job.rows).unlink(missing_ok=True)
         namespaces = tuple(k for k in NAMESPACE_KEYS if NAMESPACE_KEYS_TO_VW[k] in present)
-        return cls(rows, path, counts, names, tuple(leave_out), namespaces)
+        paths = tuple(Path(job.out) for job in jobs)
+        return cls(rows, directory, paths, counts, names, tuple(leave_out), namespaces, rows_per_partition)
+
+
+@dataclass(frozen=True)
+class ConversionJob:
+    """One partition of a conversion, a task: ``rows`` the file holding its rows (a pickled LoggedBandit and,
+    for our event log, each row's raw features, written by ``ReplayLog.build``), ``out`` the VW text file to
+    write, the feature groups and the VW namespaces to drop, ``first`` the index of its first row in the
+    slot's rows (for messages), ``progress`` a per-row bar."""
+
+    rows: str
+    out: str
+    user_group: FeatureGroup
+    item_group: FeatureGroup
+    drop: tuple[str, ...]
+    first: int
+    progress: bool = False
+
+
+def convert_partition(job: ConversionJob) -> tuple[str, ...]:
+    """Write ``job``'s rows as labelled ``cb_explore_adf`` examples to ``job.out``; returns the VW namespaces
+    with features in some row. The same on any worker that can read and write the paths."""
+    with open(job.rows, "rb") as handle:
+        rows, features = pickle.load(handle)  # our own file, written by ReplayLog.build for this job
+    builder = ExampleBuilder(job.user_group, job.item_group)
+    mask = rows.candidate_mask
+    counts = mask.sum(axis=1)
+    # The logged action as an index among the row's offered candidates (VW's action index).
+    label_index = np.cumsum(mask, axis=1)[np.arange(rows.n_rounds), rows.action] - 1
+    drop = set(job.drop)
+    present: set[str] = set()
+    examples = _decision_examples(features, mask, builder) if features is not None else generic_examples(rows, builder)
+    bar = tqdm(examples, total=rows.n_rounds, desc="converting the log", unit="row",
+               disable=None if job.progress else True)  # fmt: skip
+    with open(job.out, "w", encoding="utf-8") as handle:
+        for i, (shared, candidates) in enumerate(bar):
+            if len(candidates) != counts[i]:
+                row = job.first + i
+                raise BanditDataError(f"row {row}: {len(candidates)} candidate examples for {counts[i]} candidates")
+            label = (int(label_index[i]), cost_from_reward(rows.reward[i]), float(rows.pscore[i]))
+            shared, candidates = _drop(shared, drop), [_drop(c, drop) for c in candidates]
+            present.update(ns for ns, feats in shared if feats)
+            present.update(ns for c in candidates for ns, feats in c if feats)
+            handle.write("\n".join(cb_text(shared, candidates, label)) + "\n\n")
+    return tuple(sorted(present))
+
+
+# A decision's features as the example builder takes them: (user features, context, candidate feature rows).
+RawFeatures = tuple[dict[str, object], dict[str, object], tuple[dict[str, object], ...]]
+
+
+def _partition(rows: LoggedBandit, first: int, stop: int) -> tuple[LoggedBandit, tuple[RawFeatures, ...] | None]:
+    """Rows first..stop-1 without the raw decisions, and (our event log) each row's raw features as plain
+    dicts: a partition's file grows with the partition, not with the log."""
+    part = rows.subset(np.arange(first, min(stop, rows.n_rounds)))
+    if part.decisions is None:
+        return part, None
+    features = []
+    for round_id in part.round_id:
+        decision = part.decisions[int(round_id)].decision
+        candidates = tuple(dict(row) for row in decision.candidate_features)  # read-only rows do not pickle
+        features.append((dict(decision.user_features), dict(decision.context), candidates))
+    return dataclasses.replace(part, decisions=None), tuple(features)
 
 
 NAMESPACE_KEYS_TO_VW = {"user": "User", "context": "Context", "item": "Item"}
@@ -133,14 +248,26 @@ def select_rows(log: LoggedBandit, position: int = 0) -> LoggedBandit:
     """The rows of ``log`` a replay uses: those at ``position``, in time order. Raises BanditDataError."""
     if position < 0 or position >= log.n_positions:
         raise BanditDataError(f"the log has positions 0..{log.n_positions - 1}; cannot replay position {position}")
-    if log.decisions is not None and position != 0:
-        raise BanditDataError("only slot 0 of our event log can be replayed (lower slots exclude earlier picks)")
     rows = log if log.n_positions == 1 else log.subset(log.position == position)
     if rows.timestamp is not None:
         order = np.argsort(rows.timestamp, kind="stable")
         if np.any(order != np.arange(rows.n_rounds)):
             rows = rows.subset(order)
     return rows
+
+
+def slot_problem(rows: LoggedBandit) -> str | None:
+    """None when the rows of one slot (``select_rows``) can be replayed; else what the log lacks for it.
+
+    A replay needs, per row, the candidates the slot offered (at least two somewhere: with one there is
+    nothing to choose) and the logged propensity of the shown one (every reader requires it), and at least
+    two rows. Lower slots of our event log and DSJSON CCB logs record both; so does every OBD position.
+    """
+    if rows.n_rounds < 2:
+        return f"{rows.n_rounds} row(s): a replay needs at least 2"
+    if int(rows.candidate_mask.sum(axis=1).max()) < 2:
+        return "the log records one candidate per row at this slot: there is no choice to replay"
+    return None
 
 
 def generic_feature_groups(log: LoggedBandit) -> tuple[FeatureGroup, FeatureGroup]:
@@ -246,11 +373,13 @@ def _drop(features: ExampleFeatures, namespaces: set[str]) -> ExampleFeatures:
     return tuple((ns, feats) for ns, feats in features if ns not in namespaces)
 
 
-def _decision_examples(log: LoggedBandit, builder: ExampleBuilder) -> Iterable[tuple[ExampleFeatures, list]]:
-    for round_id in log.round_id:
-        decision = log.decisions[int(round_id)].decision  # type: ignore[index]
-        shared = builder.shared(decision.user_features, decision.context)
-        yield shared, [builder.item(row) for row in decision.candidate_features]
+def _decision_examples(
+    features: Sequence[RawFeatures], mask: np.ndarray, builder: ExampleBuilder
+) -> Iterable[tuple[ExampleFeatures, list]]:
+    """Per row of our event log: (shared features, the features of each candidate the row's slot offered)."""
+    for offered, (user_features, context, candidates) in zip(mask, features, strict=True):
+        shared = builder.shared(user_features, context)
+        yield shared, [builder.item(row) for j, row in enumerate(candidates) if offered[j]]
 
 
 def generic_examples(log: LoggedBandit, builder: ExampleBuilder) -> Iterable[tuple[ExampleFeatures, list]]:

@@ -37,7 +37,7 @@ def _true_value(env, log, probs):
 def test_the_sweep_ranks_settings_in_their_live_order_and_recommends_the_best(tmp_path):
     env = SyntheticEnvironment(n_users=80, n_items=8, seed=7)
     log = env.generate_log(UniformPolicy(), 2500, seed=7)
-    replay_log = ReplayLog.build(log.bandit, tmp_path / "log.vw")
+    replay_log = ReplayLog.build(log.bandit, tmp_path / "log")
     settings = [make_setting(BASE, s) for s in SEPARATED]
     live = {
         s.label: _true_value(env, log, replay_probs(replay_log.path, replay_log.counts, s.vw_args())) for s in settings
@@ -55,7 +55,7 @@ def test_nothing_is_recommended_over_a_near_optimal_logger(tmp_path):
     env = SyntheticEnvironment(n_users=80, n_items=8, seed=7)
     # the logger knows the click model exactly and exploits it 90% of the time
     log = env.generate_log(EpsilonGreedyPolicy(epsilon=0.1, noise=0.0), 2500, seed=7)
-    replay_log = ReplayLog.build(log.bandit, tmp_path / "log.vw")
+    replay_log = ReplayLog.build(log.bandit, tmp_path / "log")
     settings = [make_setting(BASE, s) for s in SEPARATED]
     result = run_sweep(replay_log, settings_from(None, settings, []), OptimizeConfig())
     assert result.recommended is None and "Nothing beat the logged policy" in result.recommendation.reason
@@ -72,7 +72,7 @@ def test_on_a_world_where_no_setting_is_better_nothing_is_recommended_in_95_perc
         # scale 0: every item has the same click probability, so every policy has the logged value
         env = SyntheticEnvironment(n_users=50, n_items=6, scale=0.0, seed=seed)
         log = env.generate_log(UniformPolicy(), 800, seed=seed)
-        replay_log = ReplayLog.build(log.bandit, tmp_path / f"log-{seed}.vw")
+        replay_log = ReplayLog.build(log.bandit, tmp_path / f"log-{seed}")
         result = run_sweep(replay_log, settings_from(None, settings, []), config)
         recommended += result.recommended is not None
         # enough effective rows that the decision rests on the intervals, not on the low-ESS refusal
@@ -114,7 +114,7 @@ def test_feature_importance_ranks_the_signal_first_and_the_noise_covers_zero(tmp
     )
     bandit = read_log(tmp_path / "events").bandit
     groups = {"user_group": app.features.groups["users"], "item_group": app.features.groups["items"]}
-    replay_log = ReplayLog.build(bandit, tmp_path / "log.vw", **groups)
+    replay_log = ReplayLog.build(bandit, tmp_path / "log", **groups)
     setting = make_setting(app.policy, {}, label="configured")
     rows = rank_feature_importance(replay_log, bandit, setting, OptimizeConfig(), tmp_path, **groups)
     by_key = {row.left_out: row for row in rows}

@@ -27,7 +27,7 @@ BASE = PolicyConfig(interactions=(("user", "item"),))
 
 def _converted(tmp_path, env, logging, n, seed):
     log = env.generate_log(logging, n, seed=seed)
-    return log, ReplayLog.build(log.bandit, tmp_path / f"log-{seed}.vw")
+    return log, ReplayLog.build(log.bandit, tmp_path / f"log-{seed}")
 
 
 def _true_value(env, log, probs):
@@ -131,7 +131,7 @@ def test_replay_reads_dsjson_with_its_features(tmp_path):
         )
     path = tmp_path / "log.json"
     path.write_text("\n".join(lines) + "\n")
-    replay_log = ReplayLog.build(read_log(path).bandit, tmp_path / "log.vw")
+    replay_log = ReplayLog.build(read_log(path).bandit, tmp_path / "log")
     text = replay_log.path.read_text()
     assert "|User" in text and "|Item" in text and "id=item2" in text  # the features of the lines
     result = run_sweep(
@@ -146,7 +146,7 @@ def test_replay_reads_the_obd_layout_with_its_features(tmp_path):
         f"2019-11-24 00:{i // 60:02d}:{i % 60:02d},{i % 3},1,{int(i % 3 == 1)},0.3333,f{i % 2},0.1" for i in range(200)
     ]
     bandit = read_log(write_obd(tmp_path / "obd", rows)).bandit
-    replay_log = ReplayLog.build(bandit, tmp_path / "log.vw")
+    replay_log = ReplayLog.build(bandit, tmp_path / "log")
     assert replay_log.n_rows == 200 and set(replay_log.namespaces) == {"user", "item"}
     assert "x[0]" in replay_log.path.read_text()  # item features of item_context.csv
     result = run_sweep(
