@@ -7,10 +7,16 @@ reader never sees a half-written entity.
 Decoding goes through ``DecodeCache``, keyed by the encoded bytes themselves: item features change
 rarely and are read 200 at a time, so most reads are a dictionary hit instead of a JSON parse, and a
 changed value is a different key, so the cache can never serve a stale row.
+
+A row the cache decodes keeps its JSON text and content digest with it (``ROW_ENCODINGS``): the encoded bytes
+are ``encode_row``'s compact JSON, the same text the decision log writes for that row, so a decision naming the
+row by digest (``recommender.events.codec``) finds both without re-encoding it, and the digest is computed
+once, when the row is loaded, rather than in a request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -23,6 +29,27 @@ from features.config import FeatureGroup, FeatureSpec, FeatureType
 from features.errors import FeatureSchemaError
 
 FeatureRow = Mapping[str, Any]
+
+DIGEST_BYTES = 12
+ENCODINGS_SIZE = 100_000
+# id(row) -> (row, text, digest) of read-only rows whose compact JSON text is known; the entry holds its row,
+# so that the id cannot be reused while it is cached. Emptied when full (constant memory, no bookkeeping).
+ROW_ENCODINGS: dict[int, tuple[FeatureRow, str, str]] = {}
+
+
+def row_digest(text: str | bytes) -> str:
+    """The content digest of a row's JSON text (BLAKE2b, 96 bits): 24 hex characters."""
+    return hashlib.blake2b(text.encode() if isinstance(text, str) else text, digest_size=DIGEST_BYTES).hexdigest()
+
+
+def remember_encoding(row: FeatureRow, text: str, digest: str | None = None) -> tuple[FeatureRow, str, str]:
+    """Record that read-only ``row`` is encoded as ``text`` (its digest computed unless given); returns the
+    ``(row, text, digest)`` entry of ``ROW_ENCODINGS``."""
+    entry = (row, text, row_digest(text) if digest is None else digest)
+    if len(ROW_ENCODINGS) >= ENCODINGS_SIZE:
+        ROW_ENCODINGS.clear()
+    ROW_ENCODINGS[id(row)] = entry
+    return entry
 
 
 def _is_null(value: Any) -> bool:
@@ -97,7 +124,9 @@ class DecodeCache:
     """Decodes encoded rows into read-only mappings, remembering up to ``capacity`` of them.
 
     When full the cache is emptied and refilled (constant memory, no per-hit bookkeeping: the hot path
-    is a single dict lookup). Rows returned are ``MappingProxyType`` and must be treated as read-only.
+    is a single dict lookup). Rows returned are ``MappingProxyType`` and must be treated as read-only. A row it
+    caches is recorded in ``ROW_ENCODINGS`` with ``raw`` as its text: ``raw`` must be ``encode_row``'s bytes
+    (what the store writes), which are the compact JSON ``json.dumps`` writes of the decoded row again.
     Not locked: concurrent use from threads is safe because dict operations are atomic under the GIL
     and a racing insert only duplicates work.
     """
@@ -114,6 +143,7 @@ class DecodeCache:
                 if len(self._rows) >= self.capacity:
                     self._rows.clear()
                 self._rows[raw] = row
+                remember_encoding(row, raw.decode(), row_digest(raw))
         return row
 
     def known(self, raws: Sequence[bytes | None]) -> list[FeatureRow | None]:

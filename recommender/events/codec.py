@@ -3,9 +3,11 @@ the bus and the Parquet event log), and the bus's decision payload (``encode_dec
 
 A decision over 200 candidates carries 200 item feature rows. The rows come from the feature store's
 decode cache, so the same read-only row object recurs across decisions; re-encoding it for the bus and
-again for the log would dominate the cost of logging. Here a read-only row (``MappingProxyType``) is
-encoded (and digested) once per object, and a text is decoded once into a read-only row that remembers
-its text, so ``row_text(row_of(text))`` is a dictionary hit. Both caches are bounded and emptied when full.
+again for the log would dominate the cost of logging. A row the feature store's decode cache loads comes with
+its text and digest already (``features.encoding.ROW_ENCODINGS``: its stored bytes are that text, digested
+once at the load); any other read-only row (``MappingProxyType``) is encoded (and digested) once per object,
+into the same cache; and a text is decoded once into a read-only row that remembers its text, so
+``row_text(row_of(text))`` is a dictionary hit. Both caches are bounded and emptied when full.
 
 The digest (BLAKE2b, 96 bits, hex) names a row's text: the Redis event bus stores each distinct row once
 under its digest and lets decisions refer to it, instead of copying 200 rows into every pending decision.
@@ -21,7 +23,6 @@ Thread-safety: dict operations are atomic under the GIL; a race only repeats an 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -31,13 +32,15 @@ from typing import Any
 import numpy as np
 import pydantic_core
 
+from features.encoding import ROW_ENCODINGS, remember_encoding, row_digest
 from recommender.records import Decision
 
 CACHE_SIZE = 100_000
-DIGEST_BYTES = 12
 # (row, text, digest), the result of ``encoded_rows``; the row is held so that its id cannot be reused.
 EncodedRow = tuple[Mapping[str, Any], str, str]
-_by_row: dict[int, EncodedRow] = {}  # id(row) -> (row, text, digest), read-only rows only
+# id(row) -> (row, text, digest), read-only rows only: the feature store's, which records the rows it decodes
+# (with their stored text) as it loads them, and the rows encoded or decoded here.
+_by_row: dict[int, EncodedRow] = ROW_ENCODINGS
 _row_by_text: dict[str, Mapping[str, Any]] = {}
 
 
@@ -90,16 +93,11 @@ def from_json(data: bytes | str) -> Any:
 
 
 def digest_of(text: str) -> str:
-    """The content digest of a row's JSON text: 24 hex characters."""
-    return hashlib.blake2b(text.encode(), digest_size=DIGEST_BYTES).hexdigest()
+    """The content digest of a row's JSON text: 24 hex characters (``features.encoding.row_digest``)."""
+    return row_digest(text)
 
 
-def _remember(row: Mapping[str, Any], text: str) -> EncodedRow:
-    entry = (row, text, digest_of(text))
-    if len(_by_row) >= CACHE_SIZE:
-        _by_row.clear()
-    _by_row[id(row)] = entry  # holds the row, so its id cannot be reused while cached
-    return entry
+_remember = remember_encoding
 
 
 def _encoded(row: Mapping[str, Any]) -> EncodedRow:
@@ -181,7 +179,9 @@ def encode_decision(decision: Decision, row_digests: Sequence[str]) -> bytes:
 def decode_decision(data: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]) -> Decision:
     """Inverse of ``encode_decision`` (``data`` is its parsed JSON, ``from_json``; ``rows`` maps
     digests to read-only rows and must hold every digest the decision names: KeyError otherwise). The
-    Decision validates itself."""
+    Decision checks its outcome (pmfs, chosen, ranking); its inputs (event id, UTC timestamp, unique candidates
+    aligned with their rows) were checked when the encoded Decision was built, and ``encode_decision`` writes
+    them as they were, so they are not checked again (``inputs_checked``)."""
     return Decision(
         event_id=data["event_id"],
         timestamp=datetime.fromisoformat(data["timestamp"]).astimezone(UTC),
@@ -201,4 +201,5 @@ def decode_decision(data: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any
         experiment=data.get("experiment"),
         arm=data.get("arm"),
         slot_names=tuple(data.get("slot_names", ())),  # absent in payloads written before slot names existed
+        inputs_checked=True,
     )

@@ -8,8 +8,8 @@ Columns (``EVENT_LOG_SCHEMA``), one row per joined decision:
 
 - ``event_id`` string, ``timestamp`` timestamp[us, UTC] (decision time), ``user_id`` string or null
 - ``user_features``, ``context`` string: JSON objects of the features exactly as used
-- ``candidate_ids`` list<string>, in the order the policy saw them
-- ``candidate_features`` list<string>: one JSON object per candidate
+- ``candidate_ids`` list<dictionary<int32, string>>, in the order the policy saw them
+- ``candidate_features`` list<dictionary<int32, string>>: one JSON object per candidate
 - ``pmfs`` list<list<double>>: one distribution per slot over all candidates
 - ``chosen`` list<int32>: candidate index per slot; ``ranking`` list<int32>
 - ``model_version`` string, ``exploration`` string (JSON of the settings in force)
@@ -23,6 +23,13 @@ Columns (``EVENT_LOG_SCHEMA``), one row per joined decision:
 
 The partition columns ``date`` and ``hour`` are derived from ``timestamp`` and are not part of the file
 schema. Every write and read is checked against the schema; a mismatch raises ``EventLogError``.
+
+The two candidate columns are dictionary-encoded (each distinct id and feature text once per file, and per cell
+an int32 code), in memory as in the file: a catalog's few hundred rows recur in every decision, so the writer
+hands Parquet the codes it already has instead of 200 texts per event for Parquet to hash again, and a read of a
+whole log holds each distinct text once, not once per cell (no single array of every cell's text, which Arrow
+caps at 2 GiB). Logs written before (plain ``list<string>`` cells) read the same: their cells are encoded on
+read.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from recommender.events.codec import dumps, row_of, row_text
 from recommender.records import Decision, JoinedEvent
 
 _TS = pa.timestamp("us", tz="UTC")
+_CODED_TEXT = pa.dictionary(pa.int32(), pa.string())  # a dictionary-encoded text cell
 
 EVENT_LOG_SCHEMA = pa.schema(
     [
@@ -53,8 +61,8 @@ EVENT_LOG_SCHEMA = pa.schema(
         pa.field("user_id", pa.string()),
         pa.field("user_features", pa.string(), nullable=False),
         pa.field("context", pa.string(), nullable=False),
-        pa.field("candidate_ids", pa.list_(pa.string()), nullable=False),
-        pa.field("candidate_features", pa.list_(pa.string()), nullable=False),
+        pa.field("candidate_ids", pa.list_(_CODED_TEXT), nullable=False),
+        pa.field("candidate_features", pa.list_(_CODED_TEXT), nullable=False),
         pa.field("pmfs", pa.list_(pa.list_(pa.float64())), nullable=False),
         pa.field("chosen", pa.list_(pa.int32()), nullable=False),
         pa.field("ranking", pa.list_(pa.int32()), nullable=False),
@@ -74,6 +82,9 @@ EVENT_LOG_SCHEMA = pa.schema(
 # Columns added after the first logs were written: a file without them reads them as nulls.
 _ADDED_COLUMNS = ("experiment", "arm", "slot_names")
 
+# Columns of dictionary-encoded cells (``list<string>`` in logs written before).
+_CODED_COLUMNS = ("candidate_ids", "candidate_features")
+
 # Row-group statistics (min/max) only for the scalar columns, where a reader's filter could use them; over the
 # list columns (200 feature texts per event) they cost an eighth of the write and would never prune anything.
 _STATISTICS_COLUMNS = [f.name for f in EVENT_LOG_SCHEMA if not pa.types.is_list(f.type)]
@@ -81,30 +92,33 @@ _STATISTICS_COLUMNS = [f.name for f in EVENT_LOG_SCHEMA if not pa.types.is_list(
 _PARTITIONING = ds.partitioning(pa.schema([("date", pa.string()), ("hour", pa.int32())]), flavor="hive")
 
 
-def _candidate_features_column(decisions: Sequence[Decision]) -> pa.Array:
-    """The ``candidate_features`` column, built without a Python string object per cell.
+def _candidate_columns(decisions: Sequence[Decision]) -> tuple[pa.Array, pa.Array]:
+    """The ``candidate_ids`` and ``candidate_features`` columns (dictionary-encoded cells, one offsets array).
 
-    A batch of decisions over a catalog repeats the same few hundred row objects tens of thousands of
-    times: each distinct row object is encoded once (``row_text``: a cache hit for rows the feature store or
-    the bus decoded), and Arrow turns the cells' object identities into int32 codes into those texts (the
-    rows are alive for the whole call, so an id names one row) and expands the codes. The only Python work
-    per cell is reading its id.
+    ``candidate_features`` without a Python string object per cell: a batch of decisions over a catalog repeats
+    the same few hundred row objects tens of thousands of times, so each distinct row object is encoded once
+    (``row_text``: a cache hit for rows the feature store or the bus decoded), and Arrow turns the cells' object
+    identities into the int32 codes into those texts (the rows are alive for the whole call, so an id names one
+    row). The only Python work per cell is reading its id. The ids are fresh strings per decision (parsed from
+    the bus): Arrow takes them in one pass and encodes them in C.
     """
+    offsets = pa.array([0, *accumulate(len(d.candidate_ids) for d in decisions)], type=pa.int32())
+    ids = pa.array(list(chain.from_iterable(d.candidate_ids for d in decisions)), type=pa.string()).dictionary_encode()
     rows = list(chain.from_iterable(d.candidate_features for d in decisions))
     identities = pa.array(np.fromiter(map(id, rows), dtype=np.uint64, count=len(rows)))
     encoded = identities.dictionary_encode()  # indices: int32 codes; dictionary: the distinct ids
     codes = encoded.indices.to_numpy()
     cell_of_code = np.empty(len(encoded.dictionary), dtype=np.int64)
     cell_of_code[codes] = np.arange(len(codes))  # a cell of each distinct row (any: they hold the same row)
-    dictionary = pa.array([row_text(rows[cell]) for cell in cell_of_code.tolist()], type=pa.string())
-    values = pa.DictionaryArray.from_arrays(encoded.indices, dictionary).cast(pa.string())
-    offsets = pa.array([0, *accumulate(len(d.candidate_features) for d in decisions)], type=pa.int32())
-    return pa.ListArray.from_arrays(offsets, values)
+    texts = pa.array([row_text(rows[cell]) for cell in cell_of_code.tolist()], type=pa.string())
+    features = pa.DictionaryArray.from_arrays(encoded.indices, texts)
+    return pa.ListArray.from_arrays(offsets, ids), pa.ListArray.from_arrays(offsets, features)
 
 
 def events_to_table(events: Sequence[JoinedEvent]) -> pa.Table:
     """Columnar form of ``events`` under ``EVENT_LOG_SCHEMA``."""
     decisions = [e.decision for e in events]
+    candidate_ids, candidate_features = _candidate_columns(decisions)
     # The records' sequences (tuples) go to Arrow as they are: a copy of each as a list would be thousands
     # of large containers per batch, all alive until the table is built, for the garbage collector to scan.
     columns = {
@@ -113,8 +127,8 @@ def events_to_table(events: Sequence[JoinedEvent]) -> pa.Table:
         "user_id": [d.user_id for d in decisions],
         "user_features": [row_text(d.user_features) for d in decisions],
         "context": [dumps(dict(d.context)) for d in decisions],
-        "candidate_ids": [d.candidate_ids for d in decisions],
-        "candidate_features": _candidate_features_column(decisions),
+        "candidate_ids": candidate_ids,
+        "candidate_features": candidate_features,
         "pmfs": [d.pmfs for d in decisions],
         "chosen": [d.chosen for d in decisions],
         "ranking": [d.ranking for d in decisions],
@@ -135,6 +149,12 @@ def events_to_table(events: Sequence[JoinedEvent]) -> pa.Table:
         raise EventLogError(f"joined events do not fit the event log schema: {exc}") from exc
 
 
+def write_table(table: pa.Table, path: str | Path) -> None:
+    """Write a table of ``events_to_table`` to one Parquet file at ``path`` (not atomically: ``write_events``
+    renames it into place). Dictionary-encoded columns go to Parquet with their dictionaries as they are."""
+    pq.write_table(table, path, write_statistics=_STATISTICS_COLUMNS)
+
+
 def write_events(events: Iterable[JoinedEvent], root: str | Path) -> list[Path]:
     """Append ``events`` to the log under ``root``, one new file per (date, hour) partition touched.
 
@@ -152,7 +172,7 @@ def write_events(events: Iterable[JoinedEvent], root: str | Path) -> list[Path]:
         directory.mkdir(parents=True, exist_ok=True)
         name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = directory / f".{name}.tmp"
-        pq.write_table(events_to_table(group), tmp, write_statistics=_STATISTICS_COLUMNS)
+        write_table(events_to_table(group), tmp)
         final = directory / name
         tmp.rename(final)
         written.append(final)
@@ -211,19 +231,23 @@ def read_table(
     if filter_expression is not None:
         terms.append(filter_expression)
     try:
-        dataset = ds.dataset(
-            path,
-            format="parquet",
-            partitioning=_PARTITIONING if path.is_dir() else None,
-            exclude_invalid_files=False,
-        )
+        discovery: dict[str, Any] = {
+            "format": "parquet",
+            "partitioning": _PARTITIONING if path.is_dir() else None,
+            "exclude_invalid_files": False,
+        }
+        dataset = ds.dataset(path, **discovery)
         if not dataset.files:  # a log directory nothing was written to yet (or only staging files)
             return EVENT_LOG_SCHEMA.empty_table().select(wanted)
         # The schema is inferred from one file; an older one lacks the added columns, which must still be read
         # from the files that have them (and be null in those that do not).
         absent = [EVENT_LOG_SCHEMA.field(name) for name in _ADDED_COLUMNS if name not in dataset.schema.names]
-        if absent:
-            dataset = dataset.replace_schema(pa.schema([*dataset.schema, *absent]))
+        # The dictionary-encoded columns as such, whichever layout that one file has: cells of the files of the
+        # earlier layout are encoded as each file is read, never materialized as one array of every cell's text.
+        present = [EVENT_LOG_SCHEMA.field(f.name) if f.name in _CODED_COLUMNS and not _is_coded(f.type) else f
+                   for f in dataset.schema]  # fmt: skip
+        if absent or present != list(dataset.schema):  # (replace_schema refuses a changed type)
+            dataset = ds.dataset(path, schema=pa.schema([*present, *absent]), **discovery)
         missing = [f.name for f in EVENT_LOG_SCHEMA if f.name not in dataset.schema.names]
         if missing:
             raise EventLogError(f"event log {path} lacks columns {missing}")
@@ -239,6 +263,11 @@ def read_table(
         return table.sort_by([("timestamp", "ascending"), ("event_id", "ascending")]).select(wanted)
     except pa.ArrowInvalid as exc:  # e.g. a column over 2 GiB of text cannot be sorted as one array
         raise EventLogError(f"cannot sort event log {path} by time: {exc}; read fewer columns or a window") from exc
+
+
+def _is_coded(column: pa.DataType) -> bool:
+    """Whether ``column`` is a list of dictionary-encoded cells (the current layout of ``_CODED_COLUMNS``)."""
+    return pa.types.is_list(column) and pa.types.is_dictionary(column.value_type)
 
 
 def _all_of(terms: Sequence[ds.Expression]) -> ds.Expression | None:
