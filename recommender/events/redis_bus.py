@@ -164,6 +164,7 @@ class RedisEventBus(RedisJoinerSide, EventBus):
         self._close = scripts.register_script(redis_scripts.CLOSE)
         self._hold_script = scripts.register_script(redis_scripts.HOLD)
         self._adopt = scripts.register_script(redis_scripts.ADOPT)
+        self._commit = scripts.register_script(redis_scripts.COMMIT)
         self._groups_ready: set[str] = set()  # streams whose consumer group this process has made sure of
         self._next_shard = 0  # where the next take starts, so that no shard waits behind the others
 

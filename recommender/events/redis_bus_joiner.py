@@ -74,6 +74,7 @@ class RedisJoinerSide:
     _close: Script
     _hold_script: Script
     _adopt: Script
+    _commit: Script
     _call: Callable[..., Any]
 
     def _joiner_layout(self) -> Layout:
@@ -285,7 +286,7 @@ class RedisJoinerSide:
         return lost
 
     def commit_batch(self, batch_id: str, pending: Sequence[PendingDecision]) -> None:
-        # One transaction per COMMIT_CHUNK decisions of a shard, the manifest last: a transaction blocks Redis
+        # One script per COMMIT_CHUNK decisions of a shard, the manifest last: a script blocks Redis
         # for its whole length (about 1 ms per 100 decisions), and the serving workers' reads queue behind it.
         # A joiner dying between chunks leaves the manifest, and whoever finishes the batch commits it
         # again: acknowledging and deleting are idempotent. With one shard the manifest goes with the last
@@ -295,21 +296,14 @@ class RedisJoinerSide:
         def run(chunk: Sequence[PendingDecision], last: bool, shard: int) -> None:
             tag, stream = layout.tags[shard], layout.streams[shard]
             early = self.complete(chunk) if chunk else set()  # closed early: a later reward is a no-op (accepted)
-            pipe = self._nodes.clients(tag).joiner.pipeline(transaction=True)
-            if chunk:
-                ids = [split_entry_id(item.entry_id)[1] for item in chunk]
-                pipe.xack(stream, self._group, *ids)
-                pipe.xdel(stream, *ids)
-                pipe.delete(
-                    *(key for item in chunk for key in (f"{tag}:d:{item.event_id}", f"{tag}:r:{item.event_id}"))
-                )
-                for item in chunk:  # remembered for the recovery time: a reused id is refused, a retry a no-op
-                    marker = repr(item.due_at) if item.entry_id in early else "1"
-                    pipe.set(f"{tag}:x:{item.event_id}", marker, px=self._recovery_ms)
-                    pipe.pexpire(f"{tag}:i:{item.event_id}", self._recovery_ms)
+            keys, args = [stream], [self._group, self._recovery_ms, "1" if last else "0", batch_id]
+            for item in chunk:
+                event = item.event_id
+                keys += (f"{tag}:d:{event}", f"{tag}:r:{event}", f"{tag}:x:{event}", f"{tag}:i:{event}")
+                args += (split_entry_id(item.entry_id)[1], repr(item.due_at) if item.entry_id in early else "1")
             if last:
-                pipe.hdel(self._batches_key, batch_id)
-            pipe.execute()
+                keys.append(self._batches_key)
+            self._commit(keys=keys, args=args, client=self._nodes.clients(tag).joiner)
 
         chunks = [(shard, [item for _, item in items[start : start + COMMIT_CHUNK]])
                   for shard, items in sorted(by_shard(pending, _entry_shard).items())
