@@ -7,8 +7,8 @@
 
     recommender optimize --log PATH [--setting OVERRIDES ...] [--search KEY=V1|V2 ...] [--search-space FILE]
                          [--budget N] [--no-configured] [--estimators ipw,snipw,dr] [--primary dr]
-                         [--since ISO] [--until ISO] [--position S] [--importance] [--workers N | --scheduler ADDR]
-                         [--workdir DIR] [--partition-rows N]
+                         [--since ISO] [--until ISO] [--position S] [--importance] [--importance-key KEY ...]
+                         [--workers N | --scheduler ADDR] [--workdir DIR] [--partition-rows N]
                          [--json] [--json-out FILE] [--report FILE.html] [--write-config FILE.yaml]
 
     recommender simulate --out DIR [--rounds 5000] [--items 10] [--users 200] [--logging uniform|epsilon-greedy|softmax]
@@ -113,6 +113,14 @@ def register(subparsers: Any) -> None:
         "--partition-rows", type=int, help="rows per file of the converted log (default 50000)"
     )
     optimize.add_argument("--importance", action="store_true", help="feature importance of the configured setting")
+    optimize.add_argument(
+        "--importance-key",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help="feature importance of this key only (repeatable; implies --importance): user, context, item, "
+        "user.NAME, item.NAME, or a JSON namespace context.NAME, action.NAME, context.NAME.GROUP",
+    )
     optimize.add_argument("--workers", type=int, default=0, help="replay on a local Dask cluster of N workers")
     optimize.add_argument("--scheduler", help="replay on the Dask cluster at this scheduler address")
     optimize.add_argument("--workdir", type=Path, help="where the converted log goes (default: a temp dir)")
@@ -207,7 +215,8 @@ def run_optimize(args: argparse.Namespace, config: AppConfig) -> int:
         since=args.since,
         until=args.until,
         position=args.position,
-        importance=args.importance,
+        importance=args.importance or bool(args.importance_key),
+        importance_keys=args.importance_key,
         progress=not args.quiet,
         workdir=args.workdir,
         rows_per_partition=PARTITION_ROWS if args.partition_rows is None else args.partition_rows,

@@ -73,6 +73,9 @@ class LoggedBandit:
       ``round_id`` (only our event log has them). Targets that re-score the logged contexts with a VW
       policy, or train one on them, need the raw features these carry.
     - ``source``: a human-readable description of where the rows came from.
+    - ``context_names`` (d names) / ``action_context_names`` (d_a names) or None: the column names of
+      ``context`` / ``action_context`` when the reader flattened named features into them
+      (``simulators.readers.features``; our event log and DSJSON), e.g. ``context. .user.tier=gold``.
     """
 
     context: np.ndarray
@@ -90,6 +93,8 @@ class LoggedBandit:
     event_id: np.ndarray | None = None
     decisions: tuple[Any, ...] | None = None
     source: str = ""
+    context_names: tuple[str, ...] | None = None
+    action_context_names: tuple[str, ...] | None = None
     _candidate_mask: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -175,6 +180,15 @@ class LoggedBandit:
             if event_id.shape != (n,):
                 raise BanditDataError(f"event_id must have shape ({n},), got {event_id.shape}")
             set_(self, "event_id", _freeze(event_id))
+        for name, names, width in (
+            ("context_names", self.context_names, context.shape[1]),
+            ("action_context_names", self.action_context_names,
+             None if self.action_context is None else self.action_context.shape[1]),
+        ):  # fmt: skip
+            if names is not None:
+                if width is None or len(names) != width:
+                    raise BanditDataError(f"{name} has {len(names)} names for {width} columns")
+                set_(self, name, tuple(str(n) for n in names))
         if self.decisions is not None:
             set_(self, "decisions", tuple(self.decisions))
             if round_id.min() < 0 or round_id.max() >= len(self.decisions):
@@ -225,6 +239,8 @@ class LoggedBandit:
             event_id=pick(self.event_id),
             decisions=self.decisions,
             source=self.source,
+            context_names=self.context_names,
+            action_context_names=self.action_context_names,
         )
 
 

@@ -33,7 +33,11 @@ the candidates not shown above them, DSJSON CCB slots their ``_a`` list, OBD pos
 that slot's logged propensity. ``slot_problem`` says when a slot lacks what a replay needs.
 
 ``leave_out`` builds the file without some features (feature importance): a namespace (``user``,
-``context``, ``item``) or one declared feature, ``user.NAME`` or ``item.NAME``.
+``context``, ``item``), one declared feature (``user.NAME`` or ``item.NAME``), or a JSON namespace of the
+context or the actions, or a group within one (``context.NAME``, ``action.NAME``, ``context.NAME.GROUP``:
+``simulators.json_namespaces``), removed from every row before its examples are written. A log read into
+matrices (DSJSON) has its JSON namespaces flattened into the ``User`` and ``Item`` vectors: leaving one out
+zeroes its columns there (a zero feature is no feature), so the other features keep their names.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from recommender.policy.examples import ExampleBuilder, ExampleFeatures, cost_fr
 from recommender.policy.vw import cb_text
 from simulators.data import LoggedBandit
 from simulators.errors import BanditDataError
+from simulators.json_namespaces import column_keys, is_json_key, row_keys, without_keys
 
 NAMESPACE_KEYS = ("user", "context", "item")
 
@@ -76,6 +81,9 @@ class ReplayLog:
     - ``leave_out``: what was left out of these files (empty: nothing).
     - ``rows_per_partition``: the rows of each file (the last may have fewer).
     - ``namespaces``: the namespace keys (``user``, ``context``, ``item``) that have features in some row.
+    - ``json_keys``: the JSON namespaces of the context and the actions found in the rows, and the groups
+      within them (``context.NAME``, ``action.NAME``, ``context.NAME.GROUP``...: ``simulators.json_namespaces``),
+      sorted; leave-out keys too.
     """
 
     bandit: LoggedBandit
@@ -86,6 +94,7 @@ class ReplayLog:
     leave_out: tuple[str, ...] = ()
     namespaces: tuple[str, ...] = NAMESPACE_KEYS
     rows_per_partition: int = PARTITION_ROWS
+    json_keys: tuple[str, ...] = ()
 
     @property
     def n_rows(self) -> int:
@@ -140,16 +149,23 @@ class ReplayLog:
         else:
             users, items = generic_feature_groups(rows)
         names = tuple(f"user.{n}" for n in users.features) + tuple(f"item.{n}" for n in items.features)
-        unknown = [key for key in leave_out if key not in NAMESPACE_KEYS and key not in names]
-        if unknown:
-            raise BanditDataError(f"cannot leave out {unknown[0]!r}: choose from {', '.join(NAMESPACE_KEYS + names)}")
+        json_out = tuple(key for key in leave_out if key not in names and is_json_key(key))
+        found: set[str] = set()
+        if rows.decisions is None:
+            masks = {**column_keys(rows.context_names, "context"), **column_keys(rows.action_context_names, "action")}
+            found.update(masks)
+            _check_leave_out(leave_out, names, found)
+            rows = _without_columns(rows, json_out, masks)
+        else:
+            _check_leave_out([key for key in leave_out if key not in json_out], names, found)
         drop = tuple(NAMESPACE_KEYS_TO_VW[k] for k in leave_out if k in NAMESPACE_KEYS)
         counts = rows.candidate_mask.sum(axis=1).astype(np.int64)
         jobs = []
         for index, first in enumerate(range(0, rows.n_rounds, rows_per_partition)):
             part = directory / f"part-{index:05d}"
             with part.with_suffix(".rows.pkl").open("wb") as handle:
-                pickle.dump(_partition(rows, first, first + rows_per_partition), handle, pickle.HIGHEST_PROTOCOL)
+                partition = _partition(rows, first, first + rows_per_partition, json_out, found)
+                pickle.dump(partition, handle, pickle.HIGHEST_PROTOCOL)
             jobs.append(
                 ConversionJob(
                     str(part.with_suffix(".rows.pkl")),
@@ -163,6 +179,8 @@ class ReplayLog:
             )
         present: set[str] = set()
         try:
+            if rows.decisions is not None:  # the raw rows' JSON keys are known once every partition is written
+                _check_leave_out(leave_out, names, found)
             for namespaces in tqdm(
                 map_function(convert_partition, jobs),
                 total=len(jobs),
@@ -176,7 +194,8 @@ class ReplayLog:
                 Path(job.rows).unlink(missing_ok=True)
         namespaces = tuple(k for k in NAMESPACE_KEYS if NAMESPACE_KEYS_TO_VW[k] in present)
         paths = tuple(Path(job.out) for job in jobs)
-        return cls(rows, directory, paths, counts, names, tuple(leave_out), namespaces, rows_per_partition)
+        leave = tuple(leave_out)
+        return cls(rows, directory, paths, counts, names, leave, namespaces, rows_per_partition, tuple(sorted(found)))
 
 
 @dataclass(frozen=True)
@@ -227,18 +246,50 @@ def convert_partition(job: ConversionJob) -> tuple[str, ...]:
 RawFeatures = tuple[dict[str, object], dict[str, object], tuple[dict[str, object], ...]]
 
 
-def _partition(rows: LoggedBandit, first: int, stop: int) -> tuple[LoggedBandit, tuple[RawFeatures, ...] | None]:
+def _partition(
+    rows: LoggedBandit, first: int, stop: int, json_out: Sequence[str] = (), found: set[str] | None = None
+) -> tuple[LoggedBandit, tuple[RawFeatures, ...] | None]:
     """Rows first..stop-1 without the raw decisions, and (our event log) each row's raw features as plain
-    dicts: a partition's file grows with the partition, not with the log."""
+    dicts, without the JSON namespaces ``json_out``: a partition's file grows with the partition, not with the
+    log. The JSON keys of the rows (before leaving any out) are added to ``found``."""
     part = rows.subset(np.arange(first, min(stop, rows.n_rounds)))
     if part.decisions is None:
         return part, None
     features = []
     for round_id in part.round_id:
         decision = part.decisions[int(round_id)].decision
-        candidates = tuple(dict(row) for row in decision.candidate_features)  # read-only rows do not pickle
-        features.append((dict(decision.user_features), dict(decision.context), candidates))
+        if found is not None:
+            found.update(row_keys(decision.context, "context"))
+            for row in decision.candidate_features:
+                found.update(row_keys(row, "action"))
+        # read-only rows do not pickle: plain dicts
+        candidates = tuple(dict(without_keys(row, json_out, "action")) for row in decision.candidate_features)
+        context = dict(without_keys(decision.context, json_out, "context"))
+        features.append((dict(decision.user_features), context, candidates))
     return dataclasses.replace(part, decisions=None), tuple(features)
+
+
+def _check_leave_out(leave_out: Sequence[str], names: Sequence[str], json_keys: set[str]) -> None:
+    """Raises BanditDataError naming the first key of ``leave_out`` this log does not have, and the choices."""
+    choices = (*NAMESPACE_KEYS, *names, *sorted(json_keys))
+    unknown = [key for key in leave_out if key not in choices]
+    if unknown:
+        listed = ", ".join(choices)
+        raise BanditDataError(f"cannot leave out {unknown[0]!r}: the log has no such key; choose from {listed}")
+
+
+def _without_columns(rows: LoggedBandit, keys: Sequence[str], masks: Mapping[str, np.ndarray]) -> LoggedBandit:
+    """``rows`` with the context and item-feature columns of the JSON keys ``keys`` set to 0 (no feature)."""
+    if not keys:
+        return rows
+    context = rows.context.copy()
+    items = None if rows.action_context is None else rows.action_context.copy()
+    for key in keys:
+        if key.startswith("context."):
+            context[:, masks[key]] = 0.0
+        elif items is not None:
+            items[:, masks[key]] = 0.0
+    return dataclasses.replace(rows, context=context, action_context=items)
 
 
 NAMESPACE_KEYS_TO_VW = {"user": "User", "context": "Context", "item": "Item"}

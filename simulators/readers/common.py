@@ -76,8 +76,8 @@ def build_bandit(
     """Rows (one per decision and slot) over a global item table built from ``item_features``."""
     keys = sorted(item_features)
     item_index = {key: i for i, key in enumerate(keys)}
-    action_context, _ = vectorize(item_features[key] for key in keys)
-    context_matrix, _ = vectorize(d.context for d in decisions)
+    action_context, action_names = vectorize(item_features[key] for key in keys)
+    context_matrix, context_names = vectorize(d.context for d in decisions)
     k = max(len(d.item_keys) for d in decisions)
     rows = [(di, si) for di, d in enumerate(decisions) for si in range(len(d.slots))]
     n = len(rows)
@@ -127,4 +127,6 @@ def build_bandit(
         event_id=event_id,
         decisions=tuple(events) if events is not None else None,
         source=source,
+        context_names=context_names if context_matrix.shape[1] else None,
+        action_context_names=action_names if action_context.shape[1] else None,
     )
