@@ -23,7 +23,7 @@ from recommender.events.redis_bus import RedisEventBus
 from recommender.events.redis_bus_layout import ShardLayoutError
 from recommender.events.redis_bus_shards import shard_of, shard_tags
 from recommender.records import Decision, Reward
-from recommender.service.breaker import CircuitBreaker
+from recommender.service.breaker import FAILURES_TO_OPEN, CircuitBreaker
 from recommender.service.publisher import DecisionPublisher
 from recommender.settings.events import JoinConfig
 from tests.redis_harness import free_port
@@ -121,7 +121,8 @@ def test_a_reward_for_a_decision_the_worker_still_holds_is_stored_on_the_decisio
     # each of the six.
     bus = open_bus(redis_cluster[0].url, 6, cluster=True)
     breaker = CircuitBreaker("bus", retry_seconds=60.0)
-    breaker.failure("Redis away")  # open: decisions are held by the worker
+    for _ in range(FAILURES_TO_OPEN):
+        breaker.failure("Redis away")  # open: decisions are held by the worker
     publisher = DecisionPublisher(bus, breaker, buffer_size=100)
     ids: dict[int, str] = {}
     while len(ids) < 6:

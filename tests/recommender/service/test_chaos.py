@@ -38,7 +38,10 @@ def test_no_5xx_no_lost_reward_no_duplicate_under_every_fault_with_aof(tmp_path)
         assert f.recover_seconds is not None and f.recover_seconds < 30, show(result)
     for name in ("redis-sigstop", "redis-kill"):  # the fault bit: decisions degraded meanwhile, rewards refused
         assert figures[name].degraded > 0 and figures[name].retried_503 > 0, show(result)
-        assert set(figures[name].reasons) <= {"feature_store_unavailable", "feature_read_failed"}, show(result)
+        # A stopped Redis answers nothing: until the breaker opens (three failures in a row per worker, each
+        # waiting out its budget) requests queue behind those calls, and some are shed, answered degraded.
+        allowed = {"feature_store_unavailable", "feature_read_failed", *(["shed"] if name == "redis-sigstop" else [])}
+        assert set(figures[name].reasons) <= allowed, show(result)
     assert figures["joiner-kill"].note.startswith("new joiner started"), show(result)
     assert figures["worker-kill"].note.startswith("new worker serving"), show(result)
     assert figures["trainer-kill"].note.startswith("new model version"), show(result)
