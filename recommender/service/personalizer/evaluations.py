@@ -191,13 +191,29 @@ def create_feature_importance(version: str | None, feature_importance_id: str) -
     return Response(status=200)
 
 
+# Feature-importance keys naming a JSON namespace of the context or of the actions (``recommender optimize``,
+# docs/offline-evaluation.md): Personalizer names such a feature by its namespace alone.
+JSON_KEY_SOURCES = ("context", "action")
+
+
+def personalizer_feature_name(key: str) -> tuple[str, str]:
+    """(namespace, featureName) of a feature-importance key: ``user.x`` -> (user, x), a declared group
+    alone ``item`` -> (item, ""), a JSON namespace ``context.device`` -> (device, ""), a group inside one
+    ``context.user.geo`` -> (user, geo)."""
+    source, _, rest = key.partition(".")
+    if source in JSON_KEY_SOURCES and rest:
+        namespace, _, group = rest.partition(".")
+        return namespace, group
+    return source, rest
+
+
 def importance_body(job: jobs.Job) -> dict[str, Any]:
     """Personalizer's FeatureImportance of a job (module docstring)."""
     body = _header(job, {})
     if job.status == "Succeeded" and job.result is not None:
         scores = []
         for entry in job.result.get("feature_importance") or ():
-            namespace, _, feature = str(entry["left_out"]).partition(".")
+            namespace, feature = personalizer_feature_name(str(entry["left_out"]))
             scores.append({"namespace": namespace, "featureName": feature, "score": entry["drop"]["value"]})
         body["featureScores"] = scores
     return body

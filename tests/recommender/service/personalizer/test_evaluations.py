@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
+from recommender.service.personalizer.evaluations import personalizer_feature_name
 from tests.recommender.served_app import wait_for
 from tests.simulators.log_files import write_policy_log
 
@@ -72,3 +73,11 @@ def test_bad_evaluations_are_refused_naming_what_is_wrong(served, admin) -> None
     admin.create_evaluation("empty", {"name": "x", "startTime": START, "endTime": END})
     failed = _finished(lambda: admin.get_evaluation("empty", start_time=START, end_time=END))
     assert failed["status"] == "Failed" and failed["description"]
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    ("user.preferred_categories", ("user", "preferred_categories")), ("item", ("item", "")),
+    ("context.device", ("device", "")), ("action.product", ("product", "")), ("context.user.geo", ("user", "geo")),
+])  # fmt: skip
+def test_feature_importance_keys_are_named_as_personalizer_names_them(key: str, expected: tuple[str, str]) -> None:
+    assert personalizer_feature_name(key) == expected
