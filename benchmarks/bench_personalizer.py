@@ -7,8 +7,10 @@ answers both:
   (a list of JSON objects: strings, numbers, a nested object of booleans), and context features (two
   objects, one nested), as a storefront written for Personalizer sends them; the action ids are not in
   the feature store (the read still happens, and returns the declared defaults). An action carries the
-  same features whenever it appears (its catalog attributes); ``rank, new features`` sends new ones every
-  time, the worst case for the policy's item cache;
+  same features whenever it appears (its catalog attributes); ``rank, new features`` sends new ones with
+  every request (no request repeats another's), the worst case for the policy's item cache. The 5,000
+  distinct actions need ``policy.item_cache_size`` above 5,000 to stay cached (``ITEM_CACHE_SIZE``; the
+  default 4096 would rebuild about a fifth of them on every request), as a deployment sizes it to its catalog;
 - ``score``: ``POST /v1/score`` with 50 candidates of the sample catalog, whose features come from the store.
 
 For each, alternating so that the machine's drift hits both alike (3 rounds): closed loop (``wrk``, 1 thread x 4
@@ -21,6 +23,7 @@ then the median.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -37,6 +40,7 @@ from benchmarks.service_setup import ServiceOnRedis, process_roles
 from benchmarks.soak import ensure_wrk
 
 N_ACTIONS = 50
+ITEM_CACHE_SIZE = 8192  # holds the 5,000 distinct actions, as docs/migrating-from-personalizer.md advises
 CONNECTIONS = 4
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PACED_SHARE = 0.7
@@ -56,7 +60,9 @@ CATALOG = [_action(random.Random(number), number) for number in range(1, 5001)]
 def rank_bodies(count: int, seed: int, *, fresh: bool = False) -> list[bytes]:
     """Rank requests over 50 actions. ``fresh=False``: each action carries the same features whenever it
     appears (a storefront sending its catalog's attributes), so the policy's item cache can serve it;
-    ``fresh=True``: new features every time (the worst case, every action example built anew)."""
+    ``fresh=True``: new features every time (the worst case, every action example built anew): each price
+    ends in ``FRESH``, which the load generator replaces by a number of its own for every request, so no
+    request repeats another's features however often the bodies are sent."""
     rng = random.Random(seed)
     out = []
     for _ in range(count):
@@ -64,7 +70,8 @@ def rank_bodies(count: int, seed: int, *, fresh: bool = False) -> list[bytes]:
         actions = [_action(rng, n) if fresh else CATALOG[n - 1] for n in numbers]
         context = [{"timeOfDay": rng.choice(["Morning", "Afternoon", "Evening"]), "hour": rng.randint(0, 23)},
                    {"device": {"os": rng.choice(["ios", "android", "web"]), "mobile": rng.random() < 0.6}}]  # fmt: skip
-        out.append(json.dumps({"contextFeatures": context, "actions": actions}))  # the service makes the event id
+        body = json.dumps({"contextFeatures": context, "actions": actions})  # the service makes the event id
+        out.append(re.sub(r'("price": \d+\.\d+)', rf"\g<1>{FRESH}", body) if fresh else body)
     return [body.encode() for body in out]
 
 
@@ -77,14 +84,17 @@ def score_bodies(count: int, seed: int) -> list[bytes]:
             for _ in range(count)]  # fmt: skip
 
 
-# wrk's script: the bodies in turn, each connection pausing ``pause_ms`` before each request (0: closed loop).
+# wrk's script: the bodies in turn, each connection pausing ``pause_ms`` before each request (0: closed loop);
+# ``FRESH`` in a body becomes the digits of the request's number, counted from ``start`` (distinct per run).
+FRESH = "@N@"
 WRK_SCRIPT = """
 local bodies = {%(bodies)s}
-local counter = 0
+local counter = %(start)d
 function delay() return %(pause_ms)f end
 function request()
   counter = counter + 1
-  return wrk.format("POST", "%(path)s", {["Content-Type"] = "application/json"}, bodies[(counter %% #bodies) + 1])
+  local body = string.gsub(bodies[(counter %% #bodies) + 1], "%(fresh)s", tostring(counter))
+  return wrk.format("POST", "%(path)s", {["Content-Type"] = "application/json"}, body)
 end
 """
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -127,7 +137,8 @@ def run(quick: bool) -> str:
     seconds = 3.0 if quick else 10.0
     repeats = 1 if quick else 3
     workdir = Path(tempfile.mkdtemp(prefix="bench-personalizer-"))
-    service = ServiceOnRedis({"service": {"queue_budget_ms": 0}, "join": {"reward_wait_time": 1.0}},
+    service = ServiceOnRedis({"service": {"queue_budget_ms": 0}, "join": {"reward_wait_time": 1.0},
+                              "policy": {"item_cache_size": ITEM_CACHE_SIZE}},
                              workdir=workdir, keep_logs=False)  # fmt: skip
     rounds: list[dict[str, Any]] = []
     rank = "/personalizer/v1.0/rank"
@@ -138,11 +149,15 @@ def run(quick: bool) -> str:
         assert service.server is not None
         workers = process_roles(service.server.pid)["workers"]
 
+        starts = itertools.count(10**6, 10**8)  # each run's request numbers apart from every other run's
+
         def script(kind: str, pause_ms: float) -> Path:
             path, bodies = kinds[kind]
             out = workdir / f"{kind.replace(', ', '-').replace(' ', '-')}-{pause_ms:.0f}.lua"
             quoted = ",".join(json.dumps(body.decode()) for body in bodies)
-            out.write_text(WRK_SCRIPT % {"bodies": quoted, "pause_ms": pause_ms, "path": path})
+            start = next(starts)
+            out.write_text(WRK_SCRIPT % {"bodies": quoted, "pause_ms": pause_ms, "path": path, "start": start,
+                                         "fresh": FRESH})  # fmt: skip
             return out
 
         for kind in kinds:  # warm-up: item caches, connections
@@ -173,8 +188,9 @@ def _report(rounds: list[dict[str, Any]]) -> str:
         f"shared with the load generator (wrk, 1 thread x {CONNECTIONS} keep-alive connections): one service "
         f"(2 workers x 2 threads, Redis), {N_ACTIONS} actions per request. `rank`: Personalizer's Rank with "
         "schema-free features on every action and in the context (ids unknown to the store), each action with "
-        "the same features whenever it appears (5,000 distinct actions); `rank, new features`: new features "
-        "every time (no item-cache hit); `score`: /v1/score over catalog items with the store's features. "
+        "the same features whenever it appears (5,000 distinct actions; `policy.item_cache_size` "
+        f"{ITEM_CACHE_SIZE:,} to hold them); `rank, new features`: new features in every request (no request "
+        "repeats another's: no item-cache hit); `score`: /v1/score over catalog items with the store's features. "
         f"Worker CPU: the workers' CPU time per request at saturation. Medians over {len(rounds)} alternating "
         f"rounds; {errors} errors.",
         "",

@@ -12,8 +12,21 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 
-def _snapshot(row: Mapping[str, Any]) -> dict[str, Any]:
-    # Lists are copied so that a caller mutating its row in place cannot make a stale entry look valid.
+class OneOffRow(dict[str, Any]):
+    """A feature row its maker does not expect to pass again (an action whose features a request made up):
+    ``ItemCache.put`` does not keep its value, so one-off rows cannot evict the items that do come back. A
+    plain dict otherwise, read-only by contract like every row; not a ``MappingProxyType``, so the process's
+    per-row-object memos (example features, row encodings), which keep read-only rows only, skip it too."""
+
+    __slots__ = ()
+
+
+def _snapshot(row: Mapping[str, Any]) -> Mapping[str, Any]:
+    # A read-only row is its own snapshot (rows are read-only by contract; ``get`` trusts its identity anyway).
+    # Lists of other rows are copied so that a caller mutating its row in place cannot make a stale entry look
+    # valid.
+    if type(row) is types.MappingProxyType:
+        return row
     return {k: (list(v) if isinstance(v, list) else v) for k, v in row.items()}
 
 
@@ -26,13 +39,13 @@ class ItemCache(Generic[T]):
     as the feature store returns them, the same object for the same stored bytes) that is the very object
     the value was built from is trusted without comparing: rows are read-only by contract
     (``recommender.records.FeatureRow``). Rows holding numpy arrays never compare equal (always rebuilt):
-    pass lists. Not thread-safe; the Policy calls it under its lock.
+    pass lists. A ``OneOffRow`` is never kept. Not thread-safe; the Policy calls it under its lock.
     """
 
     def __init__(self, max_items: int) -> None:
         self.max_items = max_items
         # key -> (snapshot of the row, the row object itself if read-only else None, value)
-        self._entries: OrderedDict[Hashable, tuple[dict[str, Any], Mapping[str, Any] | None, T]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[Mapping[str, Any], Mapping[str, Any] | None, T]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -67,7 +80,8 @@ class ItemCache(Generic[T]):
         return [self.get(key, row) for key, row in zip(keys, rows, strict=True)]
 
     def put(self, key: Hashable, row: Mapping[str, Any], value: T) -> None:
-        if self.max_items <= 0:
+        """Keep ``value`` for ``key`` built from ``row`` (not a ``OneOffRow``: not kept)."""
+        if self.max_items <= 0 or type(row) is OneOffRow:
             return
         trusted = row if type(row) is types.MappingProxyType else None
         self._entries[key] = (_snapshot(row), trusted, value)

@@ -18,7 +18,7 @@ published, joined, learned from and logged by the same code (``recommender.servi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from recommender.records import Decision, new_event_id, utc_now
@@ -105,12 +105,12 @@ def decision_input(
     Reads the feature store once."""
     context = context_row(context_features)
     ids = [actions[i].id for i in order]
-    free = [ACTION_ROWS.checked(actions[i].id, actions[i].features, f"actions[{i}].features") for i in order]
+    ACTION_ROWS.reserve(2 * snapshot.config.policy.item_cache_size)  # a kept row for each cached example
+    checked = ACTION_ROWS.checked(actions, order)
     features, problem = rt.read_features(user_id, ids)
     if problem is DegradedReason.FEATURES_NOT_LOADED:
         problem = None  # the request carries its own features; the store's are extras (module docstring)
-    items: list[Mapping[str, Any]] = [ACTION_ROWS.row(checked, row) for checked, row in zip(free, features.items,
-                                                                                            strict=True)]  # fmt: skip
+    items = ACTION_ROWS.rows(checked, features.items)
     request_input = DecisionInput(
         event_id=event_id or new_event_id(),
         timestamp=utc_now(),
