@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from recommender.events.codec import dumps, row_of, row_text
 from recommender.records import Decision, JoinedEvent
 
 _TS = pa.timestamp("us", tz="UTC")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CODED_TEXT = pa.dictionary(pa.int32(), pa.string())  # a dictionary-encoded text cell
 
 EVENT_LOG_SCHEMA = pa.schema(
@@ -313,12 +314,42 @@ def event_from_row(row: Mapping[str, Any]) -> JoinedEvent:
 
 
 def table_to_events(table: pa.Table) -> Iterator[JoinedEvent]:
-    """Rebuild validated JoinedEvent records from a log table. Raises EventLogError naming the row."""
-    for i, row in enumerate(table.to_pylist()):
-        try:
-            yield event_from_row(row)
-        except (RecordError, ValueError, TypeError, KeyError) as exc:
-            raise EventLogError(f"event log row {i} (event_id={row.get('event_id')!r}) is invalid: {exc}") from exc
+    """Rebuild validated JoinedEvent records from a log table. Raises EventLogError naming the row.
+
+    Each batch's columns are converted to Python values a column at a time (``column_values``): row by row,
+    ``to_pylist`` spends ~75 us per event of 20 candidates on the two candidate columns alone.
+    """
+    first = 0
+    for batch in table.to_batches():
+        names = batch.schema.names
+        columns = [column_values(batch.column(name)) for name in names]
+        for i, values in enumerate(zip(*columns, strict=True)):
+            row = dict(zip(names, values, strict=True))
+            try:
+                yield event_from_row(row)
+            except (RecordError, ValueError, TypeError, KeyError) as exc:
+                raise EventLogError(
+                    f"event log row {first + i} (event_id={row.get('event_id')!r}) is invalid: {exc}"
+                ) from exc
+        first += batch.num_rows
+
+
+def column_values(array: pa.Array) -> list[Any]:
+    """``array.to_pylist()``, with list cells as tuples where the column is dictionary-encoded, computed faster
+    for the log's two slow kinds of column: dictionary-encoded candidate cells (each distinct text made a
+    Python string once per batch, then shared by every cell that holds it) and UTC timestamps."""
+    if array.null_count == 0 and _is_coded(array.type):
+        bounds = array.offsets.to_numpy().tolist()  # the slice's own offsets, into the unsliced child
+        coded = array.values.slice(bounds[0], bounds[-1] - bounds[0])
+        if coded.null_count == 0:
+            texts = coded.dictionary.to_pylist()
+            cells = list(map(texts.__getitem__, coded.indices.to_numpy().tolist()))
+            start = bounds[0]
+            return [tuple(cells[a - start : b - start]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    if array.null_count == 0 and array.type == _TS:
+        micros = array.cast(pa.int64()).to_numpy().tolist()
+        return [_EPOCH + timedelta(microseconds=m) for m in micros]
+    return array.to_pylist()
 
 
 def read_events(path: str | Path) -> list[JoinedEvent]:

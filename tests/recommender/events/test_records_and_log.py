@@ -13,7 +13,16 @@ import pytest
 
 from recommender.errors import EventLogError, RecordError
 from recommender.events.codec import row_text
-from recommender.events.log import EVENT_LOG_SCHEMA, events_to_table, read_events, read_table, write_events
+from recommender.events.log import (
+    EVENT_LOG_SCHEMA,
+    column_values,
+    event_from_row,
+    events_to_table,
+    read_events,
+    read_table,
+    table_to_events,
+    write_events,
+)
 from recommender.records import Decision, JoinedEvent, Reward
 
 T0 = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
@@ -171,3 +180,26 @@ def test_candidate_features_are_logged_per_cell_whether_rows_are_shared_or_not(t
     by_id = {e.decision.event_id: e for e in read_events(tmp_path)}
     assert all(by_id[e.decision.event_id].decision.candidate_features == e.decision.candidate_features for e in events)
     assert events_to_table([]).num_rows == 0
+
+
+def test_columns_read_a_column_at_a_time_equal_arrows_own_values_in_slices_and_batches(tmp_path):
+    # column_values is the fast path of every log read; Arrow's to_pylist is the reference, on whole columns,
+    # on slices (offsets into an unsliced child) and across record batches with different dictionaries.
+    events = [joined(i, hour=9 + i % 2) for i in range(40)] + [joined(99, slots=2)]
+    write_events(events[:20], tmp_path / "a")
+    write_events(events[20:], tmp_path / "b")
+    table = pa.concat_tables([read_table(tmp_path / "a"), read_table(tmp_path / "b")])
+    assert len(table.to_batches()) >= 2
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        for piece in (column, column.slice(3, 25), column.slice(40, 1)):
+            expected = piece.to_pylist()
+            if name in ("candidate_ids", "candidate_features"):
+                expected = [tuple(cell) for cell in expected]
+            got = column_values(piece)
+            assert got == expected, name
+            if name in ("timestamp", "joined_at"):
+                assert all(value.utcoffset() == timedelta(0) for value in got)
+    by_row = [event_from_row(row) for row in table.to_pylist()]
+    assert list(table_to_events(table)) == by_row
+    assert list(table_to_events(table.slice(7, 20))) == by_row[7:27]
