@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import yaml
@@ -54,10 +54,6 @@ def _job_id(job_id: str) -> str:
         raise ApiError(400, "BadRequest", "id: letters, digits, '.', '_' and '-', at most 128, starting with a "
                        "letter or digit", field="id")  # fmt: skip
     return job_id
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _setting(policy: PolicyConfig, base: PolicyConfig) -> str | None:
@@ -91,7 +87,7 @@ def create_evaluation(version: str | None, evaluation_id: str) -> Response:
     args = [*_range(req.startTime, req.endTime), *[a for s in settings for a in ("--setting", s)]]
     if req.enablePolicyOptimization:
         args += ["--search", OPTIMIZATION_SEARCH]
-    request = {"name": req.name, "startTime": _utc(req.startTime).isoformat(), "endTime": _utc(req.endTime).isoformat(),
+    request = {"name": req.name, "startTime": req.startTime.isoformat(), "endTime": req.endTime.isoformat(),
                "settings": settings, "sameAsConfigured": same_as_configured,
                "configuredArguments": arguments_from_policy(base)}  # fmt: skip
     jobs.start(rt, EVALUATIONS, evaluation_id, request, ["--log", str(rt.snapshot.config.join.event_log_dir), *args])
@@ -99,9 +95,10 @@ def create_evaluation(version: str | None, evaluation_id: str) -> Response:
 
 
 def _range(start: datetime, end: datetime) -> list[str]:
-    if _utc(end) <= _utc(start):
+    """``--since``/``--until`` of [start, end) (both in UTC, as the request schema gives them)."""
+    if end <= start:
         raise ApiError(400, "BadRequest", "endTime: must be after startTime", field="endTime")
-    return ["--since", _utc(start).isoformat(), "--until", _utc(end).isoformat()]
+    return ["--since", start.isoformat(), "--until", end.isoformat()]
 
 
 def _header(job: jobs.Job, extra: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +182,7 @@ def create_feature_importance(version: str | None, feature_importance_id: str) -
     rt = admin_runtime()
     _job_id(feature_importance_id)
     req = parse(PersonalizerFeatureImportanceRequest, "InvalidFeatureImportance")
-    request = {"name": req.name, "startTime": _utc(req.startTime).isoformat(), "endTime": _utc(req.endTime).isoformat()}
+    request = {"name": req.name, "startTime": req.startTime.isoformat(), "endTime": req.endTime.isoformat()}
     args = ["--log", str(rt.snapshot.config.join.event_log_dir), *_range(req.startTime, req.endTime), "--importance"]
     jobs.start(rt, IMPORTANCES, feature_importance_id, request, args)
     return Response(status=200)

@@ -10,10 +10,10 @@ checked by ``recommender.service.personalizer.features``, which names the JSON p
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictInt, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictInt, StringConstraints
 
 from recommender.service.schemas import Identifier, Number
 
@@ -197,12 +197,27 @@ class PersonalizerPolicyReference(_Request):
     arguments: str = Field(description="VW arguments, mapped like a learning-policy file")
 
 
+def _in_utc(value: datetime) -> datetime:
+    """The instant in UTC (a time without an offset is taken as UTC). Raises ValueError for an instant that
+    has no UTC year between 1 and 9999 (e.g. 9999-12-31T23:00:00-05:00)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time in UTC is outside the years 1 to 9999") from None
+
+
+# A date and time in ISO 8601, turned into UTC as it is parsed.
+UtcDatetime = Annotated[datetime, AfterValidator(_in_utc)]
+
+
 class PersonalizerEvaluationRequest(_Request):
     """``PUT .../evaluations/{id}``: replay these policies over the event log's decisions in [startTime, endTime)."""
 
     name: str = Field(min_length=1, max_length=256)
-    startTime: datetime
-    endTime: datetime
+    startTime: UtcDatetime
+    endTime: UtcDatetime
     policies: list[PersonalizerPolicyReference] | None = Field(default=None, max_length=20)
     enablePolicyOptimization: StrictBool | None = Field(default=False, description="add a learning-rate search")
 
@@ -211,5 +226,5 @@ class PersonalizerFeatureImportanceRequest(_Request):
     """``PUT .../featureImportances/{id}``: the configured setting's feature importance over [startTime, endTime)."""
 
     name: str = Field(min_length=1, max_length=256)
-    startTime: datetime
-    endTime: datetime
+    startTime: UtcDatetime
+    endTime: UtcDatetime
