@@ -143,6 +143,9 @@ def check_media_type() -> None:
     """Raise ApiError 415 unless the current request's body, if it has one, is ``application/json``
     (parameters allowed; a charset, if given, UTF-8) without a content coding (``Content-Encoding`` absent or
     ``identity``). Requests without a body (e.g. an activation) pass whatever their headers say."""
+    environ = request.environ
+    if environ.get("CONTENT_TYPE") == ACCEPTED_MEDIA_TYPE and environ.get("HTTP_CONTENT_ENCODING") is None:
+        return  # the usual request, which every check below passes: decided without parsing a header (~14 us)
     if request.method not in _BODY_METHODS:
         return
     if not request.content_length and "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
