@@ -27,7 +27,7 @@ from simulators.json_namespaces import ranked_by_default
 from simulators.optimize import FeatureImportance, MapFunction, OptimizeConfig
 from simulators.replay import ReplaySetting
 from simulators.replay_log import NAMESPACE_KEYS, ReplayLog
-from simulators.replay_tasks import RowEvaluator, TermsJob, load_terms, terms_task
+from simulators.replay_tasks import RowEvaluator, TermsJob, load_terms, prepare_caches, terms_task
 from simulators.reward_model import RewardPredictions
 
 _UNNORMALIZED = {"snipw": "ipw", "sndr": "dr"}
@@ -105,6 +105,7 @@ def rank_feature_importance(
             )
             variants.append((key, setting.vw_args(), reduced.paths))
     saved = shared.save(workdir)
+    prepare_caches(map_function, [(paths, args) for _, args, paths in variants])
     run = uuid.uuid4().hex
     jobs = [
         TermsJob(str(saved), name, tuple(args), tuple(map(str, paths)), str(Path(workdir) / f"terms-{run}-{i}.npz"))

@@ -49,7 +49,7 @@ from simulators.optimize_types import (
 )
 from simulators.replay import ReplaySetting, first_candidate, uniform
 from simulators.replay_log import ReplayLog
-from simulators.replay_tasks import RowEvaluator, SettingJob, setting_task
+from simulators.replay_tasks import RowEvaluator, SettingJob, prepare_caches, setting_task
 from simulators.reward_model import RewardPredictions
 
 __all__ = [
@@ -97,6 +97,7 @@ def run_sweep(
     shared.m = len(settings) + 2  # every policy compared with the logged one: the settings, baseline, uniform
     saved = shared.save(log.directory)
     try:
+        prepare_caches(map_function, [(log.paths, s.vw_args()) for _, s in settings])
         # Longest first (VW's work grows with the weight vectors a setting trains): a cluster's workers
         # take tasks in this order, so the slowest setting does not start last and leave a worker idle.
         order = sorted(range(len(settings)), key=lambda i: -settings[i][1].config.exploration.ensemble_size())

@@ -38,8 +38,10 @@ from recommender.errors import PolicyError
 from recommender.policy.vw import read_action_probs, run_driver
 from recommender.settings.loading import format_validation_error
 from recommender.settings.policy import NAMESPACES, PolicyConfig
+from simulators.batch_scheduling import batch_scheduling
 from simulators.data import ActionDist
 from simulators.errors import BanditDataError, TargetSpecError
+from simulators.replay_cache import cache_bits, ensure_caches
 from simulators.replay_log import ReplayLog
 from simulators.vw_targets import apply_overrides, parse_overrides
 
@@ -97,18 +99,30 @@ def replay_probs(data: str | Path | Sequence[str | Path], counts: np.ndarray, ar
     """Run VW with ``args`` over the converted log ``data`` (a file, or partition files in row order):
     (n, K) progressive-validation pmfs by candidate.
 
-    Several partitions are streamed, in order, into one VW process through a named pipe, so the learner
-    carries its state from one to the next exactly as over one file (and no concatenated copy is written).
-    A pure function of its arguments (the files are read by path), so it runs the same on any worker.
+    VW reads the partitions' binary caches (``simulators.replay_cache``: written once per partition and
+    ``-b`` bits, by the first replay that needs one if no one built it before), in order, in one process, so
+    the learner carries its state from one partition to the next exactly as over one file; the pmfs are
+    those of the text, to the last digit. Arguments that change how VW parses (``cache_bits`` None), and
+    partitions in a directory no cache can be written to, read the text instead (several partitions
+    streamed into one VW through a named pipe). VW runs ``SCHED_BATCH`` (``simulators.batch_scheduling``:
+    its two threads hand over in batches when they share a core; no effect on the output). A pure function
+    of its arguments (the files are read by path), so it runs the same on any worker.
     Raises TargetSpecError when VW refuses the setting, BanditDataError when a partition cannot be read.
     """
     paths = [Path(data)] if isinstance(data, str | Path) else [Path(p) for p in data]
     if not paths:
         raise BanditDataError("no partition files to replay")
-    with tempfile.TemporaryDirectory(prefix="replay-") as tmp:
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise BanditDataError(f"partition file {missing[0]} does not exist")
+    bits = cache_bits(args)
+    with tempfile.TemporaryDirectory(prefix="replay-") as tmp, batch_scheduling():
         predictions = Path(tmp) / "predictions.txt"
         try:
-            if len(paths) == 1:
+            caches = None if bits is None else ensure_caches(paths, bits)
+            if caches is not None:
+                run_driver(args, None, predictions, cache_files=caches)
+            elif len(paths) == 1:
                 run_driver(args, paths[0], predictions)
             else:
                 _run_over_partitions(args, paths, Path(tmp) / "partitions.fifo", predictions)
@@ -123,9 +137,6 @@ def _run_over_partitions(args: list[str], paths: list[Path], fifo: Path, predict
     The writer is a child process (it opens the pipe itself): VW runs in this thread holding the GIL, so a
     Python writer thread could not run while VW waits for data.
     """
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise BanditDataError(f"partition file {missing[0]} does not exist")
     os.mkfifo(fifo)
     writer = subprocess.Popen(["sh", "-c", 'exec cat "$@" > "$0"', str(fifo), *map(str, paths)])
     try:

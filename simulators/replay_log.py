@@ -25,7 +25,9 @@ to the next exactly as over one file, so the pmfs are the same whatever the part
 the conversion runs partition by partition as independent tasks (``convert_partition``: in parallel on a
 cluster, each worker reading its partition's rows from a file and writing its VW file, by path); a replay
 task carries paths only (never the log); every worker streams the files from disk (a shared filesystem for
-a cluster beyond this machine) with no concatenated copy; and no single file grows with the log.
+a cluster beyond this machine) with no concatenated copy; and no single file grows with the log. Replays
+read each partition through VW's binary cache, written once next to it (``simulators.replay_cache``);
+rewriting a partition removes its caches.
 
 Multi-slot logs: a ``ReplayLog`` holds the rows of one slot (``position``), each replayed over the
 candidates the log records for that slot (``LoggedBandit.candidate_mask``: our event log's lower slots offer
@@ -58,6 +60,7 @@ from recommender.policy.vw import cb_text
 from simulators.data import LoggedBandit
 from simulators.errors import BanditDataError
 from simulators.json_namespaces import column_keys, is_json_key, row_keys, without_keys
+from simulators.replay_cache import caches_of
 
 NAMESPACE_KEYS = ("user", "context", "item")
 
@@ -229,6 +232,8 @@ def convert_partition(job: ConversionJob) -> tuple[str, ...]:
     examples = _decision_examples(features, mask, builder) if features is not None else generic_examples(rows, builder)
     bar = tqdm(examples, total=rows.n_rounds, desc="converting the log", unit="row",
                disable=None if job.progress else True)  # fmt: skip
+    for stale in caches_of(job.out):  # the caches of a partition written before describe other rows
+        stale.unlink(missing_ok=True)
     with open(job.out, "w", encoding="utf-8") as handle:
         for i, (shared, candidates) in enumerate(bar):
             if len(candidates) != counts[i]:

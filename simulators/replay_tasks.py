@@ -11,9 +11,10 @@ next to the converted log (``RowEvaluator.save``). A task then carries paths and
 - ``terms_task`` replays a setting and writes its primary estimator's per-row terms to a file, returning
   the path (feature importance pairs the terms of two replays row by row).
 
-A worker reads the saved evaluator once (``load_evaluator`` caches it per process by path and mtime). The
-task functions are the same in process (the builtin ``map``) and on a cluster, and a replay is deterministic
-in (files, arguments), so the results are identical wherever the tasks run.
+``prepare_caches`` builds the VW caches the replays read (``simulators.replay_cache``), as tasks, before
+the settings fan out. A worker reads the saved evaluator once (``load_evaluator`` caches it per process by
+path and mtime). The task functions are the same in process (the builtin ``map``) and on a cluster, and a
+replay is deterministic in (files, arguments), so the results are identical wherever the tasks run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import math
 import os
 import pickle
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from simulators.estimators import Estimator, OPEInputs
 from simulators.evaluate import finalize, partition_stats, prepare_inputs, resolve_estimators
 from simulators.optimize_types import Difference, OptimizeConfig, PolicyResult
 from simulators.replay import ReplaySetting, as_action_dist, chunk_means, replay_probs, time_bins
+from simulators.replay_cache import CacheJob, cache_jobs, cache_task
 from simulators.replay_log import ReplayLog
 from simulators.results import EstimateResult, Interval, PolicyEvaluation
 from simulators.reward_model import RewardPredictions, fit_reward_model
@@ -197,6 +200,16 @@ def terms_task(job: TermsJob) -> tuple[str, float]:
     with open(job.out, "wb") as handle:
         np.savez(handle, **arrays)
     return job.out, float(primary.row_range(inputs))
+
+
+def prepare_caches(
+    map_function: Callable[[Callable[[CacheJob], str], Sequence[CacheJob]], Iterable[str]],
+    runs: Iterable[tuple[Sequence[str | Path], Sequence[str]]],
+) -> None:
+    """Build the VW caches the replays ``(partition files, VW arguments)`` will read, one ``cache_task`` per
+    partition and bits, before the replays fan out (each is built once, not by every worker that starts a
+    replay at the same time). Caches already in place cost a stat each."""
+    list(map_function(cache_task, cache_jobs(runs)))
 
 
 def load_terms(path: str | Path) -> Terms:

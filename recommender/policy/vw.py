@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pylibvw
 import vowpalwabbit
+from pyarrow import csv, float64, py_buffer
 from vowpalwabbit import pyvw
 
 from recommender.errors import PolicyError
@@ -441,8 +442,11 @@ def vw_version() -> str:
 # --- VW's own driver over a data file (replay of learning settings) ----------------------------------
 
 
-def run_driver(args: Sequence[str], data: str | Path, predictions: str | Path) -> None:
-    """Run VW's C++ driver over the text data file ``data`` with the arguments ``args`` (no ``-d``/``-p``).
+def run_driver(
+    args: Sequence[str], data: str | Path | None, predictions: str | Path, *, cache_files: Sequence[str | Path] = ()
+) -> None:
+    """Run VW's C++ driver over the text data file ``data`` with the arguments ``args`` (no ``-d``/``-p``), or,
+    with ``data`` None, over the binary ``cache_files`` in order (each written by a run with ``--cache_file``).
 
     Every (multi-line) example is predicted and its prediction written to ``predictions`` (``-p``) before
     VW learns from its label: progressive validation. VW's learn returns a prediction made before the
@@ -452,9 +456,12 @@ def run_driver(args: Sequence[str], data: str | Path, predictions: str | Path) -
     parsing, predicting and learning all happen in C++: no Python per example. Raises ``PolicyError`` when
     VW refuses the arguments or the file.
     """
-    arg_list = [str(a) for a in args] + ["-d", str(data), "-p", str(predictions)]
+    # pyvw runs the driver only when -d, --data or --passes is given: caches come with --passes 1 (no holdout).
+    caches = [a for c in cache_files for a in ("--cache_file", c)]
+    inputs = ["-d", data] if data is not None else [*caches, "--passes", 1]
+    arg_list = [str(a) for a in [*args, *inputs, "-p", predictions]]
     try:
-        workspace = pyvw.Workspace(arg_list=arg_list)  # runs the driver over -d before returning
+        workspace = pyvw.Workspace(arg_list=arg_list)  # runs the driver over the inputs before returning
     except Exception as exc:  # VW raises plain RuntimeError/ValueError subclasses
         raise PolicyError(f"VW refused {' '.join(arg_list)!r}: {exc}") from exc
     workspace.finish()
@@ -469,11 +476,15 @@ def read_action_probs(predictions: str | Path, counts: np.ndarray, *, normalise:
     Raises ``PolicyError`` when the file does not fit.
     """
     counts = np.asarray(counts, dtype=np.int64)
-    text = Path(predictions).read_text(encoding="ascii")
+    # One number a line for Arrow's CSV reader: it rounds as float() does, ~5x faster than a Python split.
+    text = Path(predictions).read_bytes().translate(bytes.maketrans(b":, \t\r", b"\n" * 5))
+    read = csv.ReadOptions(column_names=["v"], use_threads=False)
+    convert = csv.ConvertOptions(column_types={"v": float64()})
     try:
-        flat = np.array(text.replace(":", " ").replace(",", " ").split(), dtype=np.float64)
-    except ValueError as exc:
+        table = csv.read_csv(py_buffer(text), read_options=read, convert_options=convert) if text.strip() else None
+    except ValueError as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise PolicyError(f"{predictions}: not a cb_explore_adf prediction file: {exc}") from exc
+    flat = np.empty(0) if table is None else table.column("v").to_numpy()
     if flat.shape[0] != 2 * int(counts.sum()):
         raise PolicyError(f"{predictions}: {flat.shape[0] // 2} action probabilities for {int(counts.sum())} actions")
     actions = flat[0::2].astype(np.int64)
