@@ -48,7 +48,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from recommender.errors import EventLogError, RecordError
-from recommender.events.codec import dumps, row_of, row_text
+from recommender.events.codec import dumps, passing_row_text, row_of, row_text
 from recommender.records import Decision, JoinedEvent
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -126,7 +126,7 @@ def events_to_table(events: Sequence[JoinedEvent]) -> pa.Table:
         "event_id": [d.event_id for d in decisions],
         "timestamp": [d.timestamp for d in decisions],
         "user_id": [d.user_id for d in decisions],
-        "user_features": [row_text(d.user_features) for d in decisions],
+        "user_features": [passing_row_text(d.user_features) for d in decisions],
         "context": [dumps(dict(d.context)) for d in decisions],
         "candidate_ids": candidate_ids,
         "candidate_features": candidate_features,

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from features.encoding import ROW_ENCODINGS, DecodeCache, encode_row
 from recommender.errors import EventLogError, RecordError
 from recommender.events.codec import row_text
 from recommender.events.log import (
@@ -203,3 +204,16 @@ def test_columns_read_a_column_at_a_time_equal_arrows_own_values_in_slices_and_b
     by_row = [event_from_row(row) for row in table.to_pylist()]
     assert list(table_to_events(table)) == by_row
     assert list(table_to_events(table.slice(7, 20))) == by_row[7:27]
+
+
+def test_logging_a_decision_does_not_keep_its_user_row_alive(tmp_path):
+    # The user group is never cached: every read is a new read-only row, seen once. Recording each one's
+    # text by identity (as recurring rows are) kept up to 100,000 dead rows alive in a serving worker.
+    uncached = DecodeCache(0)
+    users = [uncached.decode(encode_row({"segment": f"s{i}", "age": 30 + i})) for i in range(5)]
+    events = [JoinedEvent(decision(event_id=f"u{i}", user_features=row), (1.0,), (False,), T0)
+              for i, row in enumerate(users)]  # fmt: skip
+    write_events(events, tmp_path)
+    assert not any(id(row) in ROW_ENCODINGS for row in users)
+    back = {e.decision.event_id: e.decision.user_features for e in read_events(tmp_path)}
+    assert back == {f"u{i}": {"segment": f"s{i}", "age": 30 + i} for i in range(5)}
