@@ -163,19 +163,20 @@ function request()
   counter = counter + 1
   if counter %% 2 == 1 or scored <= lag then
     scored = scored + 1
-    local body = string.format('{"event_id":"t%%d-%%d",%%s', thread_id, scored,
+    local body = string.format('{"event_id":"%(prefix)st%%d-%%d",%%s', thread_id, scored,
                                string.sub(bodies[(scored %% #bodies) + 1], 2))
     return wrk.format("POST", "/v1/score", {["Content-Type"] = "application/json"}, body)
   end
   local value = 0
   if math.random() < 0.1 then value = 1 end
-  local body = string.format('{"event_id":"t%%d-%%d","reward":%%d}', thread_id, scored - lag, value)
+  local body = string.format('{"event_id":"%(prefix)st%%d-%%d","reward":%%d}', thread_id, scored - lag, value)
   return wrk.format("POST", "/v1/reward", {["Content-Type"] = "application/json"}, body)
 end
 """
 WRK_THREADS = 2
 WRK_CONNECTIONS = 64
 REWARD_SECONDS = 1.0  # a reward follows its decision by about this much (its answer is in by then)
+WARM_UP_EXTRA_SECONDS = 5.0  # load before the measured period, past the first reward window's close
 
 
 def _service_config(work: Path, port: int) -> Path:
@@ -208,15 +209,16 @@ def _wrk_milliseconds(text: str) -> float:
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
-def _drive_with_wrk(wrk: str, port: int, rate: float, seconds: float, work: Path) -> dict[str, float]:
-    """``rate`` scores/s and as many rewards/s for ``seconds``; wrk's counts and latency percentiles."""
+def _drive_with_wrk(wrk: str, port: int, rate: float, seconds: float, work: Path, prefix: str = "") -> dict[str, float]:
+    """``rate`` scores/s and as many rewards/s for ``seconds``; wrk's counts and latency percentiles. Event ids
+    start with ``prefix`` (each run of wrk its own)."""
     script = work / "learn.lua"
     bodies = ",".join(json.dumps(body) for body in _score_bodies(500, seed=5))
     # A connection waits pause_ms after each answer: 20% less than the even share, for the time answering takes
     # (the model publications pause the one worker now and then, and a paced connection cannot catch up).
     pause_ms = 0.8 * WRK_CONNECTIONS * 1000.0 / (2 * rate)
     lag = int(REWARD_SECONDS * rate / WRK_THREADS)
-    script.write_text(WRK_SCRIPT % {"bodies": bodies, "pause_ms": pause_ms, "lag": lag})
+    script.write_text(WRK_SCRIPT % {"bodies": bodies, "pause_ms": pause_ms, "lag": lag, "prefix": prefix})
     result = subprocess.run(
         [wrk, "-t", str(WRK_THREADS), "-c", str(WRK_CONNECTIONS), "-d", f"{int(seconds)}s", "--latency",
          "-s", str(script), f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True,
@@ -283,8 +285,11 @@ def _service_lag(seconds: float, rate: float) -> dict[str, Any]:
 
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
+            # Warm-up: until the first reward windows have closed the trainer has nothing to learn, and the
+            # worker's one core serves alone; the measured period starts once learning runs beside serving.
+            _drive_with_wrk(wrk, port, rate, wait + WARM_UP_EXTRA_SECONDS, work, prefix="w")
             started = datetime.now(UTC).timestamp()
-            load = _drive_with_wrk(wrk, port, rate, seconds, work)
+            load = _drive_with_wrk(wrk, port, rate, seconds, work, prefix="m")
             interval = load_config(config_path).trainer.model_update_interval
             time.sleep(wait + 2 * interval + 2.0)  # the last windows close, are joined, learned and published
             stop.set()
@@ -297,7 +302,7 @@ def _service_lag(seconds: float, rate: float) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 service.kill()
             log_file.close()
-    during = [s for s in samples if s[0] <= started + seconds]
+    during = [s for s in samples if started <= s[0] <= started + seconds]
     lags = [s[1] for s in during] or [float("nan")]
     backlogs = [s[2] for s in during] or [0]
     failed = sum(count for labels, count in responses.items() if not re.search(r'status="2\d\d"', labels))
@@ -365,7 +370,9 @@ def run(quick: bool = False) -> str:
         f"In-process learning (`recommender serve` on the shipped configuration, as `make run`: one worker with "
         f"the in-process bus, joiner and trainer; reward window {lag['wait']:.0f} s, a model published every "
         f"{lag['interval']:.0f} s), driven by wrk ({WRK_THREADS} threads x {WRK_CONNECTIONS} connections, paced) "
-        f"for {seconds:.0f} s at 500 scores/s, each decision rewarded about {REWARD_SECONDS:.0f} s later "
+        f"for {seconds:.0f} s after a warm-up of {lag['wait'] + WARM_UP_EXTRA_SECONDS:.0f} s under the same load (so "
+        "that the trainer is learning throughout the measured period), at 500 scores/s, each decision rewarded "
+        f"about {REWARD_SECONDS:.0f} s later "
         f"(500 rewards/s): {load['requests']:,} requests answered at {load['rps']:.0f} req/s (offered {2 * 500}), "
         f"{lag['failed']} not answered 2xx, response time p50 / p99 {load['p50_ms']:.2f} / {load['p99_ms']:.2f} ms. "
         f"{lag['versions']} versions published; during the load, the lag from a decision's window closing to the "
@@ -375,7 +382,7 @@ def run(quick: bool = False) -> str:
         f"{lag['late_lag']:.1f} s). The learner alone (part 1, warm) learns {1e6 / ours:,.0f} events/s on one core.",
         "",
         f"Target: keeps up with 500 rewarded events/s: the service answered **{load['rps'] / 2:.0f} rewarded "
-        f"events/s** ({'met' if load['rps'] >= 0.95 * 1000 else 'NOT met'}); the learner "
+        f"events/s** ({'met' if load['rps'] / 2 >= 500 else 'NOT met'}); the learner "
         f"{'kept up' if keeps_up else 'fell behind'} (every decision answered was learned, and no version's lag "
         f"exceeded two publication intervals: max {lag['lag_max']:.1f} s against {2 * lag['interval']:.0f} s).",
     ]
