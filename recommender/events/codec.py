@@ -131,8 +131,8 @@ def row_text(row: Mapping[str, Any]) -> str:
 def passing_row_text(row: Mapping[str, Any]) -> str:
     """Compact JSON object of a row that passes once (a user's: the user group is never cached, so every read
     is a new object): its recorded text if it has one, else encoded afresh and *not* recorded. Recording
-    every decision's user row would keep up to ``features.encoding.ENCODINGS_SIZE`` dead rows alive for the garbage collector
-    to scan (measured: full collections growing past 100 ms in a serving worker)."""
+    every decision's user row would keep up to ``features.encoding.ENCODINGS_SIZE`` dead rows alive for the
+    garbage collector to scan (measured: full collections growing past 100 ms in a serving worker)."""
     cached = _by_row.get(id(row))
     if cached is not None and cached[0] is row:
         return cached[1]
