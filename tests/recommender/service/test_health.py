@@ -76,8 +76,8 @@ def test_redis_restarted_empty_degrades_decisions_and_says_why(serve, private_re
 
 def verdicts(port: int, n: int = 24, workers: int = 2) -> tuple[set[tuple], set[int]]:
     """(status, ready, healthy, reasons) of /readyz asked at least ``n`` times on fresh connections (until
-    ``workers`` pids have answered, for at most 20 s: a worker waiting out a Redis timeout leaves the other
-    to take every connection meanwhile); the pids that answered."""
+    ``workers`` pids have answered, for at most 20 s: a worker still building its app, or waiting out a Redis
+    timeout, leaves the other to take every connection meanwhile); the pids that answered."""
     answers, pids = set(), set()
     deadline = time.monotonic() + 20
     for i in itertools.count():

@@ -4,6 +4,7 @@ rank answered by one worker and its rewards sent to the other, and every reward 
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 from tests.recommender.served_app import (
@@ -26,15 +27,18 @@ EVENTS = 12
 
 def _one_connection_per_worker(url: str) -> dict[str, Client]:
     """A keep-alive connection to each of the two workers (a connection stays with the worker that took it),
-    told apart by the pid /readyz reports."""
+    told apart by the pid /readyz reports. Asked for up to 20 s: the service is ready once one worker answers,
+    and until the other has built its app the first takes every connection."""
     by_pid: dict[str, Client] = {}
     spare: list[Client] = []  # held open meanwhile: a worker busy with open connections leaves new ones to the other
+    deadline = time.monotonic() + 20
     try:
-        for _ in range(100):
+        while time.monotonic() < deadline:
             client = Client(url, headers=HEADERS)
             pid = str(client.get("/readyz").json()["checks"]["pid"])
             if pid in by_pid:
                 spare.append(client)
+                time.sleep(0.05)  # the other worker may still be starting: a few hundred spares at most
             else:
                 by_pid[pid] = client
             if len(by_pid) == 2:
@@ -42,7 +46,7 @@ def _one_connection_per_worker(url: str) -> dict[str, Client]:
     finally:
         for client in spare:
             client.close()
-    raise AssertionError(f"100 connections all reached the same worker(s): {sorted(by_pid)}")
+    raise AssertionError(f"for 20 s every connection reached the same worker(s): {sorted(by_pid)}")
 
 
 def test_a_slot_reward_reaching_the_other_worker_finds_its_decision(catalog_redis, tmp_path: Path) -> None:
