@@ -68,7 +68,7 @@ from operator import itemgetter
 from typing import Any
 
 import redis
-from redis.exceptions import AskError, ClusterDownError, RedisClusterException
+from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException
 
 from features.redis_store import redact_url
 from recommender.events import redis_scripts
@@ -196,6 +196,17 @@ class RedisEventBus(RedisJoinerSide, EventBus):
         except redis.RedisError as exc:
             raise BusError(f"Redis at {self._url} refused {action}: {exc}") from exc
 
+    def _call_on(self, action: str, tag: str, use: Callable[[NodeClients], Any]) -> Any:
+        """``use(clients)`` through ``_call`` on the node holding ``tag``. A MOVED reply (the cluster moved the
+        slot, e.g. while resharding) means the command did not run: the slot map is read again and ``use``
+        runs once more on the node that holds the slot now, so the caller sees no error."""
+        try:
+            return self._call(action, use, self._node(tag))
+        except BusUnavailable as exc:
+            if not isinstance(exc.__cause__, MovedError):
+                raise
+        return self._call(action, use, self._node(tag))  # _call forgot the old slot map
+
     def _retired(self, action: str) -> ShardLayoutError:
         return ShardLayoutError(f"the event bus's shard count changed twice while {action}; retry")
 
@@ -234,30 +245,12 @@ class RedisEventBus(RedisJoinerSide, EventBus):
         # Usually every row is stored already: one C-level check instead of one per row.
         new_texts = {} if stored.issuperset(digests) else {d: text for _, text, d in rows if d not in stored}
         event_id = decision.event_id
-        created = int(
-            self._call(
-                "storing a decision",
-                self._node(tag).direct.run_script,
-                self._put,
-                keys=[
-                    f"{tag}:d:{event_id}",
-                    layout.streams[shard],
-                    f"{tag}:x:{event_id}",
-                    layout.retired_key(shard),
-                    *(f"{tag}:row:{digest}" for digest in new_texts),
-                ],  # fmt: skip
-                args=[
-                    encode_decision(decision, digests),
-                    decision.num_slots,
-                    repr(due),
-                    self._ttl_ms,
-                    event_id,
-                    "1" if decision.deferred else "0",
-                    self._row_ttl_ms,
-                    *new_texts.values(),
-                ],
-            )
-        )
+        keys = [f"{tag}:d:{event_id}", layout.streams[shard], f"{tag}:x:{event_id}", layout.retired_key(shard),
+                *(f"{tag}:row:{digest}" for digest in new_texts)]  # fmt: skip
+        args = [encode_decision(decision, digests), decision.num_slots, repr(due), self._ttl_ms, event_id,
+                "1" if decision.deferred else "0", self._row_ttl_ms, *new_texts.values()]  # fmt: skip
+        created = int(self._call_on("storing a decision", tag,
+                                    lambda node: node.direct.run_script(self._put, keys=keys, args=args)))
         if created == 1:
             stored.update(new_texts)
         return created
@@ -297,15 +290,12 @@ class RedisEventBus(RedisJoinerSide, EventBus):
         event_id = reward.event_id
 
         def run(layout: Layout, shard: int, tag: str) -> int:
-            return int(self._call(
-                "storing a reward",
-                self._node(tag).direct.run_script,
-                self._reward,
-                keys=[f"{tag}:d:{event_id}", f"{tag}:r:{event_id}", f"{tag}:i:{event_id}", f"{tag}:x:{event_id}",
-                      layout.retired_key(shard)],  # fmt: skip
-                args=[entry, reward.slot, repr(received), reward.reward_id or "", self._rule[0],
-                      repr(float(reward.value)), self._rule[1]],  # fmt: skip
-            ))  # fmt: skip
+            keys = [f"{tag}:d:{event_id}", f"{tag}:r:{event_id}", f"{tag}:i:{event_id}", f"{tag}:x:{event_id}",
+                    layout.retired_key(shard)]  # fmt: skip
+            args = [entry, reward.slot, repr(received), reward.reward_id or "", self._rule[0],
+                    repr(float(reward.value)), self._rule[1]]  # fmt: skip
+            return int(self._call_on("storing a reward", tag,
+                                     lambda node: node.direct.run_script(self._reward, keys=keys, args=args)))
 
         return _REWARD_OUTCOMES[self._on_shard("storing a reward", event_id, run)]
 
@@ -314,16 +304,18 @@ class RedisEventBus(RedisJoinerSide, EventBus):
 
         def run(layout: Layout, shard: int, tag: str) -> int:
             keys = [f"{tag}:d:{event_id}", layout.retired_key(shard)]
-            return int(self._call("activating", self._node(tag).direct.run_script, self._activate, keys=keys,
-                                  args=[repr(now)]))  # fmt: skip
+            return int(self._call_on("activating", tag, lambda node: node.direct.run_script(
+                self._activate, keys=keys, args=[repr(now)])))  # fmt: skip
 
         return self._on_shard("activating", event_id, run) == 1
 
     def pending_slot_names(self, event_id: str) -> tuple[str, ...] | None:
         def run(layout: Layout, shard: int, tag: str) -> bytes | int | None:
-            pipe = self._node(tag).client.pipeline(transaction=False)
-            pipe.hget(f"{tag}:d:{event_id}", "d").exists(layout.retired_key(shard))
-            payload, retired = self._call("reading a decision", pipe.execute)
+            def read(node: NodeClients) -> list[Any]:
+                pipe = node.client.pipeline(transaction=False)
+                return pipe.hget(f"{tag}:d:{event_id}", "d").exists(layout.retired_key(shard)).execute()
+
+            payload, retired = self._call_on("reading a decision", tag, read)
             return RETIRED if retired else payload
 
         payload = self._on_shard("reading a decision", event_id, run)

@@ -216,3 +216,49 @@ def test_an_unreachable_cluster_bus_raises_bus_unavailable_with_the_password_red
     finally:
         bus.close_connections()
 
+
+
+def test_a_shard_moved_to_another_node_is_followed_within_the_call(redis_cluster, open_bus, unique_prefix, tmp_path):
+    # Resharding moves a slot while workers hold the old slot map: the old node answers MOVED, and the bus reads
+    # the map again and runs the command there, so the decision, its reward and the join see no error.
+    bus = open_bus(redis_cluster[0].url, 6, cluster=True)
+    # The bus takes its shard count at its first decision (on shard 1), and every shard's node is looked up
+    # (and remembered) while the slots are where the cluster put them.
+    bus.put_decision(decision(next(f"first-{i}" for i in range(1000) if shard_of(f"first-{i}", 6) == 1)))
+    bus.ping()
+    tag = shard_tags(unique_prefix, 6)[0]
+    slot = redis.crc.key_slot(tag.encode())
+    cluster = RedisCluster.from_url(redis_cluster[0].url)
+    try:
+        port = cluster.get_node_from_key(tag).port
+    finally:
+        cluster.close()
+    nodes = [redis.Redis.from_url(server.url) for server in redis_cluster]
+    try:
+        owner = next(i for i, server in enumerate(redis_cluster) if server.port == port)
+        target = (owner + 1) % len(nodes)
+        assert nodes[owner].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0  # nothing to migrate
+        move_slot(nodes, slot, owner, target)
+        event_id = next(f"moved-{i}" for i in range(1000) if shard_of(f"moved-{i}", 6) == 0)
+        bus.put_decision(decision(event_id))  # the remembered node answers MOVED: followed, not an error
+        assert nodes[target].exists(f"{tag}:d:{event_id}")  # on the node that holds the slot now
+        assert bus.add_reward(Reward(event_id, 1.0, datetime.now(UTC))) is RewardOutcome.ACCEPTED
+        time.sleep(WAIT + 0.05)
+        Joiner(bus, tmp_path, lambda: SETTINGS, consumer="a").run_once(flush=True)
+        assert {event.decision.event_id: event.rewards for event in read_events(tmp_path)}[event_id] == (1.0,)
+    finally:  # the cluster as it was, for the other tests: the slot emptied and given back
+        for key in nodes[target].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000):
+            nodes[target].delete(key)
+        move_slot(nodes, slot, target, owner)
+        for node in nodes:
+            node.close()
+
+
+def move_slot(nodes: list[redis.Redis], slot: int, source: int, target: int) -> None:
+    """Give the empty ``slot`` of node ``source`` to node ``target``, as resharding does (the target importing,
+    the source migrating, then every node told; the target's claim wins with a new config epoch)."""
+    source_id, target_id = (nodes[i].execute_command("CLUSTER", "MYID") for i in (source, target))
+    nodes[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    nodes[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    for i in (target, source, *(i for i in range(len(nodes)) if i not in (source, target))):
+        nodes[i].execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
