@@ -16,6 +16,7 @@ from pathlib import Path
 
 from recommender.cli.errors import CliError
 from recommender.logs import configure_logging
+from recommender.service.gunicorn.supervisor import exit_with_supervisor
 from recommender.settings.app import AppConfig
 from recommender.settings.follow import ConfigFollower
 
@@ -122,7 +123,7 @@ def run_continuous(config: AppConfig, config_path: Path, *, models: Path | None 
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: (stop.set(), trainer.stop(publish=False)))
         trainer.start()
-        stop.wait()
+        exit_with_supervisor(stop)  # stop.wait(), or until the `recommender serve` that started this one is gone
         trainer.stop(publish=True)
         return 0
     finally:

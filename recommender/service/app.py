@@ -56,6 +56,7 @@ def create_app(
     policy_loader: PolicyLoader | None = None,
     start_background: bool = True,
     run_joiner: bool = True,
+    run_trainer: bool = True,
 ) -> Flask:
     """One worker's app.
 
@@ -64,7 +65,9 @@ def create_app(
     (default ``load_serving_policy``) builds it. ``start_background``: start the publisher, joiner, config
     watcher and model follower threads now; the runtime is ``app.extensions["recommender"]`` (call its
     ``stop()`` on shutdown). ``run_joiner=False``: joining is done elsewhere (a separate ``recommender join``
-    process), so this worker's GIL serves requests only.
+    process), so this worker's GIL serves requests only. ``run_trainer=False``: on the embedded default (where
+    this process would learn, ``join.learn_in_process``) the trainer runs elsewhere (``recommender serve``
+    starts ``recommender train`` beside the worker); elsewhere there is no in-process trainer anyway.
     """
     loader = policy_loader or load_serving_policy
     if policy is _Default.LOAD:
@@ -79,6 +82,7 @@ def create_app(
         policy_loader=loader,
     )
     runtime.runs_joiner = run_joiner
+    runtime.runs_trainer = run_trainer
     if config_path is not None:
         interval = config.service.config_reload_seconds
         runtime.watcher = ConfigWatcher(config_path, runtime, interval)

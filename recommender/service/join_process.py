@@ -18,6 +18,7 @@ from pathlib import Path
 from recommender.events.factory import bus_backend, open_bus
 from recommender.events.joiner import Joiner
 from recommender.logs import configure_logging
+from recommender.service.gunicorn.supervisor import exit_with_supervisor
 from recommender.service.metrics import ServiceMetrics
 from recommender.settings.app import AppConfig
 from recommender.settings.events import JoinConfig
@@ -54,6 +55,6 @@ def run_joiner(config: AppConfig, config_path: str | Path) -> int:
         signal.signal(signum, lambda *_: stop.set())
     joiner.start()
     log.info("joiner %s writing to %s", joiner.consumer, config.join.event_log_dir)
-    stop.wait()
+    exit_with_supervisor(stop)  # stop.wait(), or until the `recommender serve` that started this one is gone
     joiner.stop()
     return 0

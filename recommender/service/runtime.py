@@ -11,9 +11,10 @@ degraded; for ``service.redis_retry_seconds`` after that, requests skip Redis al
 
 Learning modes (``trainer.mode``, docs/learning.md): ``online`` and ``logging_only`` decide with the policy
 (``logging_only`` keeps it frozen: nothing learns); ``apprentice`` serves the baseline and measures the
-model's agreement with it. On the embedded default (in-process bus, ``join.learn_in_process``) this process
-also runs the trainer (a thread following the event log and publishing model versions, which the model
-follower then swaps in); with Redis the trainer is its own process (``recommender train``).
+model's agreement with it. On the embedded default (in-process bus, ``join.learn_in_process``) the app runs
+the trainer too (a thread following the event log and publishing model versions, which the model follower
+then swaps in), unless it is told that a process beside it does (``recommender serve`` starts ``recommender
+train``: ``runs_trainer``); with Redis the trainer is its own process (``recommender train``).
 """
 
 from __future__ import annotations
@@ -142,6 +143,9 @@ class Runtime:
         self.trainer_error: str | None = None
         # False when a separate joiner process does the joining (``recommender serve`` on Redis).
         self.runs_joiner = True
+        # False when a separate trainer process learns what this one's joiner writes (``recommender serve`` on
+        # the embedded default).
+        self.runs_trainer = True
         # Set by the app factory when there is a config file to follow (and, for the follower, a model).
         # Started and stopped here, built by the app factory (they import this module).
         self.watcher: PeriodicCheck | None = None
@@ -182,8 +186,9 @@ class Runtime:
 
     @property
     def learns_in_process(self) -> bool:
-        """True when this process runs the trainer: in-process bus and ``join.learn_in_process``."""
-        return self.bus.in_process and self._snapshot.config.join.learn_in_process
+        """True when this process runs the trainer: in-process bus, ``join.learn_in_process`` and no trainer
+        process beside it (``runs_trainer``)."""
+        return self.runs_trainer and self.bus.in_process and self._snapshot.config.join.learn_in_process
 
     def _start_trainer(self) -> None:
         # The trainer has its own VW workspace and follows the event log this process's joiner writes; every

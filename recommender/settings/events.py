@@ -42,8 +42,9 @@ class JoinConfig(_Strict):
     # still join it when it comes back; also the idle time after which another joiner takes over the
     # decisions a dead joiner had claimed.
     recovery_seconds: float = Field(default=300.0, ge=5, le=7 * 86_400)
-    # Embedded default only (in-process bus): this process also runs the trainer (a thread following the
-    # event log and publishing versions the model follower swaps in). With Redis the trainer is its own
+    # Embedded default only (in-process bus): the service learns what it joins; `recommender serve` runs the
+    # trainer as a process beside its one worker, an app built with `create_app` alone as a thread (both follow
+    # the event log and publish versions the model follower swaps in). With Redis the trainer is its own
     # process (`recommender train`), so every worker serves the same published model.
     learn_in_process: bool = True
 

@@ -164,12 +164,13 @@ CANDIDATES_20 = [f"item-{i:04d}" for i in range(1, 21)]
 
 
 def start_serve(config_path: Path, cwd: Path) -> subprocess.Popen:
-    """``recommender serve`` on ``config_path`` in a process of its own (stdout and stderr piped)."""
+    """``recommender serve`` on ``config_path`` in a process (and process group) of its own (stdout and stderr
+    piped)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return subprocess.Popen(
         [sys.executable, "-m", "recommender.cli.main", "--config", str(config_path), "serve"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True,
     )  # fmt: skip
 
 

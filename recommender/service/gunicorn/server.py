@@ -7,10 +7,13 @@ connections): ``service.workers`` processes x ``service.threads`` threads.
 
 While the feature store or the event bus is in-process (the embedded default), the state cannot be
 shared between processes, so one worker is started whatever ``service.workers`` says, and it also runs
-the joiner (a thread). With the bus on Redis the joiner runs as one separate process (``recommender
-join``, ``recommender.service.join_process``, started and restarted by the master): joining a batch holds
-the GIL for a while, which must not land on the serving threads' tail latency. More joiners (other hosts)
-may run ``recommender join`` too.
+the joiner (a thread); the trainer runs as one separate process (``recommender train``, started and
+restarted by the master, ``recommender.service.gunicorn.supervisor``): each example it learns holds the GIL,
+and in the worker learning took a fifth of the core the requests have (docs/learning.md). With the bus on
+Redis the joiner runs as one separate process (``recommender join``, ``recommender.service.join_process``),
+for the same reason: joining a batch holds the GIL for a while, which must not land on the serving
+threads' tail latency. More joiners (other hosts) may run ``recommender join`` too, and the trainer is
+``recommender train`` wherever it is run.
 
 With several workers, Prometheus metrics go through ``PROMETHEUS_MULTIPROC_DIR`` (a temporary directory
 unless set), which must be in the environment before ``prometheus_client`` is imported (it picks its
@@ -24,12 +27,7 @@ import gc
 import logging
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 from wsgiref.types import WSGIApplication
@@ -40,6 +38,7 @@ from gunicorn.workers.base import Worker
 
 from recommender.events.factory import bus_backend
 from recommender.logs import configure_logging
+from recommender.service.gunicorn.supervisor import ProcessSupervisor
 from recommender.service.gunicorn.worker import InlineWorker
 from recommender.settings.app import AppConfig
 
@@ -51,6 +50,14 @@ def effective_workers(config: AppConfig) -> int:
     if config.features.backend == "memory" or bus_backend(config) == "memory":
         return 1
     return config.service.workers
+
+
+def separate_processes(config: AppConfig) -> tuple[bool, bool]:
+    """(joiner, trainer): whether each runs as a process of its own beside the workers. The joiner does with
+    the bus on Redis; the trainer does on the embedded default (in-process bus, ``join.learn_in_process``),
+    where with Redis ``recommender train`` runs on its own anyway."""
+    in_process_bus = bus_backend(config) == "memory"
+    return not in_process_bus, in_process_bus and config.join.learn_in_process
 
 
 def gunicorn_options(config: AppConfig, *, log_level: str = "info", access_log: bool = False) -> dict[str, Any]:
@@ -75,40 +82,6 @@ def gunicorn_options(config: AppConfig, *, log_level: str = "info", access_log: 
     }
 
 
-class JoinerSupervisor:
-    """Keeps one ``recommender join`` process running beside gunicorn (restarting it if it dies)."""
-
-    def __init__(self, config_path: Path) -> None:
-        self.command = [sys.executable, "-m", "recommender.cli.main", "--config", str(config_path), "join"]
-        self.process: subprocess.Popen | None = None
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.command)
-        self._thread = threading.Thread(target=self._watch, name="joiner-supervisor", daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._stopping.wait(1.0):
-            if self.process is not None and self.process.poll() is not None:
-                # No exit status: gunicorn's master reaps every child (waitpid(-1)), the joiner too, so
-                # Popen sees only that it is gone (returncode 0 whatever happened); the joiner logs its errors.
-                log.error("the joiner process %d exited; restarting it", self.process.pid)
-                _forget_metrics_of(self.process.pid)
-                time.sleep(1.0)
-                self.process = subprocess.Popen(self.command)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
 def _worker_exit(server: Arbiter, worker: Worker) -> None:
     # In the worker: stop the joiner and write buffered decisions out before the process goes.
     app = getattr(worker, "served_app", None)  # set by InlineWorker.load_wsgi; absent if the app failed to load
@@ -129,7 +102,7 @@ def _child_exit(server: Arbiter, worker: Worker) -> None:
 
 
 def _forget_metrics_of(pid: int) -> None:
-    """A worker or joiner process ended: its per-process gauges (and process metrics) leave /metrics."""
+    """A worker, joiner or trainer process ended: its per-process gauges (and process metrics) leave /metrics."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Imported here, in the master, only now that serve() has set PROMETHEUS_MULTIPROC_DIR: imported
         # earlier, prometheus_client would keep single-process values in every worker forked afterwards.
@@ -158,8 +131,9 @@ class ServiceApplication(BaseApplication):
         # docstring), and each worker builds its own app.
         from recommender.service import create_app
 
-        separate_joiner = bus_backend(self.app_config) == "redis"
-        app = create_app(self.app_config, config_path=self.config_path, run_joiner=not separate_joiner)
+        separate_joiner, separate_trainer = separate_processes(self.app_config)
+        app = create_app(self.app_config, config_path=self.config_path, run_joiner=not separate_joiner,
+                         run_trainer=not separate_trainer)  # fmt: skip
         # What the worker built to serve (modules, the model, schemas: ~120k objects) lives as long as the
         # worker; leaving it to the collector makes every full collection walk it, a pause of tens of ms
         # on whichever requests are in flight.
@@ -175,17 +149,20 @@ def serve(config: AppConfig, config_path: str | Path, *, log_level: str = "info"
     if options["workers"] < config.service.workers:
         log.warning("the feature store or event bus is in-process: serving with 1 worker, not %d",
                     config.service.workers)  # fmt: skip
-    separate_joiner = bus_backend(config) == "redis"
+    separate_joiner, separate_trainer = separate_processes(config)
     owned_dir = None
     master = os.getpid()
     # Several processes (workers, the joiner) report metrics: they share a directory of value files.
     if (options["workers"] > 1 or separate_joiner) and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         owned_dir = tempfile.mkdtemp(prefix="recommender-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = owned_dir
-    supervisor = JoinerSupervisor(Path(config_path)) if separate_joiner else None
-    if supervisor is not None:
-        options["when_ready"] = lambda server: supervisor.start()
-        options["on_exit"] = lambda server: supervisor.stop()
+    roles = (("join", "joiner", separate_joiner), ("train", "trainer", separate_trainer))
+    children = [ProcessSupervisor(Path(config_path), command, role, on_exit=_forget_metrics_of)
+                for command, role, separate in roles if separate]  # fmt: skip
+    # Started once the workers are forked, stopped (gunicorn's on_exit) once they have stopped: the trainer then
+    # learns what the worker's joiner wrote on its way out.
+    options["when_ready"] = lambda server: [child.start() for child in children]
+    options["on_exit"] = lambda server: [child.stop() for child in children]
     try:
         ServiceApplication(config, config_path, options).run()
     except SystemExit as exc:
@@ -193,8 +170,8 @@ def serve(config: AppConfig, config_path: str | Path, *, log_level: str = "info"
     finally:
         # Workers leave through this frame too (they are forked inside run()): only the master cleans up.
         if os.getpid() == master:
-            if supervisor is not None:
-                supervisor.stop()
+            for child in children:
+                child.stop()
             if owned_dir is not None:
                 shutil.rmtree(owned_dir, ignore_errors=True)
     return 0

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 
 import pytest
 
+from recommender.policy.model_store import ModelStore
 from tests.recommender.served_app import (
     CANDIDATES_20,
     Client,
@@ -140,9 +142,10 @@ def test_a_request_that_waited_too_long_for_its_worker_gets_no_model_decision(ca
     assert process.returncode == 0, output.decode()
 
 
-def test_stopping_the_embedded_service_joins_its_open_decisions_and_publishes_the_model(tmp_path):
-    """``make run``'s setup: one worker, in-process store and bus. SIGTERM must not lose the pending
-    decisions: the worker's exit hook stops the runtime, which closes the open reward windows early."""
+def _stop_embedded(tmp_path, stop) -> None:
+    """``make run``'s setup: one worker, in-process store and bus, and the trainer as a process beside it. One
+    decision rewarded in a ten-minute window, then ``stop(process)``: the worker's exit hook closes the open
+    window early and writes the event, and only then is the trainer stopped, which learns it and publishes."""
     port = free_port()
     document = service_document(tmp_path, None, service={"port": port}, join={"reward_wait_time": 600})
     config_path = tmp_path / "config.yaml"
@@ -151,14 +154,51 @@ def test_stopping_the_embedded_service_joins_its_open_decisions_and_publishes_th
     try:
         client = Client(f"http://127.0.0.1:{port}")
         wait_until_ready(client)
+        checks = client.get("/readyz").json()["checks"]
+        assert checks["trainer"] == "separate process" and checks["joiner"] == "running", checks
         event_id = client.post("/v1/score", {"user_id": "user-00001", "candidates": CANDIDATES_20}).json()["event_id"]
         assert client.post("/v1/reward", {"event_id": event_id, "reward": 1.0}).status == 204
         assert events_in(config.join.event_log_dir) == {}  # its window is open for ten minutes
     finally:
-        process.send_signal(signal.SIGTERM)
+        stop(process)
         output, _ = process.communicate(timeout=60)
     log = output.decode()
     assert process.returncode == 0, log
     events = events_in(config.join.event_log_dir)
     assert set(events) == {event_id} and events[event_id].rewards == (1.0,), log
     assert "published model version" in log, log
+    store = ModelStore(config.policy.model_dir)
+    assert store.version(store.current_version()).event_range.count == 1, log  # the trainer learned the event
+    assert _trainer_processes(config_path) == [], log
+
+
+def _trainer_processes(config_path) -> list[int]:
+    """Pids of live ``recommender ... train`` processes started on ``config_path``."""
+    pattern = f"recommender.cli.main --config {config_path} train"
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_stopping_the_embedded_service_joins_its_open_decisions_and_the_trainer_learns_them(tmp_path):
+    _stop_embedded(tmp_path, lambda process: process.send_signal(signal.SIGTERM))
+
+
+def test_ctrl_c_stops_the_worker_before_the_trainer(tmp_path):
+    """A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the trainer, in a session of its
+    own, must not stop before the worker has written its last events (it would publish without them)."""
+    _stop_embedded(tmp_path, lambda process: os.killpg(process.pid, signal.SIGINT))
+
+
+def test_the_trainer_process_exits_when_the_service_is_killed(tmp_path):
+    """Killed with SIGKILL, the master cannot stop its trainer: the trainer notices and exits by itself."""
+    port = free_port()
+    config_path = tmp_path / "config.yaml"
+    write_config(config_path, service_document(tmp_path, None, service={"port": port}))
+    process = start_serve(config_path, tmp_path)
+    try:
+        wait_until_ready(Client(f"http://127.0.0.1:{port}"))
+        wait_for(lambda: _trainer_processes(config_path), timeout=10)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the master and its worker (the trainer is in its own session)
+        process.communicate(timeout=30)
+    wait_for(lambda: not _trainer_processes(config_path), timeout=10)

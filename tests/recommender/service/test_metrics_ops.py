@@ -125,5 +125,6 @@ def test_under_gunicorn_metrics_cover_every_process_and_the_current_model_only(c
     # LOG_FORMAT: "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
     assert LOG_FORMAT.startswith("%(asctime)s [%(process)d] %(levelname)s %(name)s: ")
     assert re.fullmatch(
-        rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} \[{process.pid}\] ERROR recommender\.service\.gunicorn\.server: "
-        rf"the joiner process {joiner} exited; restarting it", restart), restart  # fmt: skip
+        rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} \[{process.pid}\] ERROR "
+        rf"recommender\.service\.gunicorn\.supervisor: the joiner process {joiner} exited; restarting it",
+        restart), restart  # fmt: skip
