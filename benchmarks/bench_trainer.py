@@ -211,6 +211,11 @@ def _wrk_milliseconds(text: str) -> float:
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
+def _pause_ms(rate: float) -> float:
+    """How long a connection waits after each answer for ``rate`` scores/s (and as many rewards/s)."""
+    return 0.8 * WRK_CONNECTIONS * 1000.0 / (2 * rate)
+
+
 def _drive_with_wrk(wrk: str, port: int, rate: float, seconds: float, work: Path, prefix: str = "") -> dict[str, float]:
     """``rate`` scores/s and as many rewards/s for ``seconds``; wrk's counts and latency percentiles. Event ids
     start with ``prefix`` (each run of wrk its own)."""
@@ -218,7 +223,7 @@ def _drive_with_wrk(wrk: str, port: int, rate: float, seconds: float, work: Path
     bodies = ",".join(json.dumps(body) for body in _score_bodies(500, seed=5))
     # A connection waits pause_ms after each answer: 20% less than the even share, for the time answering takes
     # (the model publications pause the one worker now and then, and a paced connection cannot catch up).
-    pause_ms = 0.8 * WRK_CONNECTIONS * 1000.0 / (2 * rate)
+    pause_ms = _pause_ms(rate)
     lag = int(REWARD_SECONDS * rate / WRK_THREADS)
     script.write_text(WRK_SCRIPT % {"bodies": bodies, "pause_ms": pause_ms, "lag": lag, "prefix": prefix})
     result = subprocess.run(
@@ -403,7 +408,9 @@ def run(quick: bool = False) -> str:
         f"connections, paced) for {PERIODS} periods of {seconds:.0f} s after a warm-up of "
         f"{lag['wait'] + WARM_UP_EXTRA_SECONDS:.0f} s under the same load (so that the trainer is learning "
         "throughout), at 500 scores/s, each decision rewarded "
-        f"about {REWARD_SECONDS:.0f} s later (500 rewards/s; offered {2 * 500} req/s): "
+        f"about {REWARD_SECONDS:.0f} s later (500 rewards/s; each connection waits {_pause_ms(500.0):.0f} ms after an "
+        f"answer, so the load is up to {WRK_CONNECTIONS * 1000 / _pause_ms(500.0):.0f} req/s when answers are instant "
+        "and falls as they take longer): "
         f"{sum(load['requests'] for load in loads):,} requests answered at "
         f"{_listed(loads, 'rps', '.0f')} req/s in the {PERIODS} periods, "
         f"{lag['failed']} not answered 2xx, response time p50 "
