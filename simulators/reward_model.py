@@ -182,7 +182,11 @@ def fit_reward_model(
         interactions = log.context.shape[1] * table.shape[1] <= MAX_INTERACTIONS
     rounds, round_index = np.unique(log.round_id, return_inverse=True)
     if n_folds > 1 and rounds.shape[0] < n_folds:
-        raise EstimatorError(f"{rounds.shape[0]} rounds cannot be split into {n_folds} folds")
+        raise EstimatorError(
+            f"{rounds.shape[0]} rounds cannot be split into {n_folds} folds to cross-fit the reward model (DM, DR and "
+            "their variants need one): use fewer folds (n_folds, the CLI's --folds) or only estimators without a "
+            "reward model (ipw, snipw)"
+        )
     rng = np.random.default_rng(random_state)
     fold_of_round = rng.permutation(rounds.shape[0]) % n_folds
     fold = fold_of_round[round_index]

@@ -106,6 +106,20 @@ def test_evaluate_errors_are_one_line(simulated, tmp_path, capsys, argv, message
     assert err.startswith("recommender: error: ") and "\n" not in err and re.search(message, err)
 
 
+def test_a_log_too_short_for_the_reward_models_folds_says_what_to_do(tmp_path, capsys):
+    """Two decisions cannot be cross-fitted in 3 folds: DM/DR refuse with the way out; IPW alone evaluates."""
+    out = tmp_path / "events"
+    assert main(["simulate", "--out", str(out), "--rounds", "2", "--seed", "1"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--log", str(out), "--target", "uniform"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recommender: error: 2 rounds cannot be split into 3 folds") and "\n" not in err, err
+    assert "--folds" in err and "ipw, snipw" in err, err
+    assert main(["evaluate", "--log", str(out), "--target", "uniform", "--estimators", "ipw,snipw", "--json"]) == 0
+    (evaluation,) = json.loads(capsys.readouterr().out)["evaluations"]
+    assert [e["estimator"] for e in evaluation["estimates"]] == ["ipw", "snipw"]
+
+
 def test_dask_local_cluster_matches_in_process(simulated):
     out, _ = simulated
     # The simulated event log's hour partitions on disk (4000 rounds, one a second: two hours), and
