@@ -178,10 +178,9 @@ class Trainer:
         checkpoint.advance_marks(pending, datetime.fromtimestamp(self.clock(), UTC)
                                  - timedelta(seconds=config.trainer.mark_after_seconds))  # fmt: skip
         document = self.checkpoint.as_dict()
-        version = self.store.publish(self.policy, checkpoint=document)
-        if version.checkpoint != document:  # same bytes published before with another position: say so
-            log.error("model version %s already existed with another checkpoint; restarts resume from that one",
-                      version.id)  # fmt: skip
+        # renew: bytes published before (a reset's fresh model, a model that learned nothing new) are that version
+        # again, now from this position in the log; a restart resumes here, not where that version first was.
+        version = self.store.publish(self.policy, checkpoint=document, renew=True)
         self.version = version.id
         self._learned_since_publish = 0
         self._last_publish = self.clock()

@@ -64,6 +64,7 @@ from recommender.errors import (
     PolicyError,
 )
 from recommender.policy.model_dir import (
+    METADATA_FILE,
     MODEL_FILE,
     ModelVersion,
     fsync_dir,
@@ -130,10 +131,17 @@ class ModelStore:
         event_range: EventRange | None = None,
         make_current: bool = True,
         checkpoint: Mapping[str, Any] | None = None,
+        renew: bool = False,
     ) -> ModelVersion:
         """Save ``policy`` as a new version (its id is the model's content hash) and, by default, make it
         current. ``event_range`` defaults to the events the policy has learned from; ``checkpoint`` (JSON)
-        is stored in the same metadata file."""
+        is stored in the same metadata file.
+
+        The same bytes published again are the same version, and keep the metadata of its first publication,
+        unless ``renew``: then this publication's metadata (creation time, event range, checkpoint) replaces
+        it. The trainer and a reset publish with ``renew``: the model's state is the same, and its position in
+        the log is the newer one (a second reset of the fresh model starts from the log's position at that
+        reset, not at the first; a restarted trainer does not learn files again)."""
         staging_root = self.root / ".staging"
         staging_root.mkdir(parents=True, exist_ok=True)
         self._versions_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +149,13 @@ class ModelStore:
         try:
             version = write_version_files(policy, staging, event_range, checkpoint)
             final = self._versions_dir / version.id
-            if final.exists():
+            if final.exists() and renew:
+                # The model file is the same bytes; the metadata file is swapped whole (a reader sees either).
+                os.replace(staging / METADATA_FILE, final / METADATA_FILE)
+                fsync_dir(final)
+                shutil.rmtree(staging, ignore_errors=True)
+                version = read_metadata(final)[0]
+            elif final.exists():
                 # Same bytes, same id: the version is already published (content-addressed).
                 shutil.rmtree(staging, ignore_errors=True)
                 version = read_metadata(final)[0]

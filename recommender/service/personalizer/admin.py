@@ -275,7 +275,9 @@ def reset_model(version: str | None) -> Response:
     store = open_model_store(config)
     fresh = Policy.create(config.policy, config.user_group, config.item_group)
     try:
-        store.publish(fresh, checkpoint=_checkpoint(store))  # made current: the model followers swap it in
+        # Made current: the model followers swap it in, and the trainer continues from it and the log's position
+        # now (renew: the fresh model's bytes are always the same version, which an earlier reset may hold).
+        store.publish(fresh, checkpoint=_checkpoint(store), renew=True)
     finally:
         fresh.close()
     return Response(status=204)

@@ -15,7 +15,7 @@ from recommender.errors import (
     ModelSchemaMismatchError,
     ModelStoreError,
 )
-from recommender.policy.model_dir import read_model_dir, write_model_dir
+from recommender.policy.model_dir import MODEL_FILE, read_model_dir, write_model_dir
 from recommender.policy.model_store import ModelStore
 from recommender.policy.policy import Policy
 from recommender.settings.policy import PolicyConfig
@@ -88,6 +88,18 @@ def test_ids_are_content_hashes(trained: Policy, store: ModelStore) -> None:
     second = store.publish(trained)
     assert second.id != first.id and [v.id for v in store.versions()] == [first.id, second.id]
     assert store.current_version() == second.id
+
+
+def test_the_same_bytes_published_again_keep_their_metadata_unless_renewed(trained: Policy, store: ModelStore) -> None:
+    first = store.publish(trained, checkpoint={"position": 1})
+    model_file = (first.path / MODEL_FILE).read_bytes()
+    again = store.publish(trained, checkpoint={"position": 2})
+    assert again.checkpoint == {"position": 1} and again.created_at == first.created_at
+    renewed = store.publish(trained, checkpoint={"position": 3}, renew=True)
+    assert renewed.id == first.id and len(store.versions()) == 1
+    assert renewed.checkpoint == {"position": 3} and renewed.created_at > first.created_at
+    assert store.version(first.id).checkpoint == {"position": 3}  # what a restart or a rollback reads
+    assert (first.path / MODEL_FILE).read_bytes() == model_file  # the model file is untouched
 
 
 def test_rollback_moves_the_pointer(trained: Policy, store: ModelStore) -> None:

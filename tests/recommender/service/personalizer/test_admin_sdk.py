@@ -136,3 +136,30 @@ def test_changes_go_into_the_followed_layer_and_leave_the_file_it_extends_as_wri
     assert shipped.read_bytes() == written
     layer = yaml.safe_load(served.runtime.config_path.read_text())
     assert layer == {"extends": shipped.name, "policy": {"exploration": {"epsilon": 0.3}}}
+
+
+def test_a_second_reset_starts_from_the_log_position_at_that_reset(served, admin, client):
+    """The fresh model's bytes are always the same version: a second reset must renew its checkpoint, or the
+    trainer, following the reset, would learn again everything joined since the first reset."""
+    trainer = served.runtime.trainer
+    trainer.stop(publish=False)  # cycles run here, one at a time
+    store = open_model_store(served.config)
+    client.rank({"actions": [{"id": "a", "features": []}], "eventId": "before-first-reset"})
+    wait_for(lambda: events_in(served.config.join.event_log_dir).get("before-first-reset"))
+    assert trainer.run_once(publish=True).learned == 1
+    assert admin.reset_model() is None
+    fresh = store.current_version()
+    first_reset = store.version(fresh)
+
+    # Other actions than before the first reset: learning them on the fresh model gives other bytes.
+    client.rank({"actions": [{"id": "b", "features": [{"size": "large"}]}], "eventId": "between-resets"})
+    wait_for(lambda: events_in(served.config.join.event_log_dir).get("between-resets"))
+    assert trainer.run_once(publish=True).learned == 1  # on top of the reset model: a new version
+    assert store.current_version() != fresh
+
+    assert admin.reset_model() is None
+    assert store.current_version() == fresh  # the same bytes, the same id
+    second_reset = store.version(fresh)
+    assert second_reset.checkpoint != first_reset.checkpoint and second_reset.created_at > first_reset.created_at
+    report = trainer.run_once(publish=True)  # follows the reset: nothing joined since it is learned again
+    assert report.learned == 0 and trainer.version == fresh
