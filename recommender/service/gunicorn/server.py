@@ -38,7 +38,7 @@ from gunicorn.workers.base import Worker
 
 from recommender.events.factory import bus_backend
 from recommender.logs import configure_logging
-from recommender.service.gunicorn.supervisor import ProcessSupervisor
+from recommender.service.gunicorn.supervisor import ProcessSupervisor, recommender_command
 from recommender.service.gunicorn.worker import InlineWorker
 from recommender.settings.app import AppConfig
 
@@ -157,7 +157,7 @@ def serve(config: AppConfig, config_path: str | Path, *, log_level: str = "info"
         owned_dir = tempfile.mkdtemp(prefix="recommender-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = owned_dir
     roles = (("join", "joiner", separate_joiner), ("train", "trainer", separate_trainer))
-    children = [ProcessSupervisor(Path(config_path), command, role, on_exit=_forget_metrics_of)
+    children = [ProcessSupervisor(recommender_command(Path(config_path), command), role, on_exit=_forget_metrics_of)
                 for command, role, separate in roles if separate]  # fmt: skip
     # Started once the workers are forked, stopped (gunicorn's on_exit) once they have stopped: the trainer then
     # learns what the worker's joiner wrote on its way out.

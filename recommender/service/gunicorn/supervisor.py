@@ -29,22 +29,39 @@ log = logging.getLogger(__name__)
 SUPERVISOR_PID = "RECOMMENDER_SUPERVISOR_PID"
 
 
-class ProcessSupervisor:
-    """Keeps one ``recommender --config <file> <command>`` process running (restarting it if it dies), and
-    stops it with SIGTERM (then SIGKILL after ``stop_timeout`` seconds)."""
+# A child that exited is started again after RESTART_DELAY_SECONDS, doubled after each exit that came sooner
+# than STEADY_SECONDS after its start, up to MAX_RESTART_DELAY_SECONDS: a child that cannot start (a model store
+# it cannot write, say) costs a Python start-up with VW now and then, not a core.
+RESTART_DELAY_SECONDS = 1.0
+MAX_RESTART_DELAY_SECONDS = 60.0
+STEADY_SECONDS = 30.0
 
-    def __init__(self, config_path: Path, command: str, role: str, *, on_exit: Callable[[int], None] | None = None,
+
+def recommender_command(config_path: Path, command: str) -> list[str]:
+    """``recommender --config <config_path> <command>`` as this interpreter runs it."""
+    return [sys.executable, "-m", "recommender.cli.main", "--config", str(config_path), command]
+
+
+class ProcessSupervisor:
+    """Keeps one ``argv`` process running (restarting it if it dies, see ``RESTART_DELAY_SECONDS``), and stops
+    it with SIGTERM (then SIGKILL after ``stop_timeout`` seconds)."""
+
+    def __init__(self, argv: list[str], role: str, *, on_exit: Callable[[int], None] | None = None,
                  stop_timeout: float = 30.0) -> None:  # fmt: skip
         self.name = role  # what the log calls the child: "joiner", "trainer"
-        self.command = [sys.executable, "-m", "recommender.cli.main", "--config", str(config_path), command]
+        self.command = argv
         self.on_exit = on_exit  # called with the pid of a child that ended (its metrics leave /metrics)
         self.stop_timeout = stop_timeout
         self.process: subprocess.Popen | None = None
+        self.starts = 0  # processes started, the first included
+        self._started_at = 0.0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _spawn(self) -> subprocess.Popen:
         environment = {**os.environ, SUPERVISOR_PID: str(os.getpid())}
+        self.starts += 1
+        self._started_at = time.monotonic()
         return subprocess.Popen(self.command, env=environment, start_new_session=True)
 
     def start(self) -> None:
@@ -53,16 +70,21 @@ class ProcessSupervisor:
         self._thread.start()
 
     def _watch(self) -> None:
-        while not self._stopping.wait(1.0):
+        delay = RESTART_DELAY_SECONDS
+        while not self._stopping.wait(0.2):
             if self.process is not None and self.process.poll() is not None:
                 # No exit status: gunicorn's master reaps every child (waitpid(-1)), this one too, so Popen
                 # sees only that it is gone (returncode 0 whatever happened); the child logs its own errors.
-                log.error("the %s process %d exited; restarting it", self.name, self.process.pid)
+                lived = time.monotonic() - self._started_at
+                delay = RESTART_DELAY_SECONDS if lived >= STEADY_SECONDS else delay
+                log.error("the %s process %d exited after %.0f s; restarting it in %.0f s", self.name,
+                          self.process.pid, lived, delay)  # fmt: skip
                 if self.on_exit is not None:
                     self.on_exit(self.process.pid)
-                time.sleep(1.0)
-                if not self._stopping.is_set():
-                    self.process = self._spawn()
+                if self._stopping.wait(delay):
+                    return
+                self.process = self._spawn()
+                delay = min(2 * delay, MAX_RESTART_DELAY_SECONDS)
 
     def stop(self) -> None:
         self._stopping.set()

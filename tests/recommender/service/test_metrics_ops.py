@@ -126,5 +126,6 @@ def test_under_gunicorn_metrics_cover_every_process_and_the_current_model_only(c
     assert LOG_FORMAT.startswith("%(asctime)s [%(process)d] %(levelname)s %(name)s: ")
     assert re.fullmatch(
         rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} \[{process.pid}\] ERROR "
-        rf"recommender\.service\.gunicorn\.supervisor: the joiner process {joiner} exited; restarting it",
+        rf"recommender\.service\.gunicorn\.supervisor: the joiner process {joiner} exited after \d+ s; "
+        r"restarting it in 1 s",
         restart), restart  # fmt: skip
