@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from recommender.errors import EventLogError
+from recommender.errors import EventLogError, ModelStoreError
 from recommender.experiments.log_stats import analyze_log, read_arm_log
+from recommender.policy.model_store import open_model_store
 from recommender.service.auth import require_key
 from recommender.service.errors import json_response
 from recommender.service.health import check_health
@@ -97,8 +98,33 @@ def experiments() -> Response:
 
 
 def _trainer_state(rt: Runtime) -> dict[str, object]:
+    """The trainer as this worker sees it: its own thread's state when it runs one, and in every case what the
+    model store says was published last (a trainer process beside the worker, or ``recommender train``
+    elsewhere, is seen only through what it publishes)."""
     trainer = rt.trainer
+    published = _last_published(rt)
     if trainer is None:
-        return {"in_process": False, "error": rt.trainer_error}
+        return {"in_process": False, "error": rt.trainer_error, "published": published}
     return {"in_process": True, "running": trainer.running, "version": trainer.version,
-            "pending_events": trainer.pending_events, "error": trainer.last_error}  # fmt: skip
+            "pending_events": trainer.pending_events, "error": trainer.last_error,
+            "published": published}  # fmt: skip
+
+
+def _last_published(rt: Runtime) -> dict[str, object] | None:
+    """The model store's current version: its id, when it was published, how many events it learned and the
+    decision time of the newest (UTC, ISO 8601); None before any version. A store that cannot be read says so."""
+    store = open_model_store(rt.snapshot.config)
+    try:
+        current = store.current_version()
+        if current is None:
+            return None
+        version = store.version(current)
+    except ModelStoreError as exc:
+        return {"error": str(exc)}
+    learned = version.event_range
+    return {
+        "version": version.id,
+        "published_at": version.created_at.isoformat(),
+        "events_learned": learned.count if learned else 0,
+        "newest_event_at": learned.last_timestamp.isoformat() if learned else None,
+    }

@@ -189,6 +189,33 @@ def test_ctrl_c_stops_the_worker_before_the_trainer(tmp_path):
     _stop_embedded(tmp_path, lambda process: os.killpg(process.pid, signal.SIGINT))
 
 
+def test_the_settings_endpoint_shows_what_the_trainer_process_published(tmp_path):
+    """The trainer process is not the worker's to inspect: /v1/admin/settings reports it through the model
+    store (the version it published last, its events and their newest decision time)."""
+    port = free_port()
+    document = service_document(tmp_path, None, service={"port": port}, join={"reward_wait_time": 1},
+                                trainer={"model_update_interval": 1, "poll_seconds": 0.2})  # fmt: skip
+    config_path = tmp_path / "config.yaml"
+    config = write_config(config_path, document)
+    process = start_serve(config_path, tmp_path)
+    try:
+        client = Client(f"http://127.0.0.1:{port}")
+        wait_until_ready(client)
+        assert client.get("/v1/admin/settings").json()["learning"]["trainer"] == {
+            "in_process": False, "error": None, "published": None}  # fmt: skip
+        event_id = client.post("/v1/score", {"user_id": "user-00001", "candidates": CANDIDATES_20}).json()["event_id"]
+        assert client.post("/v1/reward", {"event_id": event_id, "reward": 1.0}).status == 204
+        store = ModelStore(config.policy.model_dir)
+        wait_for(lambda: store.current_version() is not None, timeout=20)
+        version = store.version(store.current_version())
+        published = client.get("/v1/admin/settings").json()["learning"]["trainer"]["published"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert published == {"version": version.id, "published_at": version.created_at.isoformat(), "events_learned": 1,
+                         "newest_event_at": version.event_range.last_timestamp.isoformat()}  # fmt: skip
+
+
 def test_the_trainer_process_exits_when_the_service_is_killed(tmp_path):
     """Killed with SIGKILL, the master cannot stop its trainer: the trainer notices and exits by itself."""
     port = free_port()
