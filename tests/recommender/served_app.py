@@ -174,6 +174,32 @@ def start_serve(config_path: Path, cwd: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
+@dataclass
+class ServeProcess:
+    """A ``recommender serve`` process (``start_serve``) on a written config, answering ``/readyz``."""
+
+    config: AppConfig
+    config_path: Path
+    process: subprocess.Popen
+    client: Client
+
+
+def serve_ready(tmp_path: Path, document: dict[str, Any]) -> ServeProcess:
+    """``document`` written to ``tmp_path/config.yaml``, ``recommender serve`` started on it and waited for
+    (``wait_until_ready``); the caller stops the process. The port is ``document["service"]["port"]``."""
+    config_path = tmp_path / "config.yaml"
+    config = write_config(config_path, document)
+    process = start_serve(config_path, tmp_path)
+    client = Client(f"http://127.0.0.1:{config.service.port}")
+    try:
+        wait_until_ready(client)
+    except BaseException:
+        process.kill()
+        process.communicate(timeout=30)
+        raise
+    return ServeProcess(config, config_path, process, client)
+
+
 def wait_until_ready(client: Client) -> None:
     """Wait (up to 30 s) until the served app answers ``/readyz`` with 200."""
     def ready() -> bool:

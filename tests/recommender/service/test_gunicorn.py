@@ -16,6 +16,7 @@ from tests.recommender.served_app import (
     Client,
     deep_update,
     events_in,
+    serve_ready,
     service_document,
     start_serve,
     wait_for,
@@ -146,14 +147,10 @@ def _stop_embedded(tmp_path, stop) -> None:
     """``make run``'s setup: one worker, in-process store and bus, and the trainer as a process beside it. One
     decision rewarded in a ten-minute window, then ``stop(process)``: the worker's exit hook closes the open
     window early and writes the event, and only then is the trainer stopped, which learns it and publishes."""
-    port = free_port()
-    document = service_document(tmp_path, None, service={"port": port}, join={"reward_wait_time": 600})
-    config_path = tmp_path / "config.yaml"
-    config = write_config(config_path, document)
-    process = start_serve(config_path, tmp_path)
+    served = serve_ready(tmp_path, service_document(tmp_path, None, service={"port": free_port()},
+                                                    join={"reward_wait_time": 600}))  # fmt: skip
+    config, config_path, process, client = served.config, served.config_path, served.process, served.client
     try:
-        client = Client(f"http://127.0.0.1:{port}")
-        wait_until_ready(client)
         checks = client.get("/readyz").json()["checks"]
         assert checks["trainer"] == "separate process" and checks["joiner"] == "running", checks
         event_id = client.post("/v1/score", {"user_id": "user-00001", "candidates": CANDIDATES_20}).json()["event_id"]
@@ -192,15 +189,11 @@ def test_ctrl_c_stops_the_worker_before_the_trainer(tmp_path):
 def test_the_settings_endpoint_shows_what_the_trainer_process_published(tmp_path):
     """The trainer process is not the worker's to inspect: /v1/admin/settings reports it through the model
     store (the version it published last, its events and their newest decision time)."""
-    port = free_port()
-    document = service_document(tmp_path, None, service={"port": port}, join={"reward_wait_time": 1},
-                                trainer={"model_update_interval": 1, "poll_seconds": 0.2})  # fmt: skip
-    config_path = tmp_path / "config.yaml"
-    config = write_config(config_path, document)
-    process = start_serve(config_path, tmp_path)
+    served = serve_ready(tmp_path, service_document(tmp_path, None, service={"port": free_port()},
+                                                    join={"reward_wait_time": 1},
+                                                    trainer={"model_update_interval": 1, "poll_seconds": 0.2}))
+    config, process, client = served.config, served.process, served.client
     try:
-        client = Client(f"http://127.0.0.1:{port}")
-        wait_until_ready(client)
         assert client.get("/v1/admin/settings").json()["learning"]["trainer"] == {
             "in_process": False, "error": None, "published": None}  # fmt: skip
         event_id = client.post("/v1/score", {"user_id": "user-00001", "candidates": CANDIDATES_20}).json()["event_id"]
@@ -218,12 +211,9 @@ def test_the_settings_endpoint_shows_what_the_trainer_process_published(tmp_path
 
 def test_the_trainer_process_exits_when_the_service_is_killed(tmp_path):
     """Killed with SIGKILL, the master cannot stop its trainer: the trainer notices and exits by itself."""
-    port = free_port()
-    config_path = tmp_path / "config.yaml"
-    write_config(config_path, service_document(tmp_path, None, service={"port": port}))
-    process = start_serve(config_path, tmp_path)
+    served = serve_ready(tmp_path, service_document(tmp_path, None, service={"port": free_port()}))
+    config_path, process = served.config_path, served.process
     try:
-        wait_until_ready(Client(f"http://127.0.0.1:{port}"))
         wait_for(lambda: _trainer_processes(config_path), timeout=10)
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the master and its worker (the trainer is in its own session)
