@@ -19,8 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the scoring service (HTTP, gunicorn)",
         description="Serve /v1/score, /v1/reward and the operational endpoints under gunicorn, with "
         "service.workers processes x service.threads threads (one process while the feature store or the "
-        "event bus is in-process). The --config file is watched: valid changes to exploration and the other "
-        "hot-reloadable settings apply within seconds, without a restart.",
+        "event bus is in-process). Beside the workers it runs a joiner process ('recommender join') when the bus "
+        "is on Redis, and a trainer process ('recommender train') on the embedded default, restarting either if "
+        "it exits and stopping it after the workers. The --config file is watched: valid changes to exploration "
+        "and the other hot-reloadable settings apply within seconds, without a restart.",
     )
     parser.add_argument("--host", help="bind address (default: service.host)")
     parser.add_argument("--port", type=int, help="port (default: service.port)")

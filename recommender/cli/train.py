@@ -56,7 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "exactly once, and publish a model version to the model store (policy.model_dir) every "
         "trainer.model_update_interval seconds, with a checkpoint of the log files it has learned; restarts resume "
         "from the current version's checkpoint. Serving workers pick up each version within "
-        "service.config_reload_seconds. trainer.mode logging_only pauses learning. --batch: learn a range of a log "
+        "service.config_reload_seconds. On the embedded default 'recommender serve' starts one by itself, beside "
+        "its worker; with Redis run it yourself, one per model store. trainer.mode logging_only pauses learning. "
+        "--batch: learn a range of a log "
         "once and publish (warm start, backfills), as 'recommender policy train' does.",
     )
     parser.add_argument("--batch", action="store_true", help="learn a range of the log once and exit")

@@ -1,2 +1,2 @@
-"""gunicorn: the server (master, workers, the joiner supervisor) and the InlineWorker; the only package that
-imports gunicorn."""
+"""gunicorn: the server (master, workers, the supervisor of the joiner and trainer processes beside them) and
+the InlineWorker; the only package that imports gunicorn."""
