@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from benchmarks import (
+    bench_anatomy,
     bench_bus,
     bench_experiments,
     bench_feast,
@@ -55,6 +56,7 @@ BENCHMARKS = {
     "personalizer": bench_personalizer,
     "trainer": bench_trainer,
     "versus": bench_versus,
+    "anatomy": bench_anatomy,  # the parts of one score request, ours against the afternoon build (a few minutes)
     "servers": bench_servers,
     "learning": bench_learning,
     "experiments": bench_experiments,
