@@ -12,7 +12,7 @@ redis-server, in the same run:
   (``time.thread_time``), Flask included. The apps run in a child process with
   ``PROMETHEUS_MULTIPROC_DIR`` set, as ``recommender serve``'s workers do (metrics written to shared files).
   Rounds of the three apps alternate.
-- *ours by step*: the same loop with timers around the parse (``ScoreRequest.model_validate_json``), the
+- *ours by step*: the same loop with timers around the parse (``parse_score_request``: pydantic), the
   feature read (``Runtime.read_features``, one MGET), the decision (``Runtime.decide``: the policy), the bus
   (``DecisionPublisher.publish``: the decision script, one EVALSHA) and our view as a whole; what remains
   of the view is the response and bookkeeping, and the app outside the view is Flask with our hooks
@@ -144,18 +144,18 @@ def _timed_ours(app: Any, timers: StepTimers) -> Callable[[], None]:
     """Put ``timers`` around ours' steps; returns the function that takes them off again."""
     rt = app.extensions["recommender"]
     view = app.view_functions["scoring.score"]
-    parse = scoring.ScoreRequest.model_validate_json
+    parse = scoring.parse_score_request
     rt.read_features = timers.around("feature read", rt.read_features)
     rt.decide = timers.around("decision", rt.decide)
     rt.publisher.publish = timers.around("bus", rt.publisher.publish)
-    scoring.ScoreRequest.model_validate_json = timers.around("parse", parse)
+    scoring.parse_score_request = timers.around("parse", parse)
     app.view_functions["scoring.score"] = timers.around("view", view)
 
     def untime() -> None:
         for name in ("read_features", "decide"):
             delattr(rt, name)
         del rt.publisher.publish
-        scoring.ScoreRequest.model_validate_json = parse
+        scoring.parse_score_request = parse
         app.view_functions["scoring.score"] = view
 
     return untime

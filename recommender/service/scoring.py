@@ -28,7 +28,7 @@ from recommender.service.errors import ApiError, from_validation_error, json_res
 from recommender.service.fallback import DegradedReason
 from recommender.service.inputs import DecisionInput
 from recommender.service.runtime import Runtime, Snapshot, runtime
-from recommender.service.schemas import Candidate, ScoreRequest
+from recommender.service.schemas import Candidate, ScoreRequest, parse_score_request
 
 bp = Blueprint("scoring", __name__)
 
@@ -99,7 +99,7 @@ def score() -> Response:
     if config.service.protect_score:
         require_key(snapshot.api_keys, request)
     try:
-        req = ScoreRequest.model_validate_json(request.get_data(cache=False))
+        req = parse_score_request(request.get_data(cache=False))
     except ValidationError as exc:
         raise from_validation_error(exc) from None
 
