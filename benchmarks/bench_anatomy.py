@@ -6,7 +6,7 @@ redis-server, in the same run:
 - *server*: what the HTTP server costs a worker per request before any app runs. A bare WSGI app (it reads
   the body and answers ``{}``) under one gunicorn worker x 2 threads, ours (``InlineWorker``) and stock
   gthread (the afternoon build's and the floor's), driven by wrk over 4 keep-alive connections with the
-  score load's bodies; the worker's CPU per request from /proc, runs alternated.
+  score load's bodies; the server's processes' CPU per request from /proc, runs alternated.
 - *app*: each service's WSGI app called directly in a loop (no server, no sockets to the client), on the
   same random requests as the load (``bench_service.score_bodies``): this thread's CPU per request
   (``time.thread_time``), Flask included. The apps run in a child process with
@@ -44,6 +44,7 @@ from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import redis
+from flask import Flask
 
 from benchmarks import afternoon_app, floor_app
 from benchmarks.bench_service import score_bodies
@@ -59,7 +60,7 @@ SIZES = (20, 200)
 SERVICES = ("ours", "afternoon", "floor")
 SERVERS = {"ours (gunicorn + InlineWorker)": "recommender.service.gunicorn.worker.InlineWorker",
            "afternoon and floor (gunicorn gthread)": "gthread"}  # fmt: skip
-STEPS = ("parse", "feature read", "decision", "bus", "view")
+INNER_STEPS = ("parse", "feature read", "decision", "bus")  # within the view
 WARM_UP = 300
 JOIN_LIMIT_SECONDS = 120.0
 ROUND_TRIPS = 2000
@@ -140,7 +141,7 @@ class StepTimers:
         return timed
 
 
-def _timed_ours(app: Any, timers: StepTimers) -> Callable[[], None]:
+def _timed_ours(app: Flask, timers: StepTimers) -> Callable[[], None]:
     """Put ``timers`` around ours' steps; returns the function that takes them off again."""
     rt = app.extensions["recommender"]
     view = app.view_functions["scoring.score"]
@@ -170,10 +171,9 @@ def measure_apps(rounds: int, batch: int) -> dict[str, Any]:
         config = service.write_config(service.build_document())
         load_catalog(config)
         afternoon_app.load_lines(redis.Redis.from_url(service.redis.url))
-        os.environ["AFTERNOON_REDIS_URL"] = service.redis.url
         client = redis.Redis.from_url(service.redis.url)
         ours = create_app(config, config_path=service.config_path, run_joiner=False)
-        apps = {"ours": ours, "afternoon": afternoon_app.create_app(), "floor": floor_app.create_app()}
+        apps = {"ours": ours, **_baseline_apps(service.redis.url)}
         results: dict[str, Any] = {}
         try:
             for n in SIZES:
@@ -185,6 +185,20 @@ def measure_apps(rounds: int, batch: int) -> dict[str, Any]:
         service.redis.stop()
 
 
+def _baseline_apps(redis_url: str) -> dict[str, Flask]:
+    """The afternoon build and the floor on ``redis_url`` (their factories read it from the environment, which
+    is left as it was)."""
+    before = os.environ.get("AFTERNOON_REDIS_URL")
+    os.environ["AFTERNOON_REDIS_URL"] = redis_url
+    try:
+        return {"afternoon": afternoon_app.create_app(), "floor": floor_app.create_app()}
+    finally:
+        if before is None:
+            del os.environ["AFTERNOON_REDIS_URL"]
+        else:
+            os.environ["AFTERNOON_REDIS_URL"] = before
+
+
 def redis_cpu_seconds(client: redis.Redis) -> float:
     """The redis-server's user + system CPU seconds so far (``INFO cpu``: microsecond resolution, where /proc
     counts clock ticks of 10 ms)."""
@@ -192,7 +206,7 @@ def redis_cpu_seconds(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def _measure_size(apps: dict[str, Any], n: int, rounds: int, batch: int, client: redis.Redis) -> dict[str, Any]:
+def _measure_size(apps: dict[str, Flask], n: int, rounds: int, batch: int, client: redis.Redis) -> dict[str, Any]:
     bodies = score_bodies(n, batch * 4, seed=n)
     statuses: list[str] = []
     for app in apps.values():
@@ -293,7 +307,7 @@ def report(apps: dict[str, Any], servers: dict[str, list[float]], rounds: int, b
         if service != "ours":
             return None
         steps = by_size[n]["steps_us"]
-        return steps["view"] - sum(steps[name] for name in ("parse", "feature read", "decision", "bus"))
+        return steps["view"] - sum(steps[name] for name in INNER_STEPS)
 
     def flask_and_hooks(n: int, service: str) -> float | None:
         if service != "ours":

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks import bench_anatomy
-from benchmarks.bench_anatomy import SERVERS, SERVICES, SIZES, measure_apps, report, server_costs
+from benchmarks.bench_anatomy import INNER_STEPS, SERVERS, SERVICES, SIZES, measure_apps, report, server_costs
 
 ROUNDS, BATCH = 2, 10
 
@@ -21,7 +21,7 @@ def test_the_apps_steps_and_joiner_are_measured_and_the_report_names_every_part(
             assert len(figures["app_us"][name]) == ROUNDS
             assert all(cost > 50 for cost in figures["app_us"][name]), (n, name, figures["app_us"][name])
         steps = figures["steps_us"]
-        inner = sum(steps[name] for name in ("parse", "feature read", "decision", "bus"))
+        inner = sum(steps[name] for name in INNER_STEPS)
         assert 0 < inner < steps["view"] < steps["whole app, timed"], steps
         assert figures["joiner_us"] > 0 and figures["redis_join_us"] > 0 and figures["round_trip_us"] > 0
 
