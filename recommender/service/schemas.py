@@ -109,7 +109,7 @@ class PlainScoreRequest(ScoreRequest):
     """A ``ScoreRequest`` whose candidates are all plain ids, the usual request. Validating ids alone skips
     trying each of them against the union with ``Candidate``: 35 against 140 us at 200 candidates (measured,
     pydantic 2). Any body it accepts, ``ScoreRequest`` accepts with the same value; ``parse_score_request``
-    tries it first."""
+    tries it first on bodies that can hold no more than one candidate object."""
 
     candidates: list[Identifier] = Field(min_length=1)
 
@@ -117,10 +117,16 @@ class PlainScoreRequest(ScoreRequest):
 def parse_score_request(body: bytes) -> ScoreRequest:
     """``POST /v1/score``'s body, validated. Raises ``ValidationError``, ``ScoreRequest``'s own: its errors
     name the fields whatever the candidates' form."""
-    try:
-        return PlainScoreRequest.model_validate_json(body)
-    except ValidationError:  # candidates with inline features, or an invalid body: the full model decides
-        return ScoreRequest.model_validate_json(body)
+    # Each candidate object opens a brace. With at most two (the body's and the context's), the candidates
+    # are plain ids or a single object, and the plain model is tried first. More braces (objects, or braces
+    # inside strings) go straight to the full model: the plain one would make an error of every object
+    # before failing (measured: 750 against 450 us for 200 objects).
+    if body.count(b"{") <= 2:
+        try:
+            return PlainScoreRequest.model_validate_json(body)
+        except ValidationError:  # an object among the candidates, or an invalid body: the full model decides
+            pass
+    return ScoreRequest.model_validate_json(body)
 
 
 class RewardRequest(_Strict):

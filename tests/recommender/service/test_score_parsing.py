@@ -38,3 +38,21 @@ def test_invalid_bodies_get_the_full_models_errors(candidates: object) -> None:
     assert parsed.value.title == "ScoreRequest"
     # include_context=False: a validator's ValueError in the context is a new object each time
     assert parsed.value.errors(include_context=False) == full.value.errors(include_context=False)
+
+
+def test_a_body_of_candidate_objects_goes_to_the_full_model_without_trying_the_plain_one(monkeypatch) -> None:
+    tried: list[bytes] = []
+    plain = PlainScoreRequest.model_validate_json
+
+    def counting(body: bytes) -> PlainScoreRequest:
+        tried.append(body)
+        return plain(body)
+
+    monkeypatch.setattr(PlainScoreRequest, "model_validate_json", counting)
+    many = {"context": {"device": "app"}, "candidates": [{"id": f"i{n}", "features": {"price": 1.0}} for n in range(3)]}
+    assert type(parse_score_request(json.dumps(many).encode())) is ScoreRequest
+    assert tried == []  # the plain model would have made an error of every object first
+    one = {"candidates": ["a", {"id": "b"}]}  # two braces: tried, fails on the one object, the full model decides
+    assert parse_score_request(json.dumps(one).encode()).candidates == ["a", Candidate(id="b")]
+    assert len(tried) == 1
+    assert type(parse_score_request(json.dumps(PLAIN).encode())) is PlainScoreRequest
