@@ -278,7 +278,7 @@ def report(apps: dict[str, Any], servers: dict[str, list[float]], rounds: int, b
         "",
         "One redis-server. *Server*: a bare WSGI app (reads the body, answers `{}`) under one gunicorn worker x 2 "
         f"threads, wrk over 4 keep-alive connections, {seconds:g} s per run, {len(servers[next(iter(servers))])} "
-        "runs per server alternated (medians; the worker's CPU per request). *App*: each service's WSGI app "
+        "runs per server alternated (medians; the server's processes' CPU per request). *App*: each service's WSGI app "
         f"called in a loop in one process, {rounds} rounds of {batch} random requests of the sample catalog per "
         "app, the three alternated (medians of the rounds; this thread's CPU, Flask included; metrics in files "
         "as under `recommender serve`). *Ours by step*: timers around each step, in a timed run of ours after "
