@@ -10,10 +10,18 @@ commit), in batches of ``join.flush_max_events`` (the default, 1,000). CPU is th
 ``write_events``) again, timed apart. The profile (cProfile, one more pass per size: its overhead inflates the
 Python-heavy parts) gives each step's share of the joiner's time. A warm-up batch first, so that connections and
 the joiner's row cache are those of a joiner that has been running.
+
+How long the joiner holds Redis: the commands Redis ran during the timed part for ``LOGGED_US`` or longer, from
+its slow log (only the joiner talks to this Redis then), the longest and how many took 0.5 ms or more: a
+serving worker's request waits behind each. (The threshold is not 0: logging every command a script runs
+would add the log's own work to the script's time.) Measured for the chunk sizes in force
+(``recommender.events.redis_bus_joiner``) and, in the same run, interleaved, for the earlier ones
+(``EARLIER_CHUNKS``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import dataclasses
 import pstats
@@ -22,15 +30,17 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import redis
 
 from benchmarks.bench_bus import CATALOG, decisions
 from features.encoding import ROW_ENCODINGS, DecodeCache, encode_row, remember_encoding, row_digest
+from recommender.events import redis_bus_joiner
 from recommender.events.codec import encode_decision, encoded_rows
 from recommender.events.joiner import Joiner
 from recommender.events.log import EVENT_LOG_SCHEMA, events_to_table, write_table
@@ -42,6 +52,11 @@ from tests.redis_harness import RedisServer
 WAIT = 0.5  # seconds of reward window: short, so that the joiner's pass follows the feed at once
 SETTINGS = JoinConfig(reward_wait_time=WAIT, recovery_seconds=30, flush_seconds=0.01)
 SIZES = (20, 200)
+# The joiner's chunk sizes before they were bounded by how long one command holds Redis: commits of 100
+# decisions, holds of 200, and every new stream entry in one read (the joiner asks for up to 10,000).
+EARLIER_CHUNKS = {"COMMIT_CHUNK": 100, "HOLD_CHUNK": 200, "READ_CHUNK": 10_000}
+SLOW_US = 500  # a command holding Redis this long or longer is counted
+LOGGED_US = 100  # the slow log's threshold while the joiner runs
 # The profile's rows: a label and the functions (file suffix, name) whose cumulative time it reports.
 STEPS = (
     ("take + hold (XREADGROUP, hold script)", ("redis_bus_joiner.py", "take_new"),
@@ -69,6 +84,8 @@ class Run:
     file_bytes: float  # Parquet bytes per event
     plain_build_us: float  # the earlier layout: the same table with every cell's text materialized
     plain_write_us: float
+    longest_us: float  # the longest command Redis ran for the joiner
+    slow_commands: int  # commands that held Redis SLOW_US or longer
 
 
 def feed(bus: RedisEventBus, candidates: int, count: int, offset: int) -> None:
@@ -109,8 +126,38 @@ def _parquet_share(events: list[JoinedEvent], directory: Path) -> tuple[float, f
     return build, write, float((directory / "coded.parquet").stat().st_size), plain_build, plain_write
 
 
-def measure(url: str, candidates: int, count: int, profile: cProfile.Profile | None = None) -> Run:
+@contextlib.contextmanager
+def chunk_sizes(sizes: Mapping[str, int]) -> Iterator[None]:
+    """The joiner's chunk constants set to ``sizes`` for the block (empty: those in force)."""
+    before = {name: getattr(redis_bus_joiner, name) for name in sizes}
+    for name, value in sizes.items():
+        setattr(redis_bus_joiner, name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(redis_bus_joiner, name, value)
+
+
+def _redis_holds(client: redis.Redis) -> tuple[float, int]:
+    """(the longest command's microseconds, how many took SLOW_US or more) in Redis's slow log, then reset."""
+    durations = [entry["duration"] for entry in client.slowlog_get(1_000_000)
+                 if not entry["command"].upper().startswith(b"SLOWLOG")]  # fmt: skip
+    client.slowlog_reset()
+    return float(max(durations, default=0)), sum(duration >= SLOW_US for duration in durations)
+
+
+def measure(url: str, candidates: int, count: int, profile: cProfile.Profile | None = None,
+            sizes: Mapping[str, int] | None = None) -> Run:
+    """One pass of the joiner over ``count`` decisions of ``candidates``, with the chunk ``sizes`` (None: those
+    in force)."""
+    with chunk_sizes(sizes or {}):
+        return _measure(url, candidates, count, profile)
+
+
+def _measure(url: str, candidates: int, count: int, profile: cProfile.Profile | None) -> Run:
     worker, joiner_bus = _buses(url)
+    admin = redis.Redis.from_url(url)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-joiner-"))
     handed: list[JoinedEvent] = []
     try:
@@ -120,6 +167,9 @@ def measure(url: str, candidates: int, count: int, profile: cProfile.Profile | N
         handed.clear()
         feed(worker, candidates, count, 50)
         time.sleep(WAIT + 0.05)
+        admin.config_set("slowlog-max-len", 1_000_000)
+        admin.config_set("slowlog-log-slower-than", LOGGED_US)
+        admin.slowlog_reset()
         if profile is not None:
             profile.enable()
         cpu_before, started = time.process_time(), time.perf_counter()
@@ -127,16 +177,19 @@ def measure(url: str, candidates: int, count: int, profile: cProfile.Profile | N
         wall, cpu = time.perf_counter() - started - WAIT - 0.05, time.process_time() - cpu_before
         if profile is not None:
             profile.disable()
+        admin.config_set("slowlog-log-slower-than", 10_000)
+        longest, slow = _redis_holds(admin)
         totals = [0.0] * 5
         for start in range(0, len(handed), SETTINGS.flush_max_events):  # the joiner's batches
             shares = _parquet_share(handed[start : start + SETTINGS.flush_max_events], log_dir / "again")
             totals = [total + share for total, share in zip(totals, shares, strict=True)]
         build, write, size, plain_build, plain_write = (total / count for total in totals)
         return Run(count / wall, cpu / count * 1e6, build * 1e6, write * 1e6, size, plain_build * 1e6,
-                   plain_write * 1e6)  # fmt: skip
+                   plain_write * 1e6, longest, slow)  # fmt: skip
     finally:
         worker.close_connections()
         joiner_bus.close_connections()
+        admin.close()
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
@@ -198,9 +251,12 @@ def run(quick: bool = False) -> str:
     server = RedisServer().start()
     try:
         results: dict[int, list[Run]] = {size: [] for size in SIZES}
-        for _ in range(repetitions):
+        earlier: dict[int, list[Run]] = {size: [] for size in SIZES}
+        for repetition in range(repetitions):
             for size in SIZES:
-                results[size].append(measure(server.url, size, count))
+                order = ((results, None), (earlier, EARLIER_CHUNKS))
+                for runs, sizes in order if repetition % 2 == 0 else order[::-1]:
+                    runs[size].append(measure(server.url, size, count, sizes=sizes))
         costs = {size: record_costs(size, 200 if quick else 2000) for size in SIZES}
         shares = {}
         for size in SIZES:
@@ -232,6 +288,25 @@ def run(quick: bool = False) -> str:
             f"| {build:,.0f} + {write:,.0f} | {(build + write) / cpu:.0%} "
             f"| {statistics.median(r.file_bytes for r in runs):,.0f} | {plain_build:,.0f} + {plain_write:,.0f} |"
         )
+    lines += [
+        "",
+        f"How long the joiner's commands held Redis (its slow log at {LOGGED_US} us during the timed part, medians of "
+        f"the repetitions), with the chunk sizes in force (close {redis_bus_joiner.CLOSE_CHUNK}, commit "
+        f"{redis_bus_joiner.COMMIT_CHUNK}, hold {redis_bus_joiner.HOLD_CHUNK}, read {redis_bus_joiner.READ_CHUNK}) "
+        f"and the earlier ones (commit {EARLIER_CHUNKS['COMMIT_CHUNK']}, hold {EARLIER_CHUNKS['HOLD_CHUNK']}, every "
+        "new entry in one read), interleaved:",
+        "",
+        "| candidates | chunks | joined /s | joiner CPU us/event | longest command us | commands >= 0.5 ms |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for size in SIZES:
+        for label, runs in (("in force", results[size]), ("earlier", earlier[size])):
+            lines.append(
+                f"| {size} | {label} | {statistics.median(r.joined_per_s for r in runs):,.0f} "
+                f"| {statistics.median(r.cpu_us for r in runs):,.0f} "
+                f"| {statistics.median(r.longest_us for r in runs):,.0f} "
+                f"| {statistics.median(r.slow_commands for r in runs):,.0f} |"
+            )
     lines += [
         "",
         "Where the joiner's time goes (cProfile of one more pass per size, cumulative time as a share of "

@@ -25,7 +25,7 @@ Exactly once into the log, across crashes and several joiners sharing the bus. E
 3. write the events under ``<log>/_staging/<batch>/`` (readers ignore ``_``-prefixed directories), fsync,
    and record the staged and final paths in the manifest;
 4. rename each staged file to its final place (atomic, and skipped if the final file exists);
-5. ``commit_batch``: acknowledge and delete the entries (in transactions of ``COMMIT_CHUNK``), then the
+5. ``commit_batch``: acknowledge and delete the entries (in scripts of ``COMMIT_CHUNK`` decisions), then the
    manifest; committing again after a crash part way is harmless (idempotent).
 
 A joiner that dies leaves its manifest behind. Any joiner finding a manifest untouched for a third of

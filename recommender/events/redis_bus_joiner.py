@@ -30,19 +30,30 @@ log = logging.getLogger(__name__)
 
 # Entries in the per-process caches of row digests (stored ones on the serving side, rows on the joiner's).
 ROW_CACHE_SIZE = 200_000
+# Each of the joiner's commands holds Redis for its whole run, and the serving workers' reads and writes queue
+# behind it: the chunks below bound that wait to a few hundred microseconds, about a request's round trip, at
+# the cost of one round trip of the joiner's per chunk (docs/benchmarks.md, "Joiner alone": a commit of 100
+# decisions held Redis for about 2 ms, which showed in the requests' p99).
 # Decisions closed by one Lua call, one call per round trip: one call instead of one per decision saves
-# most of the client's per-command work, but a script holds Redis for its whole run (14-70 us per decision
-# of 200 candidates, measured on a quiet and on a loaded machine), and the serving workers' reads and
-# writes queue behind it; 10 bounds that wait to well under a millisecond.
+# most of the client's per-command work, but a script runs 14-70 us per decision of 200 candidates (measured on a
+# quiet and on a loaded machine).
 CLOSE_CHUNK = 10
 # Decisions whose completion (``complete``) one pipelined round trip reads.
 COMPLETE_CHUNK = 1000
-# Decisions acknowledged and deleted per transaction (see commit_batch), for the same reason.
-COMMIT_CHUNK = 100
-# Decisions whose TTL one call of the hold script removes (three PERSISTs each: a few microseconds).
-HOLD_CHUNK = 200
+# Decisions acknowledged and deleted per script (see commit_batch): about 20 us of Redis each (XACK, XDEL and
+# four keys).
+COMMIT_CHUNK = 20
+# Decisions whose TTL one call of the hold script removes (three PERSISTs each: about 5 us).
+HOLD_CHUNK = 50
+# Stream entries one XREADGROUP or XAUTOCLAIM returns (about 3 us each); a take of more reads in turns.
+READ_CHUNK = 100
+# Feature rows one MGET reads (a new joiner's first batches; later only rows it has not seen): 1,000 held Redis
+# for 0.6-0.9 ms.
+ROWS_CHUNK = 200
 
 T = TypeVar("T")
+# Reads stream entries for a take: (client, stream, at most, cursor) -> (entries, the next read's cursor or None).
+Reader = Callable[[redis.Redis, str, int, str], tuple[list[Any], str | None]]
 
 
 def by_shard(items: Sequence[T], shard_of: Callable[[T], int]) -> dict[int, list[tuple[int, T]]]:
@@ -121,35 +132,38 @@ class RedisJoinerSide:
             entries.append(PendingDecision(entry_id(shard, stream_id), fields[b"e"].decode(), float(fields[b"due"])))
         return entries
 
-    def _take(
-        self, action: str, count: int, read: Callable[[redis.Redis, str, int], list[Any]]
-    ) -> list[PendingDecision]:
-        """Up to ``count`` entries, ``read(client, stream, at_most)`` from each shard in turn (starting one shard
-        further each time), then held (``_hold``)."""
+    def _take(self, action: str, count: int, read: Reader) -> list[PendingDecision]:
+        """Up to ``count`` entries from each shard in turn (starting one shard further each time), then held
+        (``_hold``). ``read(client, stream, at_most, cursor)`` gives at most ``READ_CHUNK`` entries a call and
+        where the next read starts (None: the shard has no more now); the first read of a shard starts at 0-0."""
         layout = self._joiner_layout()
         start, self._next_shard = self._next_shard % layout.count, self._next_shard + 1
         taken: list[PendingDecision] = []
         for step in range(layout.count):
-            if len(taken) >= count:
-                break
             shard = (start + step) % layout.count
-            left = count - len(taken)
-            messages = self._joiner_call(action, layout, shard, lambda client, stream, n=left: read(client, stream, n))
-            taken += self._entries(shard, messages)
+            cursor: str | None = "0-0"
+            while cursor is not None and len(taken) < count:
+                at_most = min(count - len(taken), READ_CHUNK)
+                messages, cursor = self._joiner_call(
+                    action, layout, shard, lambda client, stream, n=at_most, c=cursor: read(client, stream, n, c)
+                )
+                taken += self._entries(shard, messages)
         return self._hold(layout, taken)
 
     def take_new(self, consumer: str, count: int) -> list[PendingDecision]:
-        def read(client: redis.Redis, stream: str, at_most: int) -> list[Any]:
+        def read(client: redis.Redis, stream: str, at_most: int, cursor: str) -> tuple[list[Any], str | None]:
             reply = client.xreadgroup(self._group, consumer, {stream: ">"}, count=at_most)
-            return reply[0][1] if reply else []
+            messages = reply[0][1] if reply else []
+            return messages, (cursor if len(messages) == at_most else None)  # a full read: there may be more
 
         return self._take("reading decisions", count, read)
 
     def take_stale(self, consumer: str, min_idle_seconds: float, count: int) -> list[PendingDecision]:
-        def read(client: redis.Redis, stream: str, at_most: int) -> list[Any]:
-            reply = client.xautoclaim(stream, self._group, consumer, int(min_idle_seconds * 1000), start_id="0-0",
+        def read(client: redis.Redis, stream: str, at_most: int, cursor: str) -> tuple[list[Any], str | None]:
+            reply = client.xautoclaim(stream, self._group, consumer, int(min_idle_seconds * 1000), start_id=cursor,
                                       count=at_most)  # fmt: skip
-            return reply[1]
+            following = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+            return reply[1], (None if following == "0-0" else following)  # 0-0: the scan is through
 
         return self._take("claiming stale decisions", count, read)
 
@@ -266,7 +280,7 @@ class RedisJoinerSide:
 
     def _fetch_rows(self, layout: Layout, wanted: Mapping[int, set[str]]) -> set[str]:
         """Make sure this process knows the rows of the digests ``wanted`` from each shard, bringing the others
-        from Redis (one MGET per 1,000). Returns the digests whose rows Redis does not have either (normally
+        from Redis (one MGET per ``ROWS_CHUNK``). Returns the digests whose rows Redis does not have either (normally
         none)."""
         if len(self._rows) + sum(map(len, wanted.values())) > ROW_CACHE_SIZE:
             self._rows.clear()
@@ -274,8 +288,8 @@ class RedisJoinerSide:
         for shard, digests in wanted.items():
             tag = layout.tags[shard]
             missing = [digest for digest in digests if digest not in self._rows]
-            for start in range(0, len(missing), 1000):
-                chunk = missing[start : start + 1000]
+            for start in range(0, len(missing), ROWS_CHUNK):
+                chunk = missing[start : start + ROWS_CHUNK]
                 texts = self._call("reading feature rows", lambda c=chunk, t=tag: self._nodes.clients(t).joiner.mget(
                     [f"{t}:row:{d}" for d in c]))  # fmt: skip
                 for digest, text in zip(chunk, texts, strict=True):
@@ -287,7 +301,7 @@ class RedisJoinerSide:
 
     def commit_batch(self, batch_id: str, pending: Sequence[PendingDecision]) -> None:
         # One script per COMMIT_CHUNK decisions of a shard, the manifest last: a script blocks Redis
-        # for its whole length (about 1 ms per 100 decisions), and the serving workers' reads queue behind it.
+        # for its whole length (about 20 us per decision), and the serving workers' reads queue behind it.
         # A joiner dying between chunks leaves the manifest, and whoever finishes the batch commits it
         # again: acknowledging and deleting are idempotent. With one shard the manifest goes with the last
         # chunk; with more it is on the bus's home tag, deleted by a command of its own after every chunk.
