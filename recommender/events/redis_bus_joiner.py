@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 ROW_CACHE_SIZE = 200_000
 # Each of the joiner's commands holds Redis for its whole run, and the serving workers' reads and writes queue
 # behind it: the chunks below bound that wait to a few hundred microseconds, about a request's round trip, at
-# the cost of one round trip of the joiner's per chunk (docs/benchmarks.md, "Joiner alone": a commit of 100
-# decisions held Redis for about 2 ms, which showed in the requests' p99).
+# the cost of one round trip of the joiner's per chunk (docs/benchmarks.md, "Joiner alone": with 3,000 decisions
+# due, one read of every new entry held Redis 5-10 ms, and a commit of 100 decisions about 2 ms).
 # Decisions closed by one Lua call, one call per round trip: one call instead of one per decision saves
 # most of the client's per-command work, but a script runs 14-70 us per decision of 200 candidates (measured on a
 # quiet and on a loaded machine).
