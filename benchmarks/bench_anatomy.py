@@ -9,14 +9,17 @@ redis-server, in the same run:
   score load's bodies; the server's processes' CPU per request from /proc, runs alternated.
 - *app*: each service's WSGI app called directly in a loop (no server, no sockets to the client), on the
   same random requests as the load (``bench_service.score_bodies``): this thread's CPU per request
-  (``time.thread_time``), Flask included. The apps run in a child process with
+  (``time.thread_time``), the framework included (ours: its hot path in front of Flask; the others: Flask).
+  The apps run in a child process with
   ``PROMETHEUS_MULTIPROC_DIR`` set, as ``recommender serve``'s workers do (metrics written to shared files).
   Rounds of the three apps alternate.
 - *ours by step*: the same loop with timers around the parse (``parse_score_request``: pydantic), the
   feature read (``Runtime.read_features``, one MGET), the decision (``Runtime.decide``: the policy), the bus
-  (``DecisionPublisher.publish``: the decision script, one EVALSHA) and our view as a whole; what remains
-  of the view is the response and bookkeeping, and the app outside the view is Flask with our hooks
-  (metrics, clock). Timed in a run of its own after each round, on the same requests: the timers add about
+  (``DecisionPublisher.publish``: the decision script, one EVALSHA) and the view as a whole
+  (``scoring.answer_score``, which ours' hot path in front of Flask calls for the usual request,
+  ``recommender.service.hot_path``); what remains of the view is building the decision's input and the
+  response body, and the app outside the view is the hot path (the body read, the response's JSON,
+  metrics, the clock). Timed in a run of its own after each round, on the same requests: the timers add about
   2 us each.
 - *joiner*: after ours' rounds, once the reward window has passed, the runtime's joiner joins those
   decisions (``Joiner.run_once(flush=True)``: close, Parquet write, commit); its CPU per decision. The
@@ -53,7 +56,7 @@ from benchmarks.service_setup import ROOT, cpu_seconds, load_catalog
 from benchmarks.wrk_load import ensure_wrk, run_wrk
 from benchmarks.wsgi_servers import ServedProcesses
 from features.redis_store import DirectCommands
-from recommender.service import create_app, scoring
+from recommender.service import create_app, hot_path, scoring
 from tests.redis_harness import free_port
 
 SIZES = (20, 200)
@@ -144,20 +147,20 @@ class StepTimers:
 def _timed_ours(app: Flask, timers: StepTimers) -> Callable[[], None]:
     """Put ``timers`` around ours' steps; returns the function that takes them off again."""
     rt = app.extensions["recommender"]
-    view = app.view_functions["scoring.score"]
+    view = hot_path.answer_score
     parse = scoring.parse_score_request
     rt.read_features = timers.around("feature read", rt.read_features)
     rt.decide = timers.around("decision", rt.decide)
     rt.publisher.publish = timers.around("bus", rt.publisher.publish)
     scoring.parse_score_request = timers.around("parse", parse)
-    app.view_functions["scoring.score"] = timers.around("view", view)
+    hot_path.answer_score = timers.around("view", view)
 
     def untime() -> None:
         for name in ("read_features", "decide"):
             delattr(rt, name)
         del rt.publisher.publish
         scoring.parse_score_request = parse
-        app.view_functions["scoring.score"] = view
+        hot_path.answer_score = view
 
     return untime
 
@@ -280,7 +283,8 @@ def report(apps: dict[str, Any], servers: dict[str, list[float]], rounds: int, b
         f"threads, wrk over 4 keep-alive connections, {seconds:g} s per run, {len(servers[next(iter(servers))])} "
         "runs per server alternated (medians; the server's processes' CPU per request). *App*: each service's WSGI app "
         f"called in a loop in one process, {rounds} rounds of {batch} random requests of the sample catalog per "
-        "app, the three alternated (medians of the rounds; this thread's CPU, Flask included; metrics in files "
+        "app, the three alternated (medians of the rounds; this thread's CPU, the framework included: ours' hot "
+        "path in front of Flask, the others' Flask; metrics in files "
         "as under `recommender serve`). *Ours by step*: timers around each step, in a timed run of ours after "
         "each round (medians). "
         "*Joiner*: the runtime's joiner joining those decisions after the reward window. *Redis*: the "
@@ -309,7 +313,7 @@ def report(apps: dict[str, Any], servers: dict[str, list[float]], rounds: int, b
         steps = by_size[n]["steps_us"]
         return steps["view"] - sum(steps[name] for name in INNER_STEPS)
 
-    def flask_and_hooks(n: int, service: str) -> float | None:
+    def around_view(n: int, service: str) -> float | None:
         if service != "ours":
             return None
         steps = by_size[n]["steps_us"]
@@ -333,13 +337,13 @@ def report(apps: dict[str, Any], servers: dict[str, list[float]], rounds: int, b
 
     lines += [
         row("server (bare app under the service's server)", server),
-        row("app (WSGI call, Flask included)", app),
+        row("app (WSGI call, framework included)", app),
         row("&nbsp;&nbsp;ours: parse (pydantic)", step("parse")),
         row("&nbsp;&nbsp;ours: feature read (one MGET)", step("feature read")),
         row("&nbsp;&nbsp;ours: decision (the policy)", step("decision")),
         row("&nbsp;&nbsp;ours: bus (decision script, one EVALSHA)", step("bus")),
-        row("&nbsp;&nbsp;ours: rest of the view (response, bookkeeping)", view_rest),
-        row("&nbsp;&nbsp;ours: Flask and our hooks", flask_and_hooks),
+        row("&nbsp;&nbsp;ours: rest of the view (decision input, response body, bookkeeping)", view_rest),
+        row("&nbsp;&nbsp;ours: around the view (hot path: body read, response JSON, metrics)", around_view),
         row("joiner, per decision", joiner),
         row("Redis (requests, and ours' join)", redis_cpu),
         row("**sum**", total),

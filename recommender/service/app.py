@@ -23,6 +23,7 @@ from recommender.policy.policy import Policy
 from recommender.service import ops, rewards, scoring
 from recommender.service.arrival import queued_seconds
 from recommender.service.errors import register_error_handlers, register_media_type_check
+from recommender.service.hot_path import HotScorePath
 from recommender.service.metrics import ServiceMetrics
 from recommender.service.model_follower import ModelFollower
 from recommender.service.openapi import build_openapi
@@ -101,6 +102,7 @@ def create_app(
     register_error_handlers(app)
     _measure_requests(app, runtime)
     register_media_type_check(app)  # after the clock starts: a 415 is measured and counted like any answer
+    app.wsgi_app = HotScorePath(app.wsgi_app, runtime)  # type: ignore[method-assign]  # the usual score request
     if start_background:
         runtime.start()
     return app
@@ -121,7 +123,6 @@ def _measure_requests(app: Flask, runtime: Runtime) -> None:
     def _observe(response: Response) -> Response:
         started = g.get("started")
         if started is not None:
-            endpoint = request.endpoint or "unmatched"
-            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-            metrics.responses.labels(endpoint, str(response.status_code)).inc()
+            metrics.observe_response(request.endpoint or "unmatched", time.perf_counter() - started,
+                                     response.status_code)  # fmt: skip
         return response

@@ -140,6 +140,12 @@ class ServiceMetrics:
         self._model_version: str | None = None
         self._exploration_labels: list[tuple[str, str]] = []
 
+    def observe_response(self, endpoint: str, seconds: float, status: int) -> None:
+        """One answered request: its time to answer (``recommender_request_seconds``) and status, by endpoint
+        (Flask's endpoint name, e.g. ``scoring.score``; ``unmatched`` for a path no route has)."""
+        self.latency.labels(endpoint).observe(seconds)
+        self.responses.labels(endpoint, str(status)).inc()
+
     def observe_join(self, stats: JoinStats) -> None:
         self.joined.inc(stats.joined)
         self.joined_rewarded.inc(stats.rewarded)

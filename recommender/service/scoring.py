@@ -95,14 +95,21 @@ def render(decision: Decision, with_slots: bool, degraded_reason: DegradedReason
 def score() -> Response:
     rt = runtime()
     snapshot = rt.snapshot
-    config = snapshot.config
-    if config.service.protect_score:
+    if snapshot.config.service.protect_score:
         require_key(snapshot.api_keys, request)
+    return json_response(answer_score(rt, snapshot, request.get_data(cache=False), g.get("queued")))
+
+
+def answer_score(rt: Runtime, snapshot: Snapshot, body: bytes, queued: float | None) -> dict[str, Any]:
+    """The response body of the score request ``body`` (its raw bytes), answered with ``snapshot``: the one
+    implementation of ``POST /v1/score`` behind both of its entries (the Flask view, and the hot path of the
+    usual request, ``recommender.service.hot_path``). ``queued``: seconds the request waited for this worker
+    (None: unknown). Raises ApiError (4xx) for a body the service refuses, naming what was wrong."""
     try:
-        req = parse_score_request(request.get_data(cache=False))
+        req = parse_score_request(body)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-
+    config = snapshot.config
     limit = config.service.max_candidates
     if len(req.candidates) > limit:
         raise ApiError(400, "invalid_request", f"candidates: {len(req.candidates)} candidates, at most {limit} "
@@ -138,8 +145,8 @@ def score() -> Response:
         slots=req.slots,
         deferred=req.defer_activation,
     )
-    decision, degraded_reason = decide_and_publish(rt, snapshot, request_input, problem)
-    return json_response(render(decision, req.slots is not None, degraded_reason))
+    decision, degraded_reason = decide_and_publish(rt, snapshot, request_input, problem, queued=queued)
+    return render(decision, req.slots is not None, degraded_reason)
 
 
 def decide_and_publish(
@@ -148,15 +155,16 @@ def decide_and_publish(
     request_input: DecisionInput,
     problem: DegradedReason | None,
     *,
+    queued: float | None,
     event_field: str = "event_id",
 ) -> tuple[Decision, DegradedReason | None]:
     """Decide (``Runtime.decide``, shedding an overloaded request; within a running experiment, with the user's
-    arm) and hand the decision to the bus: the one path of every ranking API. Returns the decision and why it
-    is degraded (None: it is not). Raises ApiError
+    arm) and hand the decision to the bus: the one path of every ranking API. ``queued``: seconds the request
+    waited for this worker (None: unknown, never shed). Returns the decision and why it is degraded (None: it
+    is not). Raises ApiError
     409 naming ``event_field`` when the event id is pending or was joined recently."""
     # Overload: the request already waited longer than the budget for this worker. The model's decision is
     # most of a request's CPU; without it the backlog drains, and the uniform decision is logged as such.
-    queued = g.get("queued")
     budget_ms = snapshot.config.service.queue_budget_ms
     shed = budget_ms > 0 and queued is not None and queued * 1000.0 > budget_ms
     if shed:

@@ -31,6 +31,6 @@ def test_the_apps_steps_and_joiner_are_measured_and_the_report_names_every_part(
 
     text = report(apps, servers, ROUNDS, BATCH, 1.0)
     for part in ("server", "app (WSGI call", "parse", "feature read", "decision", "bus", "rest of the view",
-                 "Flask and our hooks", "joiner", "Redis", "**sum**"):  # fmt: skip
+                 "around the view", "joiner", "Redis", "**sum**"):  # fmt: skip
         assert part in text, part
     assert text.count("\n- ") == len(SIZES) + 1  # one reading per size, and the round trip

@@ -13,7 +13,7 @@ Personalizer ignored events that were never activated.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from recommender.records import Reward, utc_now
 from recommender.service.auth import require_key
@@ -69,7 +69,8 @@ def rank(version: str | None) -> Response:
         rt, snapshot, actions=req.actions, order=order, context_features=req.contextFeatures, event_id=req.eventId,
         user_id=req.userId, slots=None, deferred=bool(req.deferActivation),
     )  # fmt: skip
-    decision, _ = decide_and_publish(rt, snapshot, request_input, problem, event_field="eventId")
+    decision, _ = decide_and_publish(rt, snapshot, request_input, problem, queued=g.get("queued"),
+                                     event_field="eventId")
     return json_response(rank_response(decision, excluded), 201)
 
 
@@ -110,7 +111,8 @@ def multi_slot_rank(version: str | None) -> Response:
         user_id=req.userId, slots=len(req.slots), deferred=bool(req.deferActivation),
         slot_names=tuple(slot.id for slot in req.slots),
     )  # fmt: skip
-    decision, _ = decide_and_publish(rt, snapshot, request_input, problem, event_field="eventId")
+    decision, _ = decide_and_publish(rt, snapshot, request_input, problem, queued=g.get("queued"),
+                                     event_field="eventId")
     slot_ids = decision.slot_names
     join = snapshot.config.join
     _slot_ids().record(decision.event_id, slot_ids, join.reward_wait_time + join.recovery_seconds)
