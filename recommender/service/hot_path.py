@@ -1,13 +1,14 @@
 """The usual ``POST /v1/score``, answered in front of Flask.
 
-Flask's request machinery (contexts, routing, hooks, the response object) costs about 100 us of CPU per
-request on the project's 2-core machine, a twentieth of a score request of 20 candidates (docs/benchmarks.md,
-"Where a score request's CPU goes"). ``HotScorePath`` wraps the app's WSGI callable and answers the usual score
-request itself, through the same ``scoring.answer_score`` as the Flask view, with the same metrics and error
-bodies. The usual request: ``POST /v1/score`` with ``Content-Type: application/json`` exactly, a
-``Content-Length`` within ``service.max_body_bytes``, no ``Content-Encoding`` or ``Transfer-Encoding``, and
-``service.protect_score`` off. Every other request goes to Flask unchanged, so its refusals (415, 413, 401,
-405, ...) stay where they are written.
+Flask's request machinery (contexts, routing, hooks, the request and response objects) cost about a fifth of
+the app's CPU per score request on the project's 2-core machine: 256-272 us at 20 candidates, 390-664 at 200
+(docs/service.md, ``POST /v1/score``; docs/benchmarks.md, "Where a score request's CPU goes").
+``HotScorePath`` wraps the app's WSGI callable and answers the usual score request itself, through the same
+``scoring.answer_score`` as the Flask view, with the same metrics and error bodies. The usual request:
+``POST /v1/score`` with ``Content-Type: application/json`` exactly, a ``Content-Length`` within
+``service.max_body_bytes``, no ``Content-Encoding`` or ``Transfer-Encoding``, and ``service.protect_score``
+off. Every other request goes to Flask unchanged, so its refusals (415, 413, 401, 405, ...) stay where they
+are written.
 """
 
 from __future__ import annotations
