@@ -1,4 +1,5 @@
-"""``POST /v1/score``: the hot path.
+"""``POST /v1/score``: the request path (``answer_score``; the usual request reaches it through
+``recommender.service.hot_path``, in front of Flask, any other through the Flask view).
 
 Parse and validate once (pydantic, from the raw bytes, then the rules that depend on the configuration
 and the policy in force: ``service.max_candidates``, exclusions, slots), so that what the policy gets
