@@ -19,8 +19,9 @@ from recommender.events import redis_bus_joiner, redis_scripts
 from recommender.events.joiner import Joiner
 from recommender.events.log import read_events
 from recommender.events.redis_bus import RedisEventBus
-from recommender.records import Decision, Reward
+from recommender.records import Reward
 from recommender.settings.events import JoinConfig
+from tests.recommender.events.test_sharded_bus import decision
 from tests.redis_harness import RedisServer
 
 WAIT = 0.3
@@ -29,14 +30,6 @@ DECISIONS = 250
 # Decisions per command at most (what one command may hold Redis for: about 20 us per decision committed, 5 per
 # decision held, 3 per stream entry read, on the 2-core machine of docs/benchmarks.md).
 MOST_COMMITTED, MOST_HELD, MOST_CLOSED, MOST_READ = 20, 50, 10, 100
-
-
-def decision(event_id: str) -> Decision:
-    return Decision(
-        event_id=event_id, timestamp=datetime.now(UTC), user_id="u", user_features={}, context={"device": "web"},
-        candidate_ids=("a", "b"), candidate_features=({"price": 1.0}, {"price": 2.0}), pmfs=((0.75, 0.25),),
-        chosen=(0,), ranking=(0, 1), model_version="m", exploration={"epsilon": 0.5},
-    )  # fmt: skip
 
 
 def sha(script: str) -> bytes:

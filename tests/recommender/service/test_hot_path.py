@@ -7,32 +7,22 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 
 import pytest
 
 from recommender.service import scoring
 from recommender.service.hot_path import ENDPOINT
 from tests.recommender.served_app import CANDIDATES_20, ServedApp, service_document, write_config
+from tests.recommender.service import test_bad_input
 from tests.recommender.service.test_bad_input import SCORE_CASES
 
 USUAL = {"Content-Type": "application/json"}
 VIA_FLASK = {"Content-Type": "application/json; charset=utf-8"}
 
 
-@pytest.fixture(scope="module")
-def served(catalog_redis, tmp_path_factory) -> Iterator[ServedApp]:
-    tmp_path = tmp_path_factory.mktemp("hot-path")
-    config = write_config(tmp_path / "config.yaml", service_document(tmp_path, catalog_redis.url,
-                                                                     service={"max_body_bytes": 65536}))  # fmt: skip
-    served = ServedApp(config)
-    yield served
-    served.stop()
-
-
-@pytest.fixture(scope="module")
-def client(served):
-    return served.client()
+# The bad-input tests' app (64 KiB bodies at most), a module's own instance here.
+served = test_bad_input.served
+client = test_bad_input.client
 
 
 def counted(client, status: int) -> float:
