@@ -24,6 +24,7 @@ from recommender.service.arrival import queued_seconds
 from recommender.service.errors import ACCEPTED_MEDIA_TYPE, INTERNAL_ERROR_MESSAGE, ApiError, error_body
 from recommender.service.runtime import Runtime
 from recommender.service.scoring import answer_score
+from recommender.settings.service import ServiceConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,18 @@ class HotScorePath:
         self.runtime = runtime
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        length = self._usual_length(environ)
+        rt = self.runtime
+        snapshot = rt.snapshot  # one for the whole request, as a Flask view reads it once
+        length = _usual_length(environ, snapshot.config.service)
         if length is None:
             return self.flask_wsgi(environ, start_response)
-        rt = self.runtime
         started = time.perf_counter()
         queued = queued_seconds(environ)  # known under InlineWorker, when the kernel stamped the request
         if queued is not None:
             rt.metrics.queue_wait.observe(queued)
         headers: dict[str, str] = {}
         try:
-            status, body = 200, answer_score(rt, rt.snapshot, environ["wsgi.input"].read(length), queued)
+            status, body = 200, answer_score(rt, snapshot, environ["wsgi.input"].read(length), queued)
         except ApiError as error:
             status, headers = error.status, error.headers
             body = error_body(error.code, error.message, error.field, error.details)
@@ -63,18 +65,19 @@ class HotScorePath:
         rt.metrics.observe_response(ENDPOINT, time.perf_counter() - started, status)
         return [data]
 
-    def _usual_length(self, environ: WSGIEnvironment) -> int | None:
-        """The body's length when ``environ`` is the usual score request (module docstring), else None."""
-        if (
-            environ.get("PATH_INFO") != "/v1/score"
-            or environ.get("REQUEST_METHOD") != "POST"
-            or environ.get("CONTENT_TYPE") != ACCEPTED_MEDIA_TYPE
-            or "HTTP_CONTENT_ENCODING" in environ
-            or "HTTP_TRANSFER_ENCODING" in environ
-        ):
-            return None
-        declared = environ.get("CONTENT_LENGTH", "")
-        service = self.runtime.snapshot.config.service
-        if not declared.isdigit() or int(declared) > service.max_body_bytes or service.protect_score:
-            return None
-        return int(declared)
+
+def _usual_length(environ: WSGIEnvironment, service: ServiceConfig) -> int | None:
+    """The body's length when ``environ`` is the usual score request (module docstring) under ``service``, else
+    None."""
+    if (
+        environ.get("PATH_INFO") != "/v1/score"
+        or environ.get("REQUEST_METHOD") != "POST"
+        or environ.get("CONTENT_TYPE") != ACCEPTED_MEDIA_TYPE
+        or "HTTP_CONTENT_ENCODING" in environ
+        or "HTTP_TRANSFER_ENCODING" in environ
+    ):
+        return None
+    declared = environ.get("CONTENT_LENGTH", "")
+    if not declared.isdigit() or int(declared) > service.max_body_bytes or service.protect_score:
+        return None
+    return int(declared)
