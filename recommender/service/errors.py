@@ -48,6 +48,10 @@ class ApiError(Exception):
         self.details = details
         self.headers = headers or {}
 
+    def body(self) -> dict[str, Any]:
+        """The error response's JSON body (``error_body``)."""
+        return error_body(self.code, self.message, self.field, self.details)
+
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A compact JSON response, written by ``recommender.events.codec.to_json`` (pydantic-core: about 5x faster than the
@@ -111,8 +115,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> Response:
-        body = error_body(error.code, error.message, error.field, error.details)
-        return json_response(body, error.status, error.headers)
+        return json_response(error.body(), error.status, error.headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

@@ -54,8 +54,7 @@ class HotScorePath:
         try:
             status, body = 200, answer_score(rt, snapshot, environ["wsgi.input"].read(length), queued)
         except ApiError as error:
-            status, headers = error.status, error.headers
-            body = error_body(error.code, error.message, error.field, error.details)
+            status, body, headers = error.status, error.body(), error.headers
         except Exception:
             log.exception("unhandled error while serving a request")
             status, body = 500, error_body("internal_error", INTERNAL_ERROR_MESSAGE)
@@ -78,6 +77,8 @@ def _usual_length(environ: WSGIEnvironment, service: ServiceConfig) -> int | Non
     ):
         return None
     declared = environ.get("CONTENT_LENGTH", "")
-    if not declared.isdigit() or int(declared) > service.max_body_bytes or service.protect_score:
+    # ASCII digits only: str.isdigit() also takes digits int() refuses (e.g. "²", a latin-1 header byte).
+    if not (declared.isascii() and declared.isdigit()) or int(declared) > service.max_body_bytes \
+            or service.protect_score:
         return None
     return int(declared)

@@ -9,6 +9,7 @@ import json
 import re
 
 import pytest
+from werkzeug.test import EnvironBuilder
 
 from recommender.service import scoring
 from recommender.service.hot_path import ENDPOINT
@@ -103,3 +104,13 @@ def test_a_failure_inside_is_a_logged_500_with_the_same_body_on_both_entries(cli
     assert usual.json() == other.json() and usual.json()["error"] == "internal_error"
     assert "boom" not in usual.body.decode()
     assert sum("unhandled error while serving a request" in record.message for record in caplog.records) == 2
+
+
+def test_a_content_length_of_other_digits_goes_to_flask_instead_of_failing(served):
+    """``"²"`` passes ``str.isdigit`` but not ``int``: such a header must not make the hot path raise."""
+    environ = EnvironBuilder(path="/v1/score", method="POST", data=b'{"candidates": ["item-0001"]}',
+                             content_type="application/json").get_environ()  # fmt: skip
+    environ["CONTENT_LENGTH"] = "\u00b2"
+    answered = []
+    body = b"".join(served.app(environ, lambda status, headers, exc_info=None: answered.append(status)))
+    assert answered and int(answered[0].split()[0]) < 500, (answered, body)
